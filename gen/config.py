@@ -1,0 +1,276 @@
+"""The accelerator configuration: one frozen, validated object that every generator reads.
+
+Pure Python (no Amaranth, no NumPy), so the gateware, the golden model and host software all
+share it. Widths are in bits (``*_width``), storage sizes in entries (``*_depth``).
+"""
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+__all__ = ["AcceleratorConfig", "PEConfig", "PRESETS", "preset", "resolve_config", "c_header"]
+
+
+def _check_type(name, value):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+
+
+def _check_int(name, value, lo, hi=None, reason=None):
+    _check_type(name, value)
+    if value < lo or (hi is not None and value > hi):
+        limit = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+        why = f" ({reason})" if reason else ""
+        raise ValueError(f"{name} must be {limit}{why}, not {value}")
+
+
+def _signed_bits(lo, hi):
+    """Smallest two's complement width holding every integer in [lo, hi]."""
+    bits = 1
+    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
+        bits += 1
+    return bits
+
+
+@dataclass(frozen=True, kw_only=True)
+class AcceleratorConfig:
+    """Parameters of one row-stationary accelerator.
+
+    Operands are signed two's complement. ``psum_width`` is the exact accumulation width: a layer
+    whose worst-case partial sum does not fit is refused, never wrapped.
+    """
+
+    array_rows: int         # PE rows (filter rows of a logical PE set map onto rows)
+    array_cols: int         # PE columns (ofmap rows of a logical PE set map onto columns)
+    ifmap_width: int        # bits of an ifmap (activation) value
+    weight_width: int       # bits of a filter weight
+    psum_width: int         # bits of a partial sum, exact accumulation
+    filter_spad_depth: int  # words of the filter scratchpad in each PE (>= p*q*S)
+    ifmap_spad_depth: int   # words of the ifmap scratchpad in each PE (>= q*S)
+    psum_spad_depth: int    # words of the psum scratchpad in each PE (>= p)
+    psum_fifo_depth: int    # words of the output psum FIFO in each PE
+    glb_banks: int          # global buffer banks
+    glb_bank_depth: int     # words per global buffer bank
+    glb_bank_width: int     # bits per global buffer word
+    filter_noc_width: int   # bits of one filter network transfer
+    ifmap_noc_width: int    # bits of one ifmap network transfer
+    psum_noc_width: int     # bits of one psum network transfer
+    dram_width: int         # bits of the external memory interface
+    dim_width: int          # bits of a layer dimension or loop bound in hardware descriptors
+    counter_width: int      # bits of each performance counter
+
+    def __post_init__(self):
+        for field in fields(self):
+            _check_type(field.name, getattr(self, field.name))
+        _check_int("array_rows", self.array_rows, 1, 64)
+        _check_int("array_cols", self.array_cols, 1, 64)
+        _check_int("ifmap_width", self.ifmap_width, 2, 32,
+                   "a signed value needs 2 bits; products must fit 64-bit host integers")
+        _check_int("weight_width", self.weight_width, 2, 32,
+                   "a signed value needs 2 bits; products must fit 64-bit host integers")
+        product = self.ifmap_width + self.weight_width
+        _check_int("psum_width", self.psum_width, product, 64,
+                   f"one {self.ifmap_width}x{self.weight_width}-bit product needs {product} bits; "
+                   f"outputs are 64-bit integers")
+        _check_int("filter_spad_depth", self.filter_spad_depth, 1, 4096)
+        _check_int("ifmap_spad_depth", self.ifmap_spad_depth, 1, 4096)
+        _check_int("psum_spad_depth", self.psum_spad_depth, 1, 4096)
+        _check_int("psum_fifo_depth", self.psum_fifo_depth, 1, 64)
+        _check_int("glb_banks", self.glb_banks, 1, 256)
+        if self.glb_bank_depth & (self.glb_bank_depth - 1) or self.glb_bank_depth < 2:
+            raise ValueError(f"glb_bank_depth must be a power of 2 of at least 2 (to simplify "
+                             f"address calculation), not {self.glb_bank_depth}")
+        _check_int("glb_bank_width", self.glb_bank_width, self.psum_width, 1024,
+                   f"a global buffer word must hold one {self.psum_width}-bit psum")
+        for name, elem, elem_name in (("filter_noc_width", self.weight_width, "weight_width"),
+                                      ("ifmap_noc_width", self.ifmap_width, "ifmap_width"),
+                                      ("psum_noc_width", self.psum_width, "psum_width")):
+            _check_int(name, getattr(self, name), elem, 1024,
+                       f"a transfer must carry at least one word of {elem_name} = {elem}")
+        if self.dram_width % 8 or not 8 <= self.dram_width <= 1024:
+            raise ValueError(f"dram_width must be a multiple of 8 between 8 and 1024, "
+                             f"not {self.dram_width}")
+        _check_int("dim_width", self.dim_width, 4, 16)
+        _check_int("counter_width", self.counter_width, 16, 64)
+
+    # Derived quantities.
+
+    @property
+    def pe_count(self):
+        return self.array_rows * self.array_cols
+
+    @property
+    def glb_bytes(self):
+        return self.glb_banks * self.glb_bank_depth * self.glb_bank_width // 8
+
+    @property
+    def max_filter_width(self):
+        """Largest S a PE holds (p = q = 1)."""
+        return min(self.filter_spad_depth, self.ifmap_spad_depth)
+
+    @property
+    def max_dim(self):
+        """Largest layer dimension or loop bound a hardware descriptor field holds."""
+        return (1 << self.dim_width) - 1
+
+    def psum_fits(self, lo, hi):
+        return _signed_bits(lo, hi) <= self.psum_width
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    def to_json(self):
+        derived = {"pe_count": self.pe_count, "glb_bytes": self.glb_bytes,
+                   "max_filter_width": self.max_filter_width}
+        return json.dumps({"config": self.to_dict(), "derived": derived}, indent=2) + "\n"
+
+    def with_overrides(self, overrides):
+        """Apply ``key=value`` strings (as given to ``--set``); values are integers."""
+        changes = {}
+        names = [field.name for field in fields(self)]
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            key = key.strip()
+            if not sep:
+                raise ValueError(f"override {item!r} is not of the form key=value")
+            if key not in names:
+                raise ValueError(f"unknown configuration key {key!r}; known keys: {', '.join(names)}")
+            try:
+                changes[key] = int(text.strip(), 0)
+            except ValueError:
+                raise ValueError(f"configuration key {key!r} takes an integer, not {text.strip()!r}")
+        return self.replace(**changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PEConfig:
+    """Per-pass setting of a PE's row-stationary 1-D primitive.
+
+    The PE holds ``p`` filter rows of ``s`` weights for each of ``q`` channels, slides over an
+    ifmap row at stride ``u`` producing ``f`` outputs per filter, and does so for ``rows``
+    consecutive ifmap rows before it loads new filters. With ``accumulate`` it adds an incoming
+    psum (from the PE below or the network) to each output.
+    """
+
+    s: int
+    u: int
+    p: int
+    q: int
+    f: int
+    rows: int = 1
+    accumulate: bool = False
+
+    def __post_init__(self):
+        for name in ("s", "u", "p", "q", "f", "rows"):
+            _check_int(name, getattr(self, name), 1)
+        if not isinstance(self.accumulate, bool):
+            raise TypeError(f"accumulate must be a bool, not {self.accumulate!r}")
+        if self.u > self.s:
+            raise ValueError(f"stride u = {self.u} may not exceed the filter width s = {self.s} "
+                             f"(send only the ifmap columns that are read, with u = s)")
+
+    @property
+    def row_length(self):
+        """Ifmap words per channel that one row consumes."""
+        return (self.f - 1) * self.u + self.s
+
+    @property
+    def filter_words(self):
+        return self.p * self.q * self.s
+
+    def check(self, config):
+        """Raise ValueError unless this setting fits the PEs of ``config``."""
+        if self.filter_words > config.filter_spad_depth:
+            raise ValueError(f"p*q*s = {self.p}*{self.q}*{self.s} = {self.filter_words} filter words "
+                             f"exceed filter_spad_depth = {config.filter_spad_depth}")
+        if self.q * self.s > config.ifmap_spad_depth:
+            raise ValueError(f"q*s = {self.q}*{self.s} = {self.q * self.s} ifmap words exceed "
+                             f"ifmap_spad_depth = {config.ifmap_spad_depth}")
+        if self.p > config.psum_spad_depth:
+            raise ValueError(f"p = {self.p} psums exceed psum_spad_depth = {config.psum_spad_depth}")
+        for name in ("f", "rows"):
+            if getattr(self, name) > config.max_dim:
+                raise ValueError(f"{name} = {getattr(self, name)} exceeds {config.max_dim}, "
+                                 f"the largest value of dim_width = {config.dim_width} bits")
+        return self
+
+
+PRESETS = {
+    # Eyeriss v1 (JSSC 2017): 12 x 14 PEs, 16-bit operands, spads 224/12/24 words, 108 KiB GLB
+    # (27 banks of 512 x 64 b; the chip split it as 25 ifmap/psum banks + 8 KiB of filters).
+    # The chip truncated each product to 16 bits; rowstation accumulates exactly, and 48-bit
+    # psums hold the worst case of every AlexNet and VGG-16 layer at 16 bits (VGG-16 FC6:
+    # 25088 products of 2**30 need 46 bits).
+    "eyeriss-v1": AcceleratorConfig(
+        array_rows=12, array_cols=14,
+        ifmap_width=16, weight_width=16, psum_width=48,
+        filter_spad_depth=224, ifmap_spad_depth=12, psum_spad_depth=24, psum_fifo_depth=4,
+        glb_banks=27, glb_bank_depth=512, glb_bank_width=64,
+        filter_noc_width=64, ifmap_noc_width=16, psum_noc_width=64,
+        dram_width=64, dim_width=12, counter_width=48,
+    ),
+    # A small array with 8-bit operands for fast simulation.
+    "tiny": AcceleratorConfig(
+        array_rows=3, array_cols=4,
+        ifmap_width=8, weight_width=8, psum_width=24,
+        filter_spad_depth=48, ifmap_spad_depth=12, psum_spad_depth=8, psum_fifo_depth=4,
+        glb_banks=4, glb_bank_depth=256, glb_bank_width=32,
+        filter_noc_width=32, ifmap_noc_width=8, psum_noc_width=32,
+        dram_width=32, dim_width=8, counter_width=32,
+    ),
+}
+
+
+def preset(name):
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def resolve_config(preset_name=None, config_file=None, overrides=()):
+    """The configuration a command runs with: a preset, then a TOML file, then ``--set`` overrides.
+
+    The TOML file holds configuration keys at the top level and may name its base with
+    ``preset = "NAME"`` (an explicit ``preset_name`` wins). Without either, ``eyeriss-v1``.
+    """
+    changes = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            with path.open("rb") as f:
+                table = tomllib.load(f)
+        except OSError as error:
+            raise ValueError(f"cannot read configuration {path}: {error.strerror}")
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"configuration {path} is not valid TOML: {error}")
+        file_preset = table.pop("preset", None)
+        if file_preset is not None and not isinstance(file_preset, str):
+            raise TypeError(f"preset in {path} must be a string, not {file_preset!r}")
+        preset_name = preset_name or file_preset
+        names = {field.name for field in fields(AcceleratorConfig)}
+        for key, value in table.items():
+            if key not in names:
+                raise ValueError(f"unknown configuration key {key!r} in {path}; "
+                                 f"known keys: {', '.join(sorted(names))}")
+            changes[key] = value
+    config = preset(preset_name or "eyeriss-v1").replace(**changes)
+    return config.with_overrides(overrides)
+
+
+def c_header(config, name="rowstation"):
+    """A C header with the parameters host software needs, so hardware and software agree."""
+    guard = f"{name.upper()}_CONFIG_H"
+    lines = [f"/* Generated by rowstation from its configuration: do not edit. */",
+             f"#ifndef {guard}", f"#define {guard}", ""]
+    values = {**config.to_dict(), "pe_count": config.pe_count, "glb_bytes": config.glb_bytes,
+              "max_filter_width": config.max_filter_width}
+    for key, value in values.items():
+        lines.append(f"#define {name.upper()}_{key.upper()} {value}u")
+    lines += ["", f"#endif /* {guard} */", ""]
+    return "\n".join(lines)

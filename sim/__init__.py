@@ -1,0 +1,1 @@
+"""Golden model, stimulus and simulation drivers (the golden model never imports Amaranth)."""

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+
+from rowstation.gen.cli import main
+
+from reference import conv2d_loops, requantize_loops
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_presets_lists_key_parameters(capsys):
+    code, out, _ = run(capsys, "presets")
+    assert code == 0
+    assert "eyeriss-v1" in out and "12x14" in out and "224/12/24" in out and "108 KiB" in out
+    assert "tiny" in out
+
+
+@pytest.mark.parametrize("spec,args", [
+    ("N=2,C=4,H=9,W=8,M=6,R=3,S=3,U=2,P=1,G=2", ["--stride", 2, "--padding", 1, "--groups", 2, "--shift", 3, "--relu"]),
+    ("N=1,C=3,H=7,W=7,M=2,R=7,S=7", ["--raw"]),
+])
+def test_random_layer_then_run_layer_matches_reference(tmp_path, capsys, spec, args):
+    code, _, _ = run(capsys, "random-layer", "--preset", "tiny", "--layer", spec, "--seed", 5, "-o", tmp_path)
+    assert code == 0
+    code, out, err = run(capsys, "run-layer", "--preset", "tiny", "--sim", "golden",
+                         "--ifmap", tmp_path / "ifmap.npy", "--weights", tmp_path / "weights.npy",
+                         "--bias", tmp_path / "bias.npy", *args,
+                         "-o", tmp_path / "y.npy", "--report", tmp_path / "r.json")
+    assert code == 0, err
+    x, w, b = (np.load(tmp_path / f"{n}.npy") for n in ("ifmap", "weights", "bias"))
+    layer = json.loads((tmp_path / "layer.json").read_text())
+    acc = conv2d_loops(x, w, b, layer["U"], layer["P"], layer["G"])
+    y = np.load(tmp_path / "y.npy")
+    assert y.dtype == np.int64 and y.shape == acc.shape
+    report = json.loads((tmp_path / "r.json").read_text())
+    if "--raw" in args:
+        np.testing.assert_array_equal(y, acc)
+    else:
+        np.testing.assert_array_equal(y, requantize_loops(acc, 3, True, 8))
+    assert report["macs"] == int(np.prod(acc.shape)) * (layer["C"] // layer["G"]) * layer["R"] * layer["S"]
+    assert report["versions"]["numpy"] == np.__version__
+
+
+def _inputs(tmp_path, **arrays):
+    base = dict(ifmap=np.zeros((1, 2, 5, 5), np.int8), weights=np.zeros((3, 2, 3, 3), np.int8))
+    base.update(arrays)
+    for name, array in base.items():
+        if isinstance(array, bytes):
+            (tmp_path / f"{name}.npy").write_bytes(array)
+        else:
+            np.save(tmp_path / f"{name}.npy", array)
+    return ["--ifmap", tmp_path / "ifmap.npy", "--weights", tmp_path / "weights.npy"]
+
+
+@pytest.mark.parametrize("arrays,extra,message", [
+    (dict(ifmap=np.zeros((1, 2, 5, 5), np.float64)), [], "ifmap must hold integers, not dtype float64"),
+    (dict(ifmap=np.zeros((2, 5, 5), np.int8)), [], "ifmap must have 4 dimensions, not 3"),
+    (dict(weights=np.zeros((3, 4, 3, 3), np.int8)), [], "weights have 4 channels per group but the ifmap has C = 2"),
+    (dict(ifmap=b"not an npy file"), [], "ifmap file .*ifmap.npy is not a readable .npy array"),
+    (dict(ifmap=np.full((1, 2, 5, 5), 200, np.int16)), [], r"ifmap value 200 at index \(0, 0, 0, 0\) is outside the signed 8-bit range"),
+    (dict(weights=np.full((3, 2, 3, 3), 127, np.int8)), ["--set", "psum_width=16"], "layer needs 20-bit partial sums .* but psum_width is 16"),
+    ({}, ["--stride", 0], "layer dimension U must be at least 1, not 0"),
+    ({}, ["--bias", "missing.npy"], "bias file missing.npy does not exist"),
+    ({}, ["--set", "array_rows=0"], "array_rows must be between 1 and 64, not 0"),
+])
+def test_run_layer_bad_input_is_one_line(tmp_path, capsys, arrays, extra, message):
+    code, out, err = run(capsys, "run-layer", "--preset", "tiny", *_inputs(tmp_path, **arrays), *extra,
+                         "-o", tmp_path / "y.npy")
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("rowstation run-layer: error: ")
+    import re
+    assert re.search(message, err), err
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_npz_is_refused(tmp_path, capsys):
+    args = _inputs(tmp_path)
+    np.savez(tmp_path / "pack.npz", a=np.zeros(3))
+    code, _, err = run(capsys, "run-layer", "--preset", "tiny", *args, "--bias", tmp_path / "pack.npz",
+                       "-o", tmp_path / "y.npy")
+    assert code == 2 and "is an .npz archive, not a single .npy array" in err
