@@ -33,3 +33,19 @@ def random_layer_arrays(config, layer, *, seed=0, zeros=0.0, bias=True):
     if bias:
         arrays["bias"] = rng.integers(-b_max, b_max + 1, size=(layer.M,), dtype=np.int64)
     return arrays
+
+
+def random_pe_pass(config, cfg, *, rng, zeros=0.0):
+    """Weights (p, q, s), ifmap (rows, q, row_length) and, with ``cfg.accumulate``, ipsum
+    (rows, f, p) in the precision of ``config``, scaled so every psum fits ``psum_width``."""
+    x_max, w_max = 1 << (config.ifmap_width - 1), 1 << (config.weight_width - 1)
+    psum_max = 1 << (config.psum_width - 1)
+    if cfg.q * cfg.s * x_max * w_max >= psum_max // 2:
+        w_max = max(1, psum_max // (4 * cfg.q * cfg.s * x_max))
+    weights = rng.integers(-w_max, w_max, size=(cfg.p, cfg.q, cfg.s), dtype=np.int64)
+    ifmap = rng.integers(-x_max, x_max, size=(cfg.rows, cfg.q, cfg.row_length), dtype=np.int64)
+    ifmap[rng.random(ifmap.shape) < zeros] = 0
+    ipsum = None
+    if cfg.accumulate:
+        ipsum = rng.integers(-psum_max // 2, psum_max // 2, size=(cfg.rows, cfg.f, cfg.p), dtype=np.int64)
+    return weights, ifmap, ipsum

@@ -1,0 +1,286 @@
+"""The processing element: a MAC with filter, ifmap and psum scratchpads running the
+row-stationary 1-D primitive (Eyeriss, JSSC 2017; Chen et al., ISCA 2016).
+
+A pass loads ``p*q*s`` weights, then convolves ``rows`` ifmap rows. For each of the ``f``
+outputs of a row, the PE walks filter taps ``s`` (outer), channels ``q`` and filters ``p``
+(inner): one ifmap scratchpad read feeds ``p`` MACs, the filter scratchpad is read in address
+order, and ``p`` psums accumulate in the psum scratchpad. The last MAC of an output sends its
+sum, plus the incoming psum when accumulating, to ``opsum``.
+"""
+
+from amaranth import *
+from amaranth.lib import fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .counters import EventCounters
+
+
+__all__ = ["PEConfigSignature", "PEEventSignature", "PE"]
+
+
+class PEConfigSignature(wiring.Signature):
+    """Per-pass setting of a PE, driven by the controller (see :class:`rowstation.gen.PEConfig`).
+
+    Members
+    -------
+    s, u : filter width and stride (1 <= u <= s).
+    p, q : filters and channels interleaved in the PE.
+    f : outputs per ifmap row.
+    rows : ifmap rows convolved before the next filter load.
+    accumulate : add one ``ipsum`` word to each output.
+    """
+
+    def __init__(self, config):
+        super().__init__({
+            "s": Out(range(config.max_filter_width + 1)),
+            "u": Out(range(config.max_filter_width + 1)),
+            "p": Out(range(config.psum_spad_depth + 1)),
+            "q": Out(range(config.ifmap_spad_depth + 1)),
+            "f": Out(config.dim_width),
+            "rows": Out(config.dim_width),
+            "accumulate": Out(1),
+        })
+
+
+class PEEventSignature(wiring.Signature):
+    """One strobe per event and cycle, for counters at the PE or summed over the array."""
+
+    EVENTS = ("mac", "gated_mac", "filter_read", "filter_write", "ifmap_read", "ifmap_write",
+              "psum_read", "psum_write")
+
+    def __init__(self):
+        super().__init__({name: Out(1) for name in self.EVENTS})
+
+
+class PE(wiring.Component):
+    """Row-stationary processing element.
+
+    Parameters
+    ----------
+    config : :class:`rowstation.gen.AcceleratorConfig`
+    counters : bool
+        Also count the events in ``counts`` (``config.counter_width`` bits, cleared by
+        ``clear``). In an array the events are summed there instead.
+
+    Ports
+    -----
+    cfg : In(PEConfigSignature)
+        Sampled when the last filter word of a pass is accepted; hold it stable while filters load.
+    filt : In(stream)
+        Weights of a pass, ``p*q*s`` words in order (s, q, p), p innermost.
+    ifmap : In(stream)
+        Ifmap rows, ``(f-1)*u + s`` columns of ``q`` channel values each, channel innermost. Words
+        may arrive at any time, also while filters load.
+    ipsum : In(stream)
+        With ``accumulate``, one psum per output, in ``opsum`` order.
+    opsum : Out(stream)
+        Per row, per output column, ``p`` psums (filter innermost).
+    events : Out(PEEventSignature)
+    idle : Out(1)
+        No pass in progress and nothing in flight.
+    """
+
+    #: Cycles from the first ifmap transfer to the last opsum transfer, beyond one per MAC slot,
+    #: with filters loaded and no stalls: ifmap write, issue, multiply, accumulate, two FIFOs.
+    LATENCY = 4
+
+    def __init__(self, config, *, counters=False):
+        self._config = config
+        self._counters = counters
+        members = {
+            "cfg": In(PEConfigSignature(config)),
+            "filt": In(stream.Signature(signed(config.weight_width))),
+            "ifmap": In(stream.Signature(signed(config.ifmap_width))),
+            "ipsum": In(stream.Signature(signed(config.psum_width))),
+            "opsum": Out(stream.Signature(signed(config.psum_width))),
+            "events": Out(PEEventSignature()),
+            "idle": Out(1),
+        }
+        if counters:
+            members["clear"] = In(1)
+            members["counts"] = Out(EventCounters.counts_signature(PEEventSignature.EVENTS,
+                                                                   config.counter_width))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        depth_i = c.ifmap_spad_depth
+
+        m.submodules.filter_spad = filter_spad = memory.Memory(
+            shape=signed(c.weight_width), depth=c.filter_spad_depth, init=[])
+        m.submodules.ifmap_spad = ifmap_spad = memory.Memory(
+            shape=signed(c.ifmap_width), depth=depth_i, init=[])
+        m.submodules.psum_spad = psum_spad = memory.Memory(
+            shape=signed(c.psum_width), depth=c.psum_spad_depth, init=[])
+        filter_wr, filter_rd = filter_spad.write_port(), filter_spad.read_port()
+        ifmap_wr, ifmap_rd = ifmap_spad.write_port(), ifmap_spad.read_port(domain="comb")
+        psum_wr, psum_rd = psum_spad.write_port(), psum_spad.read_port(domain="comb")
+
+        # Filter load. The pass setting is latched with the last weight.
+        run = {name: Signal.like(getattr(self.cfg, name), name=f"run_{name}")
+               for name in PEConfigSignature(c).members}
+        loading = Signal(init=1)
+        load_addr = Signal(range(c.filter_spad_depth))
+        filter_words = Signal(range(c.filter_spad_depth + 1))
+        m.d.comb += [
+            filter_words.eq(self.cfg.p * self.cfg.q * self.cfg.s),
+            self.filt.ready.eq(loading),
+            filter_wr.addr.eq(load_addr),
+            filter_wr.data.eq(self.filt.payload),
+            filter_wr.en.eq(self.filt.valid & loading),
+        ]
+        with m.If(self.filt.valid & loading):
+            m.d.sync += load_addr.eq(load_addr + 1)
+            with m.If(load_addr == filter_words - 1):
+                m.d.sync += [load_addr.eq(0), loading.eq(0)]
+                m.d.sync += [run[name].eq(getattr(self.cfg, name)) for name in run]
+
+        # Ifmap window: a circular buffer over the whole scratchpad. Words are written in
+        # arrival order; the column of tap s is freed after its last read (s < u, or in the
+        # last output of a row), so new columns stream in while the current output computes.
+        wr_ptr = Signal(range(depth_i))
+        rd_ptr = Signal(range(depth_i))
+        free_ptr = Signal(range(depth_i))
+        occupancy = Signal(range(depth_i + 1))  # words written and not freed
+        offset = Signal(range(depth_i + 1))     # read position past the oldest live word
+
+        # Issue: loop counters, pf innermost.
+        pf = Signal(range(c.psum_spad_depth))
+        qc = Signal(range(c.ifmap_spad_depth))
+        tap = Signal(range(c.max_filter_width))
+        col = Signal(c.dim_width)
+        row = Signal(c.dim_width)
+        filter_addr = Signal(range(c.filter_spad_depth))
+        x_hold = Signal(signed(c.ifmap_width))
+
+        advance = Signal()
+        issue = Signal()
+        x = Signal(signed(c.ifmap_width))
+        gated = Signal()
+        last_pf = pf == run["p"] - 1
+        step_done = last_pf & (qc == run["q"] - 1)
+        last_tap = tap == run["s"] - 1
+        last_col = col == run["f"] - 1
+        output_done = step_done & last_tap
+        first_step = (tap == 0) & (qc == 0)
+        last_step = last_tap & (qc == run["q"] - 1)
+        free = Signal()
+        needs_word = pf == 0
+        m.d.comb += [
+            issue.eq(~loading & advance & (~needs_word | (offset < occupancy))),
+            ifmap_rd.addr.eq(rd_ptr),
+            x.eq(Mux(needs_word, ifmap_rd.data, x_hold)),
+            gated.eq(x == 0),
+            free.eq(issue & step_done & ((tap < run["u"]) | last_col)),
+            filter_rd.addr.eq(filter_addr),
+            filter_rd.en.eq(issue & ~gated),
+        ]
+
+        def wrap_add(ptr, amount):
+            total = ptr + amount
+            return Mux(total >= depth_i, total - depth_i, total)
+
+        free_ptr_next = Signal.like(free_ptr)
+        m.d.comb += free_ptr_next.eq(Mux(free, wrap_add(free_ptr, run["q"]), free_ptr))
+        m.d.sync += free_ptr.eq(free_ptr_next)
+
+        with m.If(issue):
+            m.d.sync += [pf.eq(pf + 1), filter_addr.eq(filter_addr + 1)]
+            with m.If(needs_word):
+                m.d.sync += x_hold.eq(ifmap_rd.data)
+            with m.If(last_pf):
+                m.d.sync += [pf.eq(0), qc.eq(qc + 1), rd_ptr.eq(wrap_add(rd_ptr, 1)),
+                             offset.eq(offset + 1)]
+                with m.If(step_done):
+                    m.d.sync += [qc.eq(0), tap.eq(tap + 1)]
+                    with m.If(free):
+                        m.d.sync += offset.eq(offset + 1 - run["q"])
+            with m.If(output_done):
+                m.d.sync += [tap.eq(0), filter_addr.eq(0), offset.eq(0), rd_ptr.eq(free_ptr_next),
+                             col.eq(col + 1)]
+                with m.If(last_col):
+                    m.d.sync += [col.eq(0), row.eq(row + 1)]
+                    with m.If(row == run["rows"] - 1):
+                        m.d.sync += [row.eq(0), loading.eq(1)]
+
+        m.d.comb += [
+            self.ifmap.ready.eq((occupancy < depth_i) | free),
+            ifmap_wr.addr.eq(wr_ptr),
+            ifmap_wr.data.eq(self.ifmap.payload),
+            ifmap_wr.en.eq(self.ifmap.valid & self.ifmap.ready),
+        ]
+        with m.If(ifmap_wr.en):
+            m.d.sync += wr_ptr.eq(wrap_add(wr_ptr, 1))
+        m.d.sync += occupancy.eq(occupancy + ifmap_wr.en - Mux(free, run["q"], 0))
+
+        # Pipeline: issue (scratchpad reads) -> multiply -> accumulate. A zero ifmap gates the
+        # filter read and the MAC; the slot still passes so the timing does not depend on data.
+        tags = [("pf", len(pf)), ("gated", 1), ("first", 1), ("last", 1), ("acc", 1)]
+        st1 = {name: Signal(width, name=f"st1_{name}") for name, width in tags}
+        st2 = {name: Signal(width, name=f"st2_{name}") for name, width in tags}
+        st1_valid, st2_valid = Signal(), Signal()
+        st1_x = Signal(signed(c.ifmap_width))
+        product = Signal(signed(c.ifmap_width + c.weight_width))
+
+        m.submodules.local = local = fifo.SyncFIFO(width=c.psum_width + 1, depth=c.psum_fifo_depth)
+        m.d.comb += advance.eq(~(st2_valid & st2["last"] & ~local.w_rdy))
+        with m.If(advance):
+            m.d.sync += [
+                st1_valid.eq(issue), st1_x.eq(x),
+                st1["pf"].eq(pf), st1["gated"].eq(gated), st1["first"].eq(first_step),
+                st1["last"].eq(last_step), st1["acc"].eq(run["accumulate"]),
+                st2_valid.eq(st1_valid), product.eq(Mux(st1["gated"], 0, st1_x * filter_rd.data)),
+            ]
+            m.d.sync += [st2[name].eq(st1[name]) for name, _ in tags]
+
+        commit = st2_valid & advance
+        total = Signal(signed(c.psum_width))
+        m.d.comb += [
+            psum_rd.addr.eq(st2["pf"]),
+            total.eq(Mux(st2["first"], 0, psum_rd.data) + product),
+            psum_wr.addr.eq(st2["pf"]),
+            psum_wr.data.eq(total),
+            psum_wr.en.eq(commit & ~st2["last"] & ~(st2["gated"] & ~st2["first"])),
+            local.w_data.eq(Cat(total, st2["acc"])),
+            local.w_en.eq(commit & st2["last"]),
+        ]
+
+        # Output: add the incoming psum, then a registered FIFO so neither valid nor ready
+        # passes combinationally along a column of PEs.
+        m.submodules.out = out = fifo.SyncFIFO(width=c.psum_width, depth=2)
+        local_sum = local.r_data[:c.psum_width].as_signed()
+        local_acc = local.r_data[c.psum_width]
+        send = local.r_rdy & out.w_rdy & (~local_acc | self.ipsum.valid)
+        m.d.comb += [
+            self.ipsum.ready.eq(local.r_rdy & out.w_rdy & local_acc),
+            out.w_data.eq(local_sum + Mux(local_acc, self.ipsum.payload, 0)),
+            out.w_en.eq(send),
+            local.r_en.eq(send),
+            self.opsum.valid.eq(out.r_rdy),
+            self.opsum.payload.eq(out.r_data),
+            out.r_en.eq(self.opsum.ready),
+            self.idle.eq(loading & (load_addr == 0) & ~st1_valid & ~st2_valid & ~local.r_rdy
+                         & ~out.r_rdy),
+        ]
+
+        events = self.events
+        m.d.comb += [
+            events.mac.eq(issue & ~gated),
+            events.gated_mac.eq(issue & gated),
+            events.filter_read.eq(issue & ~gated),
+            events.filter_write.eq(filter_wr.en),
+            events.ifmap_read.eq(issue & needs_word),
+            events.ifmap_write.eq(ifmap_wr.en),
+            events.psum_read.eq(commit & ~st2["first"] & ~(st2["gated"] & ~st2["last"])),
+            events.psum_write.eq(psum_wr.en),
+        ]
+
+        if self._counters:
+            m.submodules.counters = counters = EventCounters(PEEventSignature.EVENTS,
+                                                             width=c.counter_width)
+            m.d.comb += counters.clear.eq(self.clear)
+            for name in PEEventSignature.EVENTS:
+                m.d.comb += [getattr(counters.events, name).eq(getattr(events, name)),
+                             getattr(self.counts, name).eq(getattr(counters.counts, name))]
+        return m

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from rowstation.gen import PEConfig, preset
+from rowstation.hw.pe import PE
+from rowstation.sim.stimulus import random_pe_pass
+
+from pe_harness import expected, simulate_pe
+
+
+TINY = preset("tiny")
+# Operand widths 4, 8 and 16 bits with different scratchpad depths.
+CONFIGS = {
+    "w4": TINY.replace(ifmap_width=4, weight_width=4, psum_width=16, filter_spad_depth=24,
+                       ifmap_spad_depth=8, psum_spad_depth=4),
+    "w8": TINY,
+    "w16": TINY.replace(ifmap_width=16, weight_width=16, psum_width=40, filter_spad_depth=64,
+                        ifmap_spad_depth=16, psum_spad_depth=6, glb_bank_width=64,
+                        psum_noc_width=64, filter_noc_width=32, ifmap_noc_width=16),
+}
+
+
+def check(config, cfgs, *, seed, idle, stall, zeros=0.3):
+    rng = np.random.default_rng(seed)
+    passes = [(cfg.check(config), *random_pe_pass(config, cfg, rng=rng, zeros=zeros)) for cfg in cfgs]
+    result = simulate_pe(config, passes, seed=seed, idle=idle, stall=stall)
+    want, counts = expected(passes)
+    np.testing.assert_array_equal(result["words"], want)
+    assert result["counts"] == counts
+    assert result["idle"]
+    return result
+
+
+SHAPES = [(1, 1, 1, 1), (3, 1, 2, 2), (3, 2, 1, 3), (4, 4, 2, 1), (2, 1, 3, 2), (4, 3, 2, 2)]
+
+
+def fits(config, s, u, p, q):
+    return p * q * s <= config.filter_spad_depth and q * s <= config.ifmap_spad_depth and p <= config.psum_spad_depth
+
+
+@pytest.mark.parametrize("name,s,u,p,q", [(name, *shape) for name, config in CONFIGS.items()
+                                          for shape in SHAPES if fits(config, *shape)])
+def test_pe_matches_golden_under_stalls(name, s, u, p, q):
+    config = CONFIGS[name]
+    cfg = PEConfig(s=s, u=u, p=p, q=q, f=5, rows=2, accumulate=True)
+    check(config, [cfg], seed=s * 100 + u * 10 + p + q, idle=0.3, stall=0.3)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_pe_largest_filter_and_full_spads(name):
+    """S up to the maximum, and spads filled exactly (q*s == ifmap spad, p*q*s == filter spad)."""
+    config = CONFIGS[name]
+    s = config.max_filter_width
+    q = config.ifmap_spad_depth // s
+    p = min(config.psum_spad_depth, config.filter_spad_depth // (q * s))
+    cfgs = [PEConfig(s=s, u=1, p=p, q=q, f=3, rows=1),
+            PEConfig(s=1, u=1, p=1, q=config.ifmap_spad_depth, f=4, rows=2, accumulate=True)]
+    check(config, cfgs, seed=11, idle=0.2, stall=0.4)
+
+
+def test_pe_back_to_back_passes_with_new_settings():
+    cfgs = [PEConfig(s=3, u=1, p=2, q=2, f=4, rows=2),
+            PEConfig(s=2, u=2, p=1, q=3, f=3, rows=1, accumulate=True),
+            PEConfig(s=4, u=3, p=4, q=1, f=2, rows=3)]
+    check(TINY, cfgs, seed=5, idle=0.5, stall=0.6, zeros=0.5)
+
+
+def test_pe_all_zero_ifmap_is_gated():
+    rng = np.random.default_rng(2)
+    cfg = PEConfig(s=3, u=1, p=2, q=2, f=4, rows=1)
+    weights, ifmap, _ = random_pe_pass(TINY, cfg, rng=rng)
+    ifmap[:] = 0
+    result = simulate_pe(TINY, [(cfg, weights, ifmap, None)])
+    assert not result["words"].any()
+    assert result["counts"]["mac"] == 0 == result["counts"]["filter_read"]
+    assert result["counts"]["gated_mac"] == cfg.f * cfg.s * cfg.p * cfg.q
+
+
+@pytest.mark.parametrize("s,u,p,q,rows", [(1, 1, 1, 1, 1), (3, 1, 1, 1, 2), (3, 3, 2, 4, 1), (5, 2, 3, 2, 2),
+                                          (1, 1, 2, 12, 2), (12, 12, 1, 1, 1)])
+def test_pe_cycle_count(s, u, p, q, rows):
+    """No stalls and no zeros: F*S*p*q cycles per row plus the fixed latency, from the first
+    ifmap transfer to the last opsum transfer."""
+    cfg = PEConfig(s=s, u=u, p=p, q=q, f=6, rows=rows).check(TINY)
+    rng = np.random.default_rng(1)
+    weights, ifmap, _ = random_pe_pass(TINY, cfg, rng=rng)
+    ifmap[ifmap == 0] = 1
+    result = simulate_pe(TINY, [(cfg, weights, ifmap, None)], ifmap_after_filters=True)
+    np.testing.assert_array_equal(result["words"], expected([(cfg, weights, ifmap, None)])[0])
+    first_ifmap = result["ifmap_cycles"][0]
+    assert first_ifmap > result["filt_cycles"][-1]
+    assert result["opsum_cycles"][-1] - first_ifmap == rows * cfg.f * s * p * q + PE.LATENCY
