@@ -123,6 +123,23 @@ def cmd_run_layer(args):
     print(f"{args.output}: {layer} -> {tuple(y.shape)}, {layer.macs} MACs ({args.sim})")
 
 
+def cmd_map(args):
+    from .mapper import map_layer
+
+    config = _config(args)
+    mapping = map_layer(config, ConvLayer.parse(args.layer))
+    if args.json:
+        L = mapping.layer
+        print(json.dumps({"layer": L.to_dict(), "E": L.E, "F": L.F,
+                          "pe": {"p": mapping.p, "q": mapping.q, "s": mapping.seg,
+                                 "u": mapping.pe_stride, "f": L.F, "rows": L.N},
+                          "chain": mapping.chain, "folds": mapping.chunks,
+                          "chains_per_pass": mapping.chains_per_pass,
+                          "predicted": mapping.stats}, indent=2))
+    else:
+        print(mapping.describe())
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="rowstation", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -146,6 +163,13 @@ def build_parser():
     sub.add_argument("--no-bias", action="store_true")
     sub.add_argument("-o", "--output", required=True, metavar="DIR")
     sub.set_defaults(run=cmd_random_layer)
+
+    sub = commands.add_parser("map", parents=[common],
+                              help="print the mapping of a layer and its predicted cycles")
+    sub.add_argument("--layer", required=True, metavar="SPEC",
+                     help='e.g. "N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4,P=0" (G optional)')
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.set_defaults(run=cmd_map)
 
     sub = commands.add_parser("run-layer", parents=[common], help="run one convolution layer")
     sub.add_argument("--sim", choices=SIMULATORS, default="golden")

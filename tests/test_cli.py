@@ -107,3 +107,23 @@ def test_generate_bad_override_is_one_line(tmp_path, capsys):
     assert code == 2
     assert err == ("rowstation generate: error: psum_width must be between 16 and 64 (one 8x8-bit "
                    "product needs 16 bits; outputs are 64-bit integers), not 8\n")
+
+
+def test_map_prints_mapping_and_prediction(capsys):
+    code, out, err = run(capsys, "map", "--preset", "tiny", "--layer", "N=1,C=3,H=9,W=9,M=4,R=3,S=3,P=1")
+    assert code == 0, err
+    assert "predicted" in out and "cycles" in out and "PE utilization" in out
+    code, out, _ = run(capsys, "map", "--preset", "tiny", "--json", "--layer", "N=2,C=4,H=8,W=8,M=6,R=3,S=3,U=2")
+    data = json.loads(out)
+    assert data["E"] == 3 and data["predicted"]["macs"] == 2 * 6 * 3 * 3 * 4 * 9
+
+
+@pytest.mark.parametrize("layer,message", [
+    ("N=1,C=3,H=9", "layer 'N=1,C=3,H=9' lacks W, M, R, S"),
+    ("N=1,C=3,H=9,W=9,M=4,R=3,S=3,X=2", "layer item 'X=2' is not NAME=VALUE"),
+    ("N=1,C=3,H=9,W=9,M=4,R=3,S=3,G=2", "groups G = 2 must divide both C = 3 and M = 4"),
+    ("N=1,C=3,H=999,W=9,M=4,R=3,S=3", "layer padded H = 999 exceeds 255"),
+])
+def test_map_bad_layer_is_one_line(capsys, layer, message):
+    code, _, err = run(capsys, "map", "--preset", "tiny", "--layer", layer)
+    assert code == 2 and message in err and err.count("\n") == 1

@@ -1,0 +1,245 @@
+"""The mapper: places a convolution layer on the PE array with the row-stationary dataflow.
+
+The layer's work splits into **reduction terms** and **outputs**. A reduction term is one
+(channel block ``cb`` of q channels, filter row ``r``, filter column segment ``sb``); an output
+is one (group ``g``, filter block ``mb`` of p filters, ofmap row ``e``) over all N images. A
+PE holds one term for one output: it convolves filter row ``r`` (columns of segment ``sb``) of
+p filters x q channels with ifmap row ``e*U + r`` of each image. A **chain** of vertically
+adjacent PEs sums consecutive terms of one output (psums flow up the column); the array holds
+``array_cols`` columns of ``array_rows // chain`` chains each. A layer whose terms outnumber a
+chain is **folded**: its terms split into chunks whose psums meet in the global buffer. Chains
+beyond what a layer needs **replicate** the set over more outputs.
+
+Among legal (p, q, segment width, chain length), the mapper picks the fewest predicted cycles,
+then the least energy by the brief's access-cost model.
+"""
+
+from dataclasses import dataclass
+from functools import cached_property
+from math import ceil
+
+from .config import PEConfig
+from .layer import ConvLayer
+
+
+__all__ = ["Mapping", "map_layer", "ENERGY_COST"]
+
+
+#: Normalised energy per access (Sze et al., survey Fig. 22): DRAM, GLB, NoC, spad, MAC.
+ENERGY_COST = {"dram": 200, "glb": 6, "noc": 2, "spad": 1, "mac": 1}
+
+#: PE cycles from first ifmap to last opsum beyond the MAC slots (rowstation.hw.pe.PE.LATENCY).
+PE_LATENCY = 4
+
+
+def _divisors(n, limit):
+    return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One legal placement of ``layer`` on the array of ``config``."""
+
+    config: object
+    layer: ConvLayer
+    p: int      # filters per PE
+    q: int      # channels per PE
+    seg: int    # filter columns per PE (S split into S // seg segments)
+    chain: int  # PEs per chain (reduction terms summed in the array per pass)
+
+    # Work decomposition.
+
+    @cached_property
+    def terms(self):
+        """Reduction terms (cb, r, sb) of one output."""
+        L = self.layer
+        return [(cb, r, sb) for cb in range((L.C // L.G) // self.q) for r in range(L.R)
+                for sb in range(L.S // self.seg)]
+
+    @cached_property
+    def outputs(self):
+        """Outputs (g, mb, e), each p filters x F columns x N images."""
+        L = self.layer
+        return [(g, mb, e) for g in range(L.G) for mb in range((L.M // L.G) // self.p)
+                for e in range(L.E)]
+
+    @property
+    def chunks(self):
+        """Term chunks: the folds of one output's reduction."""
+        return ceil(len(self.terms) / self.chain)
+
+    @property
+    def chains_per_pass(self):
+        return self.config.array_cols * (self.config.array_rows // self.chain)
+
+    @cached_property
+    def passes(self):
+        """Each pass: a list of (chain slot, output index, chunk index); chunk-major so that the
+        folds of an output never share a pass."""
+        jobs = [(o, k) for k in range(self.chunks) for o in range(len(self.outputs))]
+        n = self.chains_per_pass
+        return [[(slot, o, k) for slot, (o, k) in enumerate(jobs[i:i + n])]
+                for i in range(0, len(jobs), n)]
+
+    def chunk_terms(self, k):
+        return self.terms[k * self.chain:(k + 1) * self.chain]
+
+    def slot_position(self, slot):
+        """(column, lowest array row) of chain slot ``slot``."""
+        per_column = self.config.array_rows // self.chain
+        return slot // per_column, (slot % per_column) * self.chain
+
+    # PE setting, identical for every PE of every pass.
+
+    @property
+    def pe_stride(self):
+        """Stride seen by a PE: for U > seg the ifmap feeder sends only the columns read."""
+        return min(self.layer.U, self.seg)
+
+    @property
+    def pe_config(self):
+        return PEConfig(s=self.seg, u=self.pe_stride, p=self.p, q=self.q, f=self.layer.F,
+                        rows=self.layer.N, accumulate=True)
+
+    def ifmap_columns(self, sb):
+        """Padded-ifmap columns a PE of segment ``sb`` reads, in stream order."""
+        L, s0 = self.layer, sb * self.seg
+        if L.U <= self.seg:
+            return list(range(s0, s0 + (L.F - 1) * L.U + self.seg))
+        return [f * L.U + s0 + s for f in range(L.F) for s in range(self.seg)]
+
+    # Predictions (a model: the RTL counters are the measurement).
+
+    @cached_property
+    def stats(self):
+        c, L, pe = self.config, self.layer, self.pe_config
+        mac_slots = L.N * L.F * self.seg * self.p * self.q
+        filter_bw = c.filter_noc_width // c.weight_width
+        ifmap_bw = c.ifmap_noc_width // c.ifmap_width
+        psum_bw = c.psum_noc_width // c.psum_width
+        cycles = active = filter_words = ifmap_words = psum_words = passes = 0
+        for jobs, segments in self._pass_ranges():
+            filters = rows = 0
+            for k, o_lo, o_hi in segments:
+                terms = self.chunk_terms(k)
+                filters += (o_hi // L.E - o_lo // L.E + 1) * len(terms)
+                rows += self._distinct_rows(o_lo, o_hi, terms)
+                active += (o_hi - o_lo + 1) * len(terms)
+            words_f = filters * pe.filter_words
+            words_i = rows * L.N * self.q * pe.row_length
+            words_p = jobs * L.N * L.F * self.p
+            cycles += ceil(words_f / filter_bw) + PE_LATENCY + 2 * self.chain \
+                + max(mac_slots, ceil(words_i / ifmap_bw), ceil(words_p / psum_bw))
+            passes += 1
+            filter_words += words_f
+            ifmap_words += words_i
+            psum_words += 2 * words_p
+        active_pe_cycles = active * mac_slots
+        spad = L.macs * 2 + L.macs // self.p + 2 * L.macs   # filter + ifmap + psum read/write
+        glb = filter_words + ifmap_words + psum_words
+        dram = (L.M * (L.C // L.G) * L.R * L.S + L.N * L.C * L.H * L.W + L.N * L.M * L.E * L.F)
+        energy = (ENERGY_COST["mac"] * L.macs + ENERGY_COST["spad"] * spad
+                  + ENERGY_COST["noc"] * glb + ENERGY_COST["glb"] * glb + ENERGY_COST["dram"] * dram)
+        return {
+            "passes": passes, "cycles": cycles, "macs": L.macs,
+            "pe_utilization": L.macs / (c.pe_count * cycles),
+            "active_pe_fraction": active_pe_cycles / (c.pe_count * passes * mac_slots),
+            "filter_noc_words": filter_words, "ifmap_noc_words": ifmap_words,
+            "psum_noc_words": psum_words, "dram_words_compulsory": dram, "energy": energy,
+        }
+
+    def _pass_ranges(self):
+        """Per pass: (number of jobs, [(chunk, first output, last output)]), as in ``passes``."""
+        outputs, n = len(self.outputs), self.chains_per_pass
+        total = outputs * self.chunks
+        for start in range(0, total, n):
+            end, segments, j = min(start + n, total), [], start
+            while j < end:
+                k, o = divmod(j, outputs)
+                last = min(end, (k + 1) * outputs) - 1
+                segments.append((k, o, last - k * outputs))
+                j = last + 1
+            yield end - start, segments
+
+    def _distinct_rows(self, o_lo, o_hi, terms):
+        """Distinct ifmap rows (g, cb, e*U + r, sb) of outputs o_lo..o_hi and ``terms``."""
+        L = self.layer
+        blocks = (L.M // L.G) // self.p
+        e_spans = {}  # group -> e intervals
+        for gm in range(o_lo // L.E, o_hi // L.E + 1):
+            lo, hi = max(0, o_lo - gm * L.E), min(L.E - 1, o_hi - gm * L.E)
+            e_spans.setdefault(gm // blocks, []).append((lo, hi))
+        r_spans = {}  # (cb, sb) -> (r0, r1), contiguous within a chunk
+        for cb, r, sb in terms:
+            r0, r1 = r_spans.get((cb, sb), (r, r))
+            r_spans[(cb, sb)] = (min(r0, r), max(r1, r))
+        total = 0
+        for spans in e_spans.values():
+            for r0, r1 in r_spans.values():
+                if L.U > r1 - r0 + 1:  # rows of different e never coincide
+                    total += sum(hi - lo + 1 for lo, hi in spans) * (r1 - r0 + 1)
+                    continue
+                end = -1
+                for lo, hi in sorted((lo * L.U + r0, hi * L.U + r1) for lo, hi in spans):
+                    total += max(0, hi - max(lo, end + 1) + 1)
+                    end = max(end, hi)
+        return total
+
+    @property
+    def lower_bound(self):
+        """Cycles no pass can beat: its MAC slots, filter load excluded."""
+        L = self.layer
+        passes = ceil(len(self.outputs) * self.chunks / self.chains_per_pass)
+        return passes * (L.N * L.F * self.seg * self.p * self.q + PE_LATENCY + 2 * self.chain)
+
+    def describe(self):
+        L, st = self.layer, self.stats
+        used = max(len(jobs) for jobs in self.passes) * self.chain
+        lines = [
+            f"layer      {L}  (E={L.E}, F={L.F}, {L.macs} MACs)",
+            f"per PE     p={self.p} filters x q={self.q} channels x {self.seg} of S={L.S} taps, "
+            f"stride {self.pe_stride}; spads {self.pe_config.filter_words}/{self.q * self.seg}/{self.p} words",
+            f"sets       {len(self.terms)} reduction terms per output in chains of {self.chain} "
+            f"({self.chunks} fold{'s' if self.chunks > 1 else ''} through the GLB); "
+            f"{self.chains_per_pass} chains per pass; {len(self.outputs)} outputs",
+            f"passes     {st['passes']}, up to {used} of {self.config.pe_count} PEs active",
+            f"predicted  {st['cycles']} cycles, PE utilization {st['pe_utilization']:.1%} "
+            f"(active PEs {st['active_pe_fraction']:.1%} of the array during MACs)",
+            f"traffic    filter {st['filter_noc_words']}, ifmap {st['ifmap_noc_words']}, "
+            f"psum {st['psum_noc_words']} NoC words; DRAM compulsory {st['dram_words_compulsory']} words",
+        ]
+        return "\n".join(lines)
+
+
+def candidates(config, layer):
+    """Every legal mapping of ``layer`` on ``config``."""
+    Cg, Mg = layer.C // layer.G, layer.M // layer.G
+    found = []
+    for seg in _divisors(layer.S, config.max_filter_width):
+        for q in _divisors(Cg, config.ifmap_spad_depth // seg):
+            for p in _divisors(Mg, min(config.psum_spad_depth, config.filter_spad_depth // (q * seg))):
+                # The fewest folds, balanced: a shorter chain only adds passes and GLB traffic.
+                terms = (Cg // q) * layer.R * (layer.S // seg)
+                chain = ceil(terms / ceil(terms / config.array_rows))
+                found.append(Mapping(config, layer, p, q, seg, chain))
+    return found
+
+
+def map_layer(config, layer):
+    """The best legal mapping, or ValueError naming the limit the layer exceeds."""
+    if not isinstance(layer, ConvLayer):
+        raise TypeError(f"layer must be a ConvLayer, not {layer!r}")
+    for name, value in (("F", layer.F), ("N", layer.N), ("padded H", layer.H + 2 * layer.P),
+                        ("padded W", layer.W + 2 * layer.P)):
+        if value > config.max_dim:
+            raise ValueError(f"layer {name} = {value} exceeds {config.max_dim}, the largest value of "
+                             f"dim_width = {config.dim_width} bits")
+    # Branch and bound: a pass takes at least its MAC slots, so most candidates are never costed.
+    best, best_key = None, None
+    for mapping in sorted(candidates(config, layer), key=lambda m: m.lower_bound):
+        if best is not None and mapping.lower_bound > best_key[0]:
+            break
+        key = (mapping.stats["cycles"], mapping.stats["energy"])
+        if best is None or key < best_key:
+            best, best_key = mapping, key
+    return best

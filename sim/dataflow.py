@@ -1,0 +1,45 @@
+"""The row-stationary schedule of a mapping, executed in NumPy: every pass, chain and PE with
+exactly the filter block and ifmap rows the hardware streams to it. Its result must equal the
+golden convolution; the array's controller follows the same schedule."""
+
+import numpy as np
+
+from .golden import as_int_array
+from .pe_model import pe_reference
+
+
+__all__ = ["pe_streams", "run_mapping"]
+
+
+def pe_streams(mapping, xp, w, output, term):
+    """Filter block (p, q, seg) and ifmap rows (N, q, row_length) of the PE that computes
+    ``term`` (cb, r, sb) of ``output`` (g, mb, e); ``xp`` is the zero-padded ifmap."""
+    L, p, q, seg = mapping.layer, mapping.p, mapping.q, mapping.seg
+    (g, mb, e), (cb, r, sb) = output, term
+    m0, c0 = g * (L.M // L.G) + mb * p, cb * q
+    filters = w[m0:m0 + p, c0:c0 + q, r, sb * seg:(sb + 1) * seg]
+    rows = xp[:, g * (L.C // L.G) + c0:g * (L.C // L.G) + c0 + q, e * L.U + r]
+    return filters, rows[:, :, mapping.ifmap_columns(sb)]
+
+
+def run_mapping(mapping, x, w, bias=None):
+    """Exact accumulation ``acc`` (N, M, E, F) computed pass by pass as ``mapping`` schedules it:
+    each chain sums its PEs' psums, each fold adds its chain's sums to the psums in the GLB
+    (initialised with the bias)."""
+    L = mapping.layer
+    x, w = as_int_array("ifmap", x, ndim=4), as_int_array("weights", w, ndim=4)
+    xp = np.pad(x, ((0, 0), (0, 0), (L.P, L.P), (L.P, L.P)))
+    glb = np.zeros(L.ofmap_shape, dtype=np.int64)
+    if bias is not None:
+        glb += as_int_array("bias", bias, ndim=1)[None, :, None, None]
+    pe = mapping.pe_config
+    for jobs in mapping.passes:
+        for _, o, k in jobs:
+            g, mb, e = mapping.outputs[o]
+            psum = np.zeros((L.N, L.F, mapping.p), dtype=np.int64)  # the bottom PE's ipsum
+            for term in mapping.chunk_terms(k):
+                filters, rows = pe_streams(mapping, xp, w, (g, mb, e), term)
+                psum = pe_reference(pe, filters, rows, psum)
+            m0 = g * (L.M // L.G) + mb * mapping.p
+            glb[:, m0:m0 + mapping.p, e, :] += psum.transpose(0, 2, 1)
+    return glb

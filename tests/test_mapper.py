@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from rowstation.gen import ConvLayer, preset
+from rowstation.gen.mapper import candidates, map_layer
+from rowstation.sim.dataflow import run_mapping
+from rowstation.sim.golden import conv2d
+from rowstation.sim.stimulus import random_layer_arrays
+
+from reference import conv2d_loops
+
+
+TINY = preset("tiny")
+SMALL = TINY.replace(array_rows=2, array_cols=3, filter_spad_depth=16, ifmap_spad_depth=6, psum_spad_depth=3)
+
+# Stride 1-4, padding, groups, depthwise, 1x1, FC, R > array rows, E > array cols, batch > 1,
+# S wider than a PE holds (segments), stride larger than the filter.
+LAYERS = [
+    "N=1,C=3,H=9,W=9,M=4,R=3,S=3",
+    "N=2,C=4,H=11,W=7,M=6,R=3,S=2,U=2,P=1",
+    "N=1,C=4,H=8,W=10,M=8,R=3,S=3,P=1,G=2",
+    "N=1,C=6,H=7,W=7,M=6,R=3,S=3,P=1,G=6",
+    "N=3,C=5,H=6,W=5,M=7,R=1,S=1",
+    "N=2,C=8,H=4,W=4,M=5,R=4,S=4",
+    "N=1,C=3,H=10,W=10,M=2,R=2,S=2,U=4",
+    "N=1,C=2,H=17,W=13,M=3,R=5,S=4,U=3,P=2",
+    "N=1,C=1,H=8,W=30,M=2,R=7,S=14,U=1",
+    "N=2,C=3,H=12,W=12,M=4,R=1,S=1,U=3",
+]
+
+
+@pytest.mark.parametrize("config", [TINY, SMALL], ids=["tiny", "small"])
+@pytest.mark.parametrize("spec", LAYERS)
+def test_mapping_schedule_reproduces_the_convolution(config, spec):
+    layer = ConvLayer.parse(spec)
+    arrays = random_layer_arrays(config, layer, seed=len(spec), zeros=0.2)
+    x, w, b = arrays["ifmap"], arrays["weights"], arrays["bias"]
+    mapping = map_layer(config, layer)
+    mapping.pe_config.check(config)
+    want = conv2d_loops(x, w, b, layer.U, layer.P, layer.G)
+    np.testing.assert_array_equal(run_mapping(mapping, x, w, b), want)
+
+
+@pytest.mark.parametrize("spec", LAYERS[:4])
+def test_every_candidate_is_exact_and_fits(spec):
+    layer = ConvLayer.parse(spec)
+    arrays = random_layer_arrays(SMALL, layer, seed=3)
+    want = conv2d(arrays["ifmap"], arrays["weights"], arrays["bias"], stride=layer.U, padding=layer.P,
+                  groups=layer.G)
+    for mapping in candidates(SMALL, layer):
+        mapping.pe_config.check(SMALL)
+        assert mapping.chain <= SMALL.array_rows
+        np.testing.assert_array_equal(run_mapping(mapping, arrays["ifmap"], arrays["weights"], arrays["bias"]), want)
+
+
+def test_mapping_folds_and_replicates():
+    # R = 5 > 2 array rows: the reduction folds through the GLB.
+    folded = map_layer(SMALL, ConvLayer.parse("N=1,C=1,H=9,W=9,M=1,R=5,S=3"))
+    assert folded.chunks >= 3 and folded.chain <= 2
+    # 1 reduction term: chains of one PE fill the whole array (replication).
+    replicated = map_layer(TINY, ConvLayer.parse("N=1,C=1,H=6,W=6,M=1,R=1,S=1"))
+    assert replicated.chain == 1 and replicated.chains_per_pass == TINY.pe_count
+
+
+def test_prediction_counts_every_mac():
+    layer = ConvLayer.parse("N=2,C=4,H=11,W=7,M=6,R=3,S=2,U=2,P=1")
+    stats = map_layer(TINY, layer).stats
+    assert stats["macs"] == layer.macs
+    assert 0 < stats["pe_utilization"] <= 1 and 0 < stats["active_pe_fraction"] <= 1
+    assert stats["cycles"] >= layer.macs / TINY.pe_count
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("N=1,C=1,H=300,W=9,M=1,R=3,S=3", r"^layer padded H = 300 exceeds 255, the largest value of dim_width = 8 bits$"),
+    ("N=256,C=1,H=9,W=9,M=1,R=3,S=3", r"^layer N = 256 exceeds 255, "),
+])
+def test_layer_that_cannot_be_mapped(spec, message):
+    with pytest.raises(ValueError, match=message):
+        map_layer(TINY, ConvLayer.parse(spec))
