@@ -10,7 +10,7 @@ async def feed(ctx, stream, words, *, rng=None, idle=0.0):
             await ctx.tick()
             cycle += 1
         ctx.set(stream.valid, 1)
-        ctx.set(stream.payload, int(word))
+        ctx.set(stream.payload, word if isinstance(word, dict) else int(word))
         while True:
             _, _, ready = await ctx.tick().sample(stream.ready)
             cycle += 1

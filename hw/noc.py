@@ -1,0 +1,96 @@
+"""The global input network (GIN) of Eyeriss: a Y-bus feeding one X-bus per PE row.
+
+Every word carries a (row, col) tag. A multicast controller on each X-bus holds a row ID and
+one at each PE a column ID; a word goes to every PE whose row's ID equals the row tag and whose
+own ID equals the column tag. Configuring IDs gives unicast, multicast and broadcast with the
+same mechanism.
+"""
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+
+__all__ = ["MulticastController", "GINWord", "GlobalInputNetwork"]
+
+
+class MulticastController(wiring.Component):
+    """Matches a tag against a configured ID."""
+
+    def __init__(self, id_width):
+        super().__init__({"id": In(id_width), "tag": In(id_width), "match": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.match.eq(self.id == self.tag)
+        return m
+
+
+class GINWord(data.StructLayout):
+    """A tagged word on the Y-bus."""
+
+    def __init__(self, payload_shape, row_id_width, col_id_width):
+        super().__init__({"row": unsigned(row_id_width), "col": unsigned(col_id_width),
+                          "data": payload_shape})
+
+
+class GlobalInputNetwork(wiring.Component):
+    """Delivers each tagged word of ``i`` to every matching PE output ``o[row][col]``.
+
+    A matching output sees ``valid`` as soon as the word is offered, independent of any
+    ``ready``, and keeps it until it takes the word; the word leaves ``i`` once every matching
+    output has taken it, in one cycle when all are ready. Each matching PE receives each word
+    exactly once and in order. A word that matches no PE is consumed and flagged on ``unmatched``
+    (a mapping error for the controller to count).
+
+    Ports
+    -----
+    i : In(stream of GINWord)
+    row_ids : In(row_id_width) per row; col_ids : In(col_id_width) per PE
+    o : Out(stream of payload) per PE, ``o[row][col]``
+    unmatched : Out(1), strobe
+    """
+
+    def __init__(self, *, rows, cols, payload_shape, row_id_width, col_id_width):
+        self._rows, self._cols = rows, cols
+        self._row_id_width, self._col_id_width = row_id_width, col_id_width
+        super().__init__({
+            "i": In(stream.Signature(GINWord(payload_shape, row_id_width, col_id_width))),
+            "row_ids": In(row_id_width).array(rows),
+            "col_ids": In(col_id_width).array(rows, cols),
+            "o": Out(stream.Signature(payload_shape)).array(rows, cols),
+            "unmatched": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        word = self.i.payload
+        taken_all = []
+        any_match = []
+        for r in range(self._rows):
+            xbus = MulticastController(self._row_id_width)
+            m.submodules[f"xbus_{r}"] = xbus
+            m.d.comb += [xbus.id.eq(self.row_ids[r]), xbus.tag.eq(word.row)]
+            for c in range(self._cols):
+                pe = MulticastController(self._col_id_width)
+                m.submodules[f"pe_{r}_{c}"] = pe
+                m.d.comb += [pe.id.eq(self.col_ids[r][c]), pe.tag.eq(word.col)]
+                dest = Signal(name=f"dest_{r}_{c}")
+                sent = Signal(name=f"sent_{r}_{c}")  # took the current word in an earlier cycle
+                out = self.o[r][c]
+                m.d.comb += [
+                    dest.eq(xbus.match & pe.match),
+                    out.valid.eq(self.i.valid & dest & ~sent),
+                    out.payload.eq(word.data),
+                ]
+                with m.If(self.i.valid & self.i.ready):
+                    m.d.sync += sent.eq(0)
+                with m.Elif(out.valid & out.ready):
+                    m.d.sync += sent.eq(1)
+                taken_all.append(~dest | sent | out.ready)
+                any_match.append(dest)
+        m.d.comb += [
+            self.i.ready.eq(Cat(*taken_all).all()),
+            self.unmatched.eq(self.i.valid & self.i.ready & ~Cat(*any_match).any()),
+        ]
+        return m
