@@ -1,9 +1,11 @@
-"""The global input network (GIN) of Eyeriss: a Y-bus feeding one X-bus per PE row.
+"""The networks on chip of Eyeriss.
+
+The global input network (GIN) is a Y-bus feeding one X-bus per PE row.
 
 Every word carries a (row, col) tag. A multicast controller on each X-bus holds a row ID and
 one at each PE a column ID; a word goes to every PE whose row's ID equals the row tag and whose
 own ID equals the column tag. Configuring IDs gives unicast, multicast and broadcast with the
-same mechanism.
+same mechanism. The global output network (GON) returns the PEs' psums to the global buffer.
 """
 
 from amaranth import *
@@ -11,7 +13,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["MulticastController", "GINWord", "GlobalInputNetwork"]
+__all__ = ["MulticastController", "GINWord", "GlobalInputNetwork", "GONWord", "GlobalOutputNetwork"]
 
 
 class MulticastController(wiring.Component):
@@ -93,4 +95,48 @@ class GlobalInputNetwork(wiring.Component):
             self.i.ready.eq(Cat(*taken_all).all()),
             self.unmatched.eq(self.i.valid & self.i.ready & ~Cat(*any_match).any()),
         ]
+        return m
+
+
+class GONWord(data.StructLayout):
+    """A psum on its way back to the global buffer, tagged with the PE that sent it."""
+
+    def __init__(self, payload_shape, rows, cols):
+        super().__init__({"row": range(rows), "col": range(cols), "data": payload_shape})
+
+
+class GlobalOutputNetwork(wiring.Component):
+    """Collects the PE streams ``i[row][col]`` into one stream ``o`` tagged with the source.
+
+    Round-robin among the PEs offering a word, so no PE starves; the output is registered.
+    """
+
+    def __init__(self, *, rows, cols, payload_shape):
+        self._rows, self._cols = rows, cols
+        super().__init__({
+            "i": In(stream.Signature(payload_shape)).array(rows, cols),
+            "o": Out(stream.Signature(GONWord(payload_shape, rows, cols))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        sources = [(r, c) for r in range(self._rows) for c in range(self._cols)]
+        n = len(sources)
+        last = Signal(range(n))  # the source granted last; priority starts after it
+        take = Signal()
+        m.d.comb += take.eq(~self.o.valid | self.o.ready)
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        # One priority chain: sources after `last`, then all; the first valid one wins.
+        choices = [(index, r, c, after_last) for after_last in (True, False)
+                   for index, (r, c) in enumerate(sources)]
+        for position, (index, r, c, after_last) in enumerate(choices):
+            port = self.i[r][c]
+            eligible = port.valid & (index > last) if after_last else port.valid
+            with (m.If if position == 0 else m.Elif)(eligible):
+                m.d.comb += port.ready.eq(take)
+                with m.If(take):
+                    m.d.sync += [self.o.valid.eq(1), self.o.payload.row.eq(r),
+                                 self.o.payload.col.eq(c), self.o.payload.data.eq(port.payload),
+                                 last.eq(index)]
         return m
