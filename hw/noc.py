@@ -129,7 +129,7 @@ class GlobalOutputNetwork(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
         # One priority chain: sources after `last`, then all; the first valid one wins.
         choices = [(index, r, c, after_last) for after_last in (True, False)
-                   for index, (r, c) in enumerate(sources)]
+                   for index, (r, c) in enumerate(sources) if index or not after_last]
         for position, (index, r, c, after_last) in enumerate(choices):
             port = self.i[r][c]
             eligible = port.valid & (index > last) if after_last else port.valid

@@ -8,18 +8,25 @@ from .golden import as_int_array
 from .pe_model import pe_reference
 
 
-__all__ = ["pe_streams", "run_mapping"]
+__all__ = ["ifmap_rows", "pe_streams", "run_mapping"]
+
+
+def ifmap_rows(mapping, xp, g, cb, row, sb):
+    """The ifmap words (N, q, row_length) of padded row ``row``, channel block ``cb`` of group
+    ``g``, for filter segment ``sb``; ``xp`` is the zero-padded ifmap."""
+    L, q = mapping.layer, mapping.q
+    c0 = g * (L.C // L.G) + cb * q
+    return xp[:, c0:c0 + q, row][:, :, mapping.ifmap_columns(sb)]
 
 
 def pe_streams(mapping, xp, w, output, term):
     """Filter block (p, q, seg) and ifmap rows (N, q, row_length) of the PE that computes
-    ``term`` (cb, r, sb) of ``output`` (g, mb, e); ``xp`` is the zero-padded ifmap."""
+    ``term`` (cb, r, sb) of ``output`` (g, mb, e)."""
     L, p, q, seg = mapping.layer, mapping.p, mapping.q, mapping.seg
     (g, mb, e), (cb, r, sb) = output, term
-    m0, c0 = g * (L.M // L.G) + mb * p, cb * q
-    filters = w[m0:m0 + p, c0:c0 + q, r, sb * seg:(sb + 1) * seg]
-    rows = xp[:, g * (L.C // L.G) + c0:g * (L.C // L.G) + c0 + q, e * L.U + r]
-    return filters, rows[:, :, mapping.ifmap_columns(sb)]
+    m0 = g * (L.M // L.G) + mb * p
+    filters = w[m0:m0 + p, cb * q:(cb + 1) * q, r, sb * seg:(sb + 1) * seg]
+    return filters, ifmap_rows(mapping, xp, g, cb, e * L.U + r, sb)
 
 
 def run_mapping(mapping, x, w, bias=None):

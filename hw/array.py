@@ -1,0 +1,117 @@
+"""The PE array: ``array_rows`` x ``array_cols`` PEs, their networks and local psum links.
+
+Row 0 is the top. Each PE takes its incoming psum from the PE below or, at the bottom of a
+chain, from the psum GIN; it sends its outgoing psum to the PE above or, at the top of a
+chain, to the GON (Eyeriss's "psum from the GIN or from the PE below", set per pass).
+"""
+
+from amaranth import *
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .counters import EventCounters
+from .noc import GINWord, GONWord, GlobalInputNetwork, GlobalOutputNetwork
+from .pe import PE, PEConfigSignature, PEEventSignature
+
+
+__all__ = ["PEArray", "NETWORKS"]
+
+
+#: The input networks: name -> configuration field of their payload width.
+NETWORKS = {"filt": "weight_width", "ifmap": "ifmap_width", "psum": "psum_width"}
+
+
+class PEArray(wiring.Component):
+    """The PE array with its input networks (filt, ifmap, psum) and output network.
+
+    IDs: row IDs per X-bus (``<net>_row_ids[row]``) and column IDs per PE
+    (``<net>_col_ids[row][col]``), ``row_id_width`` and ``col_id_width`` bits; a PE that should
+    receive nothing gets a column ID no tag uses. ``chain_bottom``/``chain_top`` per PE select
+    the psum links. ``cfg`` is shared by all PEs. ``counts`` adds the events of all PEs.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        rows, cols = config.array_rows, config.array_cols
+        self.row_id_width = max(1, (rows - 1).bit_length())
+        self.col_id_width = (config.pe_count).bit_length()  # a key per PE, and one unused
+        members = {"cfg": In(PEConfigSignature(config))}
+        for net, width in NETWORKS.items():
+            shape = signed(getattr(config, width))
+            members[net] = In(stream.Signature(GINWord(shape, self.row_id_width, self.col_id_width)))
+            members[f"{net}_row_ids"] = In(self.row_id_width).array(rows)
+            members[f"{net}_col_ids"] = In(self.col_id_width).array(rows, cols)
+        members.update({
+            "chain_bottom": In(1).array(rows, cols),
+            "chain_top": In(1).array(rows, cols),
+            "opsum": Out(stream.Signature(GONWord(signed(config.psum_width), rows, cols))),
+            "idle": Out(1),
+            "unmatched": Out(1),
+            "clear": In(1),
+            "counts": Out(EventCounters.counts_signature(PEEventSignature.EVENTS, config.counter_width)),
+        })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        rows, cols = c.array_rows, c.array_cols
+
+        gins = {}
+        for net, width in NETWORKS.items():
+            gin = GlobalInputNetwork(rows=rows, cols=cols, payload_shape=signed(getattr(c, width)),
+                                     row_id_width=self.row_id_width, col_id_width=self.col_id_width)
+            m.submodules[f"{net}_gin"] = gins[net] = gin
+            wiring.connect(m, wiring.flipped(getattr(self, net)), gin.i)
+            for r in range(rows):
+                m.d.comb += gin.row_ids[r].eq(getattr(self, f"{net}_row_ids")[r])
+                for col in range(cols):
+                    m.d.comb += gin.col_ids[r][col].eq(getattr(self, f"{net}_col_ids")[r][col])
+        m.d.comb += self.unmatched.eq(Cat(gin.unmatched for gin in gins.values()).any())
+
+        m.submodules.gon = gon = GlobalOutputNetwork(rows=rows, cols=cols,
+                                                     payload_shape=signed(c.psum_width))
+        wiring.connect(m, gon.o, wiring.flipped(self.opsum))
+
+        m.submodules.counters = counters = EventCounters(PEEventSignature.EVENTS,
+                                                         width=c.counter_width, lanes=c.pe_count)
+        m.d.comb += counters.clear.eq(self.clear)
+        for name in PEEventSignature.EVENTS:
+            m.d.comb += getattr(self.counts, name).eq(getattr(counters.counts, name))
+
+        pes = [[PE(c) for _ in range(cols)] for _ in range(rows)]
+        idles = []
+        for r in range(rows):
+            for col in range(cols):
+                pe = pes[r][col]
+                m.submodules[f"pe_{r}_{col}"] = pe
+                for name in PEConfigSignature(c).members:
+                    m.d.comb += getattr(pe.cfg, name).eq(getattr(self.cfg, name))
+                wiring.connect(m, gins["filt"].o[r][col], pe.filt)
+                wiring.connect(m, gins["ifmap"].o[r][col], pe.ifmap)
+                lane = r * cols + col
+                for name in PEEventSignature.EVENTS:
+                    m.d.comb += getattr(counters.events, name)[lane].eq(getattr(pe.events, name))
+                idles.append(pe.idle)
+
+                # Incoming psum: the psum GIN at a chain's bottom, else the PE below.
+                bottom, from_gin = self.chain_bottom[r][col], gins["psum"].o[r][col]
+                below = pes[r + 1][col] if r + 1 < rows else None
+                below_valid = below.opsum.valid & ~self.chain_top[r + 1][col] if below else 0
+                m.d.comb += [
+                    pe.ipsum.valid.eq(Mux(bottom, from_gin.valid, below_valid)),
+                    pe.ipsum.payload.eq(Mux(bottom, from_gin.payload,
+                                            below.opsum.payload if below else 0)),
+                    from_gin.ready.eq(bottom & pe.ipsum.ready),
+                ]
+                # Outgoing psum: the GON at a chain's top, else the PE above.
+                top, to_gon = self.chain_top[r][col], gon.i[r][col]
+                above = pes[r - 1][col] if r > 0 else None
+                above_ready = above.ipsum.ready & ~self.chain_bottom[r - 1][col] if above else 0
+                m.d.comb += [
+                    to_gon.valid.eq(top & pe.opsum.valid),
+                    to_gon.payload.eq(pe.opsum.payload),
+                    pe.opsum.ready.eq(Mux(top, to_gon.ready, above_ready)),
+                ]
+        m.d.comb += self.idle.eq(Cat(*idles).all())
+        return m
