@@ -32,7 +32,8 @@ iverilog:
 
 demo: setup
 	$(BIN)/rowstation presets
-	$(BIN)/rowstation generate --preset eyeriss-v1 -o $(DEMO)/rtl
+	$(BIN)/rowstation generate --preset tiny -o $(DEMO)/rtl
+	$(BIN)/rowstation map --preset eyeriss-v1 --layer "N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4,P=0"
 	$(BIN)/rowstation random-layer --preset eyeriss-v1 --zeros 0.4 -o $(DEMO)/conv1 \
 		--layer "N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4,P=0"
 	$(BIN)/rowstation run-layer --preset eyeriss-v1 --sim golden --stride 4 --shift 16 --relu \
