@@ -142,6 +142,11 @@ def cmd_map(args):
         print(mapping.describe())
 
 
+def _layer_argument(parser):
+    parser.add_argument("--layer", required=True, metavar="SPEC",
+                        help='e.g. "N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4,P=0" (U, P, G optional)')
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="rowstation", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -157,8 +162,7 @@ def build_parser():
 
     sub = commands.add_parser("random-layer", parents=[common],
                               help="write random in-range ifmap/weights/bias .npy files for a layer")
-    sub.add_argument("--layer", required=True, metavar="SPEC",
-                     help='e.g. "N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4,P=0" (G optional)')
+    _layer_argument(sub)
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--zeros", type=float, default=0.0, metavar="FRACTION",
                      help="fraction of ifmap values forced to zero (as after ReLU)")
@@ -168,8 +172,7 @@ def build_parser():
 
     sub = commands.add_parser("map", parents=[common],
                               help="print the mapping of a layer and its predicted cycles")
-    sub.add_argument("--layer", required=True, metavar="SPEC",
-                     help='e.g. "N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4,P=0" (G optional)')
+    _layer_argument(sub)
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.set_defaults(run=cmd_map)
 

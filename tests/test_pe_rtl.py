@@ -1,6 +1,7 @@
 """The generated PE Verilog on Icarus Verilog and Verilator (cocotb), and its lint."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from pe_harness import expected
 from test_pe import CONFIGS
 
 
-BUILD = __import__("pathlib").Path(__file__).resolve().parent.parent / "build" / "tests"
+BUILD = Path(__file__).resolve().parent.parent / "build" / "tests"
 
 # Per configuration: passes with p, q > 1, strides 1-4, S up to the maximum, accumulation.
 PASSES = {
