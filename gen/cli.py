@@ -16,7 +16,7 @@ from .config import PRESETS, c_header, resolve_config
 from .layer import ConvLayer
 
 
-SIMULATORS = ("golden",)
+SIMULATORS = ("golden", "icarus", "verilator")
 
 
 def _config_parser():
@@ -102,27 +102,55 @@ def cmd_random_layer(args):
 
 def cmd_run_layer(args):
     import numpy as np
-    from ..sim.golden import run_layer
+    from ..sim.golden import as_int_array, requantize, run_layer
 
     config = _config(args)
     x = load_npy("ifmap", args.ifmap)
     w = load_npy("weights", args.weights)
     b = None if args.bias is None else load_npy("bias", args.bias)
-    y, layer = run_layer(config, x, w, b, stride=args.stride, padding=args.padding,
-                         groups=args.groups, shift=args.shift, relu=args.relu, raw=args.raw)
+    # The golden model validates the layer (shapes, ranges, exact accumulation) in every case.
+    acc, layer = run_layer(config, x, w, b, stride=args.stride, padding=args.padding,
+                           groups=args.groups, shift=args.shift, relu=args.relu, raw=True)
+    report = {"sim": args.sim, "layer": layer.to_dict(), "ofmap_shape": list(acc.shape),
+              "macs": layer.macs}
+    if args.sim != "golden":
+        from ..sim.rtl import run_layers_rtl
+
+        ints = [as_int_array(name, a) if a is not None else None
+                for name, a in (("ifmap", x), ("weights", w), ("bias", b))]
+        [(rtl, stats)] = run_layers_rtl(config, [dict(x=ints[0], w=ints[1], b=ints[2], stride=args.stride,
+                                                      padding=args.padding, groups=args.groups)],
+                                        sim=args.sim, build_root=args.build_dir)
+        if not np.array_equal(rtl, acc):
+            index = tuple(int(i) for i in np.argwhere(rtl != acc)[0])
+            raise RuntimeError(f"RTL result {rtl[index]} differs from the golden model's {acc[index]} "
+                               f"at {index}")
+        words = stats["words"]
+        report.update({
+            "cycles": stats["cycles"],
+            "pe_utilization": layer.macs / (config.pe_count * stats["cycles"]),
+            "passes": words["passes"],
+            "counters": stats["counters"],
+            "noc_words": {"filt": words["filt"], "ifmap": words["ifmap"],
+                          "psum_in": words["psum_in"], "psum_out": words["psum_out"]},
+            "glb_reads": words["filt"] + words["ifmap"] + words["psum_in"],
+            "glb_writes": words["psum_out"],
+            "dram_reads": int(w.size + x.size + (0 if b is None else b.size)),
+            "dram_writes": int(acc.size),
+            "memory_model": "testbench as controller and global buffer (holds the whole layer); "
+                            "each external word read or written once",
+            "matches_golden": True,
+        })
+        acc = rtl
+    y = acc if args.raw else requantize(acc, shift=args.shift, relu=args.relu, width=config.ifmap_width)
     np.save(args.output, y)
-    report = {
-        "sim": args.sim,
-        "layer": layer.to_dict(),
-        "ofmap_shape": list(y.shape),
-        "macs": layer.macs,
-        "requantization": None if args.raw else {"shift": args.shift, "relu": args.relu},
-        "config": config.to_dict(),
-        "versions": versions(),
-    }
+    report.update({"requantization": None if args.raw else {"shift": args.shift, "relu": args.relu,
+                                                             "where": "host"},
+                   "config": config.to_dict(), "versions": versions()})
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{args.output}: {layer} -> {tuple(y.shape)}, {layer.macs} MACs ({args.sim})")
+    cycles = f", {report['cycles']} cycles" if "cycles" in report else ""
+    print(f"{args.output}: {layer} -> {tuple(y.shape)}, {layer.macs} MACs{cycles} ({args.sim})")
 
 
 def cmd_map(args):
@@ -190,6 +218,8 @@ def build_parser():
     sub.add_argument("--raw", action="store_true", help="write the exact accumulation")
     sub.add_argument("-o", "--output", required=True, metavar="Y.npy")
     sub.add_argument("--report", metavar="R.json")
+    sub.add_argument("--build-dir", default="build/rtl", metavar="DIR",
+                     help="simulator builds, one per configuration (default: build/rtl)")
     sub.set_defaults(run=cmd_run_layer)
     return parser
 
@@ -198,7 +228,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, RuntimeError) as error:
         print(f"rowstation {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

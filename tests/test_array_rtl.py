@@ -1,13 +1,15 @@
 """Whole layers on the generated PE array Verilog (cocotb), bit-exact against the golden model."""
 
-import json
-
+import numpy as np
 import pytest
 
-from rowstation.gen import preset
+from rowstation.gen import ConvLayer, preset
 from rowstation.hw.array import PEArray
 from rowstation.hw.export import to_verilog
-from rowstation.sim.runner import lint, run_cocotb
+from rowstation.sim.golden import conv2d
+from rowstation.sim.rtl import run_layers_rtl
+from rowstation.sim.runner import SIMULATORS, lint
+from rowstation.sim.stimulus import random_layer_arrays
 
 from test_pe_rtl import BUILD
 
@@ -15,7 +17,7 @@ from test_pe_rtl import BUILD
 TINY = preset("tiny")
 
 # Stride 1-4, padding, groups and depthwise, 1x1, FC, R > array rows, E > array cols, batch > 1,
-# S wider than a PE (segments), each with memory-side stalls.
+# S wider than a PE (segments), each with random stalls on the inputs and the output.
 LAYERS = [
     ("N=1,C=2,H=6,W=6,M=2,R=3,S=3,P=1", 0.0, 0.0),
     ("N=2,C=3,H=7,W=5,M=4,R=2,S=2,U=2", 0.2, 0.3),
@@ -27,38 +29,24 @@ LAYERS = [
     ("N=1,C=1,H=9,W=12,M=2,R=2,S=4,U=4", 0.0, 0.6),
     ("N=1,C=1,H=4,W=16,M=2,R=2,S=14", 0.2, 0.2),
 ]
+SUBSETS = {"verilator": LAYERS, "icarus": LAYERS[1:4] + LAYERS[7:8]}
 
 
-def write_case(path, config, layers, timeout_us):
-    path.write_text(json.dumps({
-        "config": config.to_dict(), "timeout_us": timeout_us,
-        "layers": [{"layer": spec, "seed": n, "idle": idle, "stall": stall}
-                   for n, (spec, idle, stall) in enumerate(layers)],
-    }))
-    return path
-
-
-def array_verilog(config, name):
-    path = BUILD / name / "rowstation_array.v"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = to_verilog(PEArray(config), name="rowstation_array")
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
-    return path
-
-
-def test_array_layers_bit_exact_on_verilator(tmp_path):
-    verilog = array_verilog(TINY, "array-tiny-verilator")
-    case = write_case(tmp_path / "case.json", TINY, LAYERS, timeout_us=20_000)
-    run_cocotb(sim="verilator", verilog=verilog, toplevel="rowstation_array", test_module="cocotb_array",
-               build_dir=verilog.parent / "sim", test_dir=tmp_path, env={"ROWSTATION_CASE": str(case)})
-
-
-def test_array_layers_bit_exact_on_icarus(tmp_path):
-    verilog = array_verilog(TINY, "array-tiny-icarus")
-    case = write_case(tmp_path / "case.json", TINY, LAYERS[1:4] + LAYERS[7:8], timeout_us=20_000)
-    run_cocotb(sim="icarus", verilog=verilog, toplevel="rowstation_array", test_module="cocotb_array",
-               build_dir=verilog.parent / "sim", test_dir=tmp_path, env={"ROWSTATION_CASE": str(case)})
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_array_layers_bit_exact(sim):
+    cases, wants = [], []
+    for n, (spec, idle, stall) in enumerate(SUBSETS[sim]):
+        layer = ConvLayer.parse(spec)
+        arrays = random_layer_arrays(TINY, layer, seed=n, zeros=0.25)
+        cases.append(dict(x=arrays["ifmap"], w=arrays["weights"], b=arrays["bias"], stride=layer.U,
+                          padding=layer.P, groups=layer.G, idle=idle, stall=stall, seed=n))
+        wants.append((layer, conv2d(arrays["ifmap"], arrays["weights"], arrays["bias"],
+                                    stride=layer.U, padding=layer.P, groups=layer.G)))
+    results = run_layers_rtl(TINY, cases, sim=sim, build_root=BUILD)
+    for (layer, want), (got, stats) in zip(wants, results):
+        np.testing.assert_array_equal(got, want, err_msg=str(layer))
+        assert stats["counters"]["mac"] + stats["counters"]["gated_mac"] == layer.macs
+        assert stats["cycles"] * TINY.pe_count >= layer.macs
 
 
 def test_array_verilog_is_lint_clean(tmp_path):

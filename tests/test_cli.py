@@ -128,3 +128,21 @@ def test_map_prints_mapping_and_prediction(capsys):
 def test_map_bad_layer_is_one_line(capsys, layer, message):
     code, _, err = run(capsys, "map", "--preset", "tiny", "--layer", layer)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+def test_run_layer_on_rtl_matches_golden(tmp_path, capsys, sim):
+    spec = "N=2,C=3,H=7,W=6,M=4,R=3,S=2,U=2,P=1"
+    assert run(capsys, "random-layer", "--preset", "tiny", "--layer", spec, "--zeros", "0.3", "-o", tmp_path)[0] == 0
+    common = ["--preset", "tiny", "--ifmap", tmp_path / "ifmap.npy", "--weights", tmp_path / "weights.npy",
+              "--bias", tmp_path / "bias.npy", "--stride", 2, "--padding", 1, "--shift", 5, "--relu"]
+    assert run(capsys, "run-layer", "--sim", "golden", *common, "-o", tmp_path / "golden.npy")[0] == 0
+    code, out, err = run(capsys, "run-layer", "--sim", sim, *common, "-o", tmp_path / "rtl.npy",
+                         "--report", tmp_path / "report.json", "--build-dir", tmp_path.parent / f"cli-{sim}")
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "rtl.npy"), np.load(tmp_path / "golden.npy"))
+    report = json.loads((tmp_path / "report.json").read_text())
+    for key in ("cycles", "macs", "pe_utilization", "dram_reads", "dram_writes", "glb_reads", "glb_writes"):
+        assert key in report
+    assert report["counters"]["mac"] + report["counters"]["gated_mac"] == report["macs"]
+    assert 0 < report["pe_utilization"] <= 1
