@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from .counters import EventCounters
 from .noc import GINWord, GONWord, GlobalInputNetwork, GlobalOutputNetwork
-from .pe import PE, PEConfigSignature, PEEventSignature
+from .pe import PE, PEConfigSignature, PEEventSignature, pe_members
 
 
 __all__ = ["PEArray", "NETWORKS"]
@@ -30,8 +30,11 @@ class PEArray(wiring.Component):
     the psum links. ``cfg`` is shared by all PEs. ``counts`` adds the events of all PEs.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, *, pe_module=None):
+        """``pe_module``: instantiate a separately generated PE Verilog module of that name
+        instead of elaborating every PE (see :func:`rowstation.hw.export.array_verilog`)."""
         self._config = config
+        self._pe_module = pe_module
         rows, cols = config.array_rows, config.array_cols
         self.row_id_width = max(1, (rows - 1).bit_length())
         self.col_id_width = (config.pe_count).bit_length()  # a key per PE, and one unused
@@ -79,12 +82,11 @@ class PEArray(wiring.Component):
         for name in PEEventSignature.EVENTS:
             m.d.comb += getattr(self.counts, name).eq(getattr(counters.counts, name))
 
-        pes = [[PE(c) for _ in range(cols)] for _ in range(rows)]
+        pes = [[self._pe(m, c, f"pe_{r}_{col}") for col in range(cols)] for r in range(rows)]
         idles = []
         for r in range(rows):
             for col in range(cols):
                 pe = pes[r][col]
-                m.submodules[f"pe_{r}_{col}"] = pe
                 for name in PEConfigSignature(c).members:
                     m.d.comb += getattr(pe.cfg, name).eq(getattr(self.cfg, name))
                 wiring.connect(m, gins["filt"].o[r][col], pe.filt)
@@ -115,3 +117,17 @@ class PEArray(wiring.Component):
                 ]
         m.d.comb += self.idle.eq(Cat(*idles).all())
         return m
+
+    def _pe(self, m, c, name):
+        """A PE, or its interface wired to an instance of the external PE module."""
+        if self._pe_module is None:
+            m.submodules[name] = pe = PE(c)
+            return pe
+        signature = wiring.Signature(pe_members(c))
+        ports = signature.create(path=(name,))
+        connections = {"i_clk": ClockSignal(), "i_rst": ResetSignal()}
+        for path, member, value in signature.flatten(ports):
+            direction = "i" if member.flow == In else "o"
+            connections[f"{direction}_{'__'.join(str(part) for part in path)}"] = value
+        m.submodules[name] = Instance(self._pe_module, **connections)
+        return ports

@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from .counters import EventCounters
 
 
-__all__ = ["PEConfigSignature", "PEEventSignature", "PE"]
+__all__ = ["PEConfigSignature", "PEEventSignature", "pe_members", "PE"]
 
 
 class PEConfigSignature(wiring.Signature):
@@ -50,6 +50,24 @@ class PEEventSignature(wiring.Signature):
 
     def __init__(self):
         super().__init__({name: Out(1) for name in self.EVENTS})
+
+
+def pe_members(config, *, counters=False):
+    """The ports of a PE (see :class:`PE`), as signature members."""
+    members = {
+        "cfg": In(PEConfigSignature(config)),
+        "filt": In(stream.Signature(signed(config.weight_width))),
+        "ifmap": In(stream.Signature(signed(config.ifmap_width))),
+        "ipsum": In(stream.Signature(signed(config.psum_width))),
+        "opsum": Out(stream.Signature(signed(config.psum_width))),
+        "events": Out(PEEventSignature()),
+        "idle": Out(1),
+    }
+    if counters:
+        members["clear"] = In(1)
+        members["counts"] = Out(EventCounters.counts_signature(PEEventSignature.EVENTS,
+                                                               config.counter_width))
+    return members
 
 
 class PE(wiring.Component):
@@ -87,20 +105,7 @@ class PE(wiring.Component):
     def __init__(self, config, *, counters=False):
         self._config = config
         self._counters = counters
-        members = {
-            "cfg": In(PEConfigSignature(config)),
-            "filt": In(stream.Signature(signed(config.weight_width))),
-            "ifmap": In(stream.Signature(signed(config.ifmap_width))),
-            "ipsum": In(stream.Signature(signed(config.psum_width))),
-            "opsum": Out(stream.Signature(signed(config.psum_width))),
-            "events": Out(PEEventSignature()),
-            "idle": Out(1),
-        }
-        if counters:
-            members["clear"] = In(1)
-            members["counts"] = Out(EventCounters.counts_signature(PEEventSignature.EVENTS,
-                                                                   config.counter_width))
-        super().__init__(members)
+        super().__init__(pe_members(config, counters=counters))
 
     def elaborate(self, platform):
         m = Module()

@@ -20,20 +20,23 @@ __all__ = ["run_layers_rtl"]
 
 
 def _verilog(config, build):
-    from ..hw.array import PEArray
-    from ..hw.export import to_verilog
+    from ..hw.export import array_verilog
 
     path = build / "rowstation_array.v"
     if not path.exists():  # the folder is named after the configuration's hash
         build.mkdir(parents=True, exist_ok=True)
-        path.write_text(to_verilog(PEArray(config), name="rowstation_array"))
+        path.write_text(array_verilog(config))
     return path
 
 
 def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", timeout_us=None):
     """Run each layer (a dict of x, w, b, stride, padding, groups and optional idle, stall,
     seed) in one simulation; returns [(accumulation, statistics)] in order."""
-    digest = hashlib.sha1(config.to_json().encode()).hexdigest()[:12]
+    from .. import hw
+
+    # Named after the configuration and the gateware, so a changed design is rebuilt.
+    source = "".join(p.read_text() for p in sorted(Path(hw.__file__).parent.glob("*.py")))
+    digest = hashlib.sha1((config.to_json() + source).encode()).hexdigest()[:12]
     build = Path(build_root).resolve() / f"array-{digest}-{sim}"
     verilog = _verilog(config, build)
     tmp = Path(tempfile.mkdtemp(prefix="run-", dir=build))  # kept if the run fails, for its log

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from rowstation.gen import ConvLayer, preset
-from rowstation.hw.array import PEArray
-from rowstation.hw.export import to_verilog
+from rowstation.hw.export import array_verilog
 from rowstation.sim.golden import conv2d
 from rowstation.sim.rtl import run_layers_rtl
 from rowstation.sim.runner import SIMULATORS, lint
@@ -51,5 +50,5 @@ def test_array_layers_bit_exact(sim):
 
 def test_array_verilog_is_lint_clean(tmp_path):
     verilog = tmp_path / "rowstation_array.v"
-    verilog.write_text(to_verilog(PEArray(TINY), name="rowstation_array"))
+    verilog.write_text(array_verilog(TINY))
     assert lint(verilog, top="rowstation_array") == []
