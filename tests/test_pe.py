@@ -90,3 +90,8 @@ def test_pe_cycle_count(s, u, p, q, rows):
     first_ifmap = result["ifmap_cycles"][0]
     assert first_ifmap > result["filt_cycles"][-1]
     assert result["opsum_cycles"][-1] - first_ifmap == rows * cfg.f * s * p * q + PE.LATENCY
+
+
+def test_mapper_uses_the_pe_latency():
+    from rowstation.gen.mapper import PE_LATENCY
+    assert PE_LATENCY == PE.LATENCY
