@@ -89,6 +89,11 @@ class Mapping:
         return [[(j - start, j % outputs, j // outputs) for j in range(start, end)]
                 for start, end in self._job_ranges()]
 
+    def first_filter(self, output):
+        """Index in M of the first of the p filters of ``output`` (g, mb, e)."""
+        g, mb, _ = output
+        return g * (self.layer.M // self.layer.G) + mb * self.p
+
     def chunk_terms(self, k):
         return self.terms[k * self.chain:(k + 1) * self.chain]
 
@@ -143,7 +148,7 @@ class Mapping:
             ifmap_words += words_i
             psum_words += 2 * words_p
         active_pe_cycles = active * mac_slots
-        spad = L.macs * 2 + L.macs // self.p + 2 * L.macs   # filter + ifmap + psum read/write
+        spad = L.macs + L.macs // self.p + 2 * L.macs   # filter read, ifmap read, psum read+write
         glb = filter_words + ifmap_words + psum_words
         dram = (L.M * (L.C // L.G) * L.R * L.S + L.N * L.C * L.H * L.W + L.N * L.M * L.E * L.F)
         energy = (ENERGY_COST["mac"] * L.macs + ENERGY_COST["spad"] * spad

@@ -15,12 +15,12 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import RisingEdge
 
 from ..gen import AcceleratorConfig
 from ..gen.mapper import map_layer
 from ..hw.pe import PEEventSignature
-from .cocotb_streams import StreamSink, StreamSource
+from .cocotb_streams import StreamSink, StreamSource, reset
 from .golden import layer_of
 from .schedule import array_passes
 
@@ -44,10 +44,7 @@ class TB:
         dut.clear.value = 0
 
     async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 2)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+        await reset(self.dut)
 
     def pack(self, words):
         shift = self.row_bits + self.col_bits
@@ -100,7 +97,7 @@ class TB:
                 seen[source] = seen.get(source, 0) + 1
             for task in sends:
                 await task
-            for name, value in step.events(x).items():
+            for name, value in step.events.items():
                 counts[name] += value
             moved["filt"] += len(step.filter_words)
             moved["ifmap"] += len(step.ifmap_words)

@@ -6,10 +6,18 @@ ready drops (sink) exercise every stall pattern; a source never drops valid befo
 """
 
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 
-__all__ = ["StreamSource", "StreamSink"]
+__all__ = ["reset", "StreamSource", "StreamSink"]
+
+
+async def reset(dut, cycles=2):
+    """Hold Amaranth's synchronous ``rst`` for ``cycles`` clocks, then one idle clock."""
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, cycles)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
 
 
 class _Port:

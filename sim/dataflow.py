@@ -23,8 +23,8 @@ def pe_streams(mapping, xp, w, output, term):
     """Filter block (p, q, seg) and ifmap rows (N, q, row_length) of the PE that computes
     ``term`` (cb, r, sb) of ``output`` (g, mb, e); no filter block when ``w`` is None."""
     L, p, q, seg = mapping.layer, mapping.p, mapping.q, mapping.seg
-    (g, mb, e), (cb, r, sb) = output, term
-    m0 = g * (L.M // L.G) + mb * p
+    (g, _, e), (cb, r, sb) = output, term
+    m0 = mapping.first_filter(output)
     filters = None if w is None else w[m0:m0 + p, cb * q:(cb + 1) * q, r, sb * seg:(sb + 1) * seg]
     return filters, ifmap_rows(mapping, xp, g, cb, e * L.U + r, sb)
 
@@ -43,11 +43,11 @@ def run_mapping(mapping, x, w, bias=None):
     for jobs in mapping.passes:
         held = glb.copy()
         for _, o, k in jobs:
-            g, mb, e = mapping.outputs[o]
-            m0 = g * (L.M // L.G) + mb * mapping.p
+            output = mapping.outputs[o]
+            m0, e = mapping.first_filter(output), output[2]
             psum = held[:, m0:m0 + mapping.p, e, :].transpose(0, 2, 1)  # the bottom PE's ipsum
             for term in mapping.chunk_terms(k):
-                filters, rows = pe_streams(mapping, xp, w, (g, mb, e), term)
+                filters, rows = pe_streams(mapping, xp, w, output, term)
                 psum = pe_reference(pe, filters, rows, psum)
             glb[:, m0:m0 + mapping.p, e, :] = psum.transpose(0, 2, 1)
     return glb

@@ -32,27 +32,12 @@ class ArrayPass:
     chain_top: list = None
     filter_words: list = None    # [(row tag, col tag, value)]
     ifmap_words: list = None
+    events: dict = None          # exact event counts of all PEs in this pass
 
     @property
     def psum_count(self):
         L = self.mapping.layer
         return len(self.bottoms) * L.N * L.F * self.mapping.p
-
-    def events(self, x):
-        """Exact event counts of all PEs in this pass (``x`` is the unpadded ifmap)."""
-        L = self.mapping.layer
-        xp = np.pad(x, ((0, 0), (0, 0), (L.P, L.P), (L.P, L.P)))
-        counts = {}
-        for output, term in self.assign.values():
-            _, rows = pe_streams(self.mapping, xp, None, output, term)
-            for name, value in pe_events(self.mapping.pe_config, rows).items():
-                counts[name] = counts.get(name, 0) + value
-        return counts
-
-    def _filters_of(self, output):
-        L, p = self.mapping.layer, self.mapping.p
-        g, mb, _ = output
-        return g * (L.M // L.G) + mb * p
 
     def ipsum_words(self, glb):
         """Psums held for the chain bottoms, interleaved by (image, column) across chains."""
@@ -62,7 +47,7 @@ class ArrayPass:
             for x in range(L.F):
                 for (r, c), o in self.bottoms:
                     output = self.mapping.outputs[o]
-                    m0, e = self._filters_of(output), output[2]
+                    m0, e = self.mapping.first_filter(output), output[2]
                     words += [(r, c, int(glb[n, m0 + pf, e, x])) for pf in range(p)]
         return words
 
@@ -72,7 +57,7 @@ class ArrayPass:
         output = self.mapping.outputs[self.tops[source]]
         n, rest = divmod(index, L.F * p)
         x, pf = divmod(rest, p)
-        glb[n, self._filters_of(output) + pf, output[2], x] = value
+        glb[n, self.mapping.first_filter(output) + pf, output[2], x] = value
 
 
 def array_passes(mapping, x, w, *, unused_id):
@@ -108,6 +93,11 @@ def array_passes(mapping, x, w, *, unused_id):
                              for r in rows]
         step.chain_top = [[int((r, col) in tops or (r, col) not in assign) for col in cols]
                           for r in rows]
+        step.events = {}
+        for output, term in assign.values():
+            _, data = pe_streams(mapping, xp, None, output, term)
+            for name, value in pe_events(mapping.pe_config, data).items():
+                step.events[name] = step.events.get(name, 0) + value
         step.filter_words = []
         for r in rows:
             for (g, mb, cb, rr, sb), kid in filter_keys[r].items():

@@ -11,7 +11,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from rowstation.sim.cocotb_streams import StreamSink, StreamSource
+from rowstation.sim.cocotb_streams import StreamSink, StreamSource, reset
 
 
 CASE = json.loads(Path(os.environ["ROWSTATION_CASE"]).read_text())
@@ -34,10 +34,7 @@ class TB:
             getattr(dut, f"cfg__{name}").value = 0
 
     async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 2)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+        await reset(self.dut)
 
     async def run_passes(self, passes, *, ifmap_after_filters=False):
         """Stream all passes; returns (opsum words, ifmap transfer cycles, opsum transfer cycles)."""

@@ -11,10 +11,13 @@ from rowstation.hw.pe import PE
 @pytest.mark.parametrize("script,dsp", [("synth_ice40 -dsp -flatten", "SB_MAC16"),
                                         ("synth_ecp5 -flatten", "MULT18X18D")])
 def test_pe_maps_its_mac_to_one_dsp(tmp_path, script, dsp):
+    """One DSP per PE; on iCE40 the filter scratchpad also becomes one block RAM."""
     verilog = tmp_path / "rowstation_pe.v"
     verilog.write_text(to_verilog(PE(preset("tiny")), name="rowstation_pe"))
     cells = synthesize(verilog, top="rowstation_pe", script=script)
     assert cells[dsp] == 1
+    if dsp == "SB_MAC16":
+        assert cells["SB_RAM40_4K"] == 1
     assert sum(count for cell, count in cells.items() if "DFF" in cell or cell == "TRELLIS_FF") > 0
 
 
