@@ -124,16 +124,16 @@ def cmd_run_layer(args):
             index = tuple(int(i) for i in np.argwhere(rtl != acc)[0])
             raise RuntimeError(f"RTL result {rtl[index]} differs from the golden model's {acc[index]} "
                                f"at {index}")
-        words = stats["words"]
+        words, counts = stats["words"], stats["counters"]
         report.update({
-            "cycles": stats["cycles"],
-            "pe_utilization": layer.macs / (config.pe_count * stats["cycles"]),
+            "cycles": counts["cycles"],
+            "pe_utilization": layer.macs / (config.pe_count * counts["cycles"]),
+            "active_pe_cycles": counts["active_pe"],
             "passes": words["passes"],
-            "counters": stats["counters"],
-            "noc_words": {"filt": words["filt"], "ifmap": words["ifmap"],
-                          "psum_in": words["psum_in"], "psum_out": words["psum_out"]},
-            "glb_reads": words["filt"] + words["ifmap"] + words["psum_in"],
-            "glb_writes": words["psum_out"],
+            "counters": counts,
+            "noc_words": {net: counts[f"{net}_transfers"] for net in ("filt", "ifmap", "psum", "opsum")},
+            "glb_reads": counts["filt_transfers"] + counts["ifmap_transfers"] + counts["psum_transfers"],
+            "glb_writes": counts["opsum_transfers"],
             "dram_reads": int(w.size + x.size + (0 if b is None else b.size)),
             "dram_writes": int(acc.size),
             "memory_model": "testbench as controller and global buffer (holds the whole layer); "

@@ -14,11 +14,16 @@ from .noc import GINWord, GONWord, GlobalInputNetwork, GlobalOutputNetwork
 from .pe import PE, PEConfigSignature, PEEventSignature, pe_members
 
 
-__all__ = ["PEArray", "NETWORKS"]
+__all__ = ["PEArray", "NETWORKS", "ARRAY_EVENTS"]
 
 
 #: The input networks: name -> configuration field of their payload width.
 NETWORKS = {"filt": "weight_width", "ifmap": "ifmap_width", "psum": "psum_width"}
+
+#: Counters of the array beyond its PEs' events: cycles since ``clear``, PE cycles spent in a
+#: pass (``active_pe``), and words each network carried (a multicast word counts once).
+ARRAY_EVENTS = ("cycles", "active_pe", "filt_transfers", "ifmap_transfers", "psum_transfers",
+                "opsum_transfers")
 
 
 class PEArray(wiring.Component):
@@ -27,7 +32,8 @@ class PEArray(wiring.Component):
     IDs: row IDs per X-bus (``<net>_row_ids[row]``) and column IDs per PE
     (``<net>_col_ids[row][col]``), ``row_id_width`` and ``col_id_width`` bits; a PE that should
     receive nothing gets a column ID no tag uses. ``chain_bottom``/``chain_top`` per PE select
-    the psum links. ``cfg`` is shared by all PEs. ``counts`` adds the events of all PEs.
+    the psum links. ``cfg`` is shared by all PEs. ``counts`` adds the events of all PEs
+    (:class:`PEEventSignature`) and counts :data:`ARRAY_EVENTS`.
     """
 
     def __init__(self, config, *, pe_module=None):
@@ -51,7 +57,8 @@ class PEArray(wiring.Component):
             "idle": Out(1),
             "unmatched": Out(1),
             "clear": In(1),
-            "counts": Out(EventCounters.counts_signature(PEEventSignature.EVENTS, config.counter_width)),
+            "counts": Out(EventCounters.counts_signature(PEEventSignature.EVENTS + ARRAY_EVENTS,
+                                                         config.counter_width)),
         })
         super().__init__(members)
 
@@ -76,11 +83,19 @@ class PEArray(wiring.Component):
                                                      payload_shape=signed(c.psum_width))
         wiring.connect(m, gon.o, wiring.flipped(self.opsum))
 
-        m.submodules.counters = counters = EventCounters(PEEventSignature.EVENTS,
-                                                         width=c.counter_width, lanes=c.pe_count)
+        events = dict.fromkeys(PEEventSignature.EVENTS + ("active_pe",), c.pe_count)
+        events.update(dict.fromkeys(set(ARRAY_EVENTS) - {"active_pe"}, 1))
+        m.submodules.counters = counters = EventCounters(events, width=c.counter_width)
         m.d.comb += counters.clear.eq(self.clear)
-        for name in PEEventSignature.EVENTS:
+        for name in events:
             m.d.comb += getattr(self.counts, name).eq(getattr(counters.counts, name))
+        m.d.comb += [
+            counters.events.cycles.eq(1),
+            counters.events.opsum_transfers.eq(self.opsum.valid & self.opsum.ready),
+        ]
+        for net in NETWORKS:
+            stream_in = getattr(self, net)
+            m.d.comb += getattr(counters.events, f"{net}_transfers").eq(stream_in.valid & stream_in.ready)
 
         pes = [[self._pe(m, c, f"pe_{r}_{col}") for col in range(cols)] for r in range(rows)]
         idles = []
@@ -94,6 +109,7 @@ class PEArray(wiring.Component):
                 lane = r * cols + col
                 for name in PEEventSignature.EVENTS:
                     m.d.comb += getattr(counters.events, name)[lane].eq(getattr(pe.events, name))
+                m.d.comb += counters.events.active_pe[lane].eq(~pe.idle)
                 idles.append(pe.idle)
 
                 # Incoming psum: the psum GIN at a chain's bottom, else the PE below.

@@ -15,30 +15,42 @@ __all__ = ["EventCounters"]
 class EventCounters(wiring.Component):
     """``counts[name]`` adds ``events[name]``'s set bits every cycle; ``clear`` zeroes all.
 
-    Counters are ``width`` bits and wrap modulo ``2**width``; size the width for the longest run.
+    ``events`` maps each name to its number of strobes (lanes), or is a sequence of names with
+    ``lanes`` strobes each. Counters are ``width`` bits and wrap modulo ``2**width``; size the
+    width for the longest run.
     """
 
     @staticmethod
     def counts_signature(names, width):
         return wiring.Signature({name: Out(width) for name in names})
 
-    def __init__(self, names, *, width, lanes=1):
-        if not isinstance(lanes, int) or lanes < 1:
-            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        self._names = tuple(names)
+    def __init__(self, events, *, width, lanes=1):
+        if not isinstance(events, dict):
+            events = dict.fromkeys(events, lanes)
+        for name, count in events.items():
+            if not isinstance(count, int) or count < 1:
+                raise ValueError(f"lanes of event {name!r} must be a positive integer, not {count!r}")
+        self._events = events
         super().__init__({
-            "events": In(wiring.Signature({name: Out(lanes) for name in self._names})),
+            "events": In(wiring.Signature({name: Out(count) for name, count in events.items()})),
             "clear": In(1),
-            "counts": Out(self.counts_signature(self._names, width)),
+            "counts": Out(self.counts_signature(events, width)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        for name in self._names:
+        for name in self._events:
             strobes = getattr(self.events, name)
-            increment = sum(strobes[i] for i in range(len(strobes)))
+            increment = _popcount([strobes[i] for i in range(len(strobes))])
             with m.If(self.clear):
                 m.d.sync += getattr(self.counts, name).eq(0)
             with m.Else():
                 m.d.sync += getattr(self.counts, name).eq(getattr(self.counts, name) + increment)
         return m
+
+
+def _popcount(bits):
+    """Number of set ``bits``, as a balanced adder tree (logarithmic depth)."""
+    while len(bits) > 1:
+        bits = [a + b for a, b in zip(bits[::2], bits[1::2])] + bits[len(bits) & ~1:]
+    return bits[0]

@@ -19,6 +19,7 @@ from cocotb.triggers import RisingEdge
 
 from ..gen import AcceleratorConfig
 from ..gen.mapper import map_layer
+from ..hw.array import ARRAY_EVENTS
 from ..hw.pe import PEEventSignature
 from .cocotb_streams import StreamSink, StreamSource, reset
 from .golden import layer_of
@@ -123,11 +124,20 @@ async def run_layers(dut):
         start = get_sim_time("ns")
         acc, want_counts, words = await tb.run_layer(layer, x, w, b)
         cycles = int((get_sim_time("ns") - start) // PERIOD_NS)
-        counts = {name: getattr(dut, f"counts__{name}").value.to_unsigned() for name in want_counts}
+        await RisingEdge(dut.clk)  # the counters register the last cycle's events
+        counts = {name: getattr(dut, f"counts__{name}").value.to_unsigned()
+                  for name in PEEventSignature.EVENTS + ARRAY_EVENTS}
         dut._log.info("layer %s (idle %.2f, stall %.2f): %d cycles, %d passes", layer,
                       case["idle"], case["stall"], cycles, words["passes"])
         np.save(case["output"], acc)
         Path(case["stats"]).write_text(json.dumps({"cycles": cycles, "counters": counts,
                                                    "words": words}))
-        assert counts == want_counts, f"layer {layer}: counters {counts} != {want_counts}"
+        pe_counts = {name: counts[name] for name in want_counts}
+        assert pe_counts == want_counts, f"layer {layer}: counters {pe_counts} != {want_counts}"
         assert counts["mac"] + counts["gated_mac"] == layer.macs
+        transfers = {net: counts[f"{net}_transfers"] for net in ("filt", "ifmap", "psum", "opsum")}
+        assert transfers == {"filt": words["filt"], "ifmap": words["ifmap"],
+                             "psum": words["psum_in"], "opsum": words["psum_out"]}, transfers
+        # One MAC slot per cycle of an active PE; the counter runs from reset to this read.
+        assert layer.macs <= counts["active_pe"] <= CONFIG.pe_count * counts["cycles"]
+        assert counts["cycles"] >= cycles
