@@ -106,6 +106,14 @@ class AcceleratorConfig:
     def glb_bytes(self):
         return self.glb_banks * self.glb_bank_depth * self.glb_bank_width // 8
 
+    def glb_lanes(self, width):
+        """Elements of ``width`` bits per global buffer word: the largest power of two that fits."""
+        return 1 << ((self.glb_bank_width // width).bit_length() - 1)
+
+    def glb_capacity(self, width):
+        """Elements of ``width`` bits the global buffer holds."""
+        return self.glb_banks * self.glb_bank_depth * self.glb_lanes(width)
+
     @property
     def max_filter_width(self):
         """Largest S a PE holds (p = q = 1)."""

@@ -12,6 +12,8 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .arbiter import RoundRobin, or_tree
+
 
 __all__ = ["MulticastController", "GINWord", "GlobalInputNetwork", "GONWord", "GlobalOutputNetwork"]
 
@@ -122,19 +124,12 @@ class GlobalOutputNetwork(wiring.Component):
         m = Module()
         ports = [self.i[r][c] for r in range(self._rows) for c in range(self._cols)]
         n = len(ports)
-        request = Cat(port.valid for port in ports)
-        # Round robin: the lowest requester above the last grant, else the lowest of all. Each
-        # step is linear in the number of PEs (x & -x isolates the lowest set bit).
-        after_last = Signal(n, init=(1 << n) - 2)  # thermometer: sources after the last grant
-        masked = Signal(n)
-        pick = Signal(n)
-        grant = Signal(n)
-        take = Signal()
+        m.submodules.arbiter = arbiter = RoundRobin(n)
+        grant, take = arbiter.grant, Signal()
         m.d.comb += [
-            masked.eq(request & after_last),
-            pick.eq(Mux(masked.any(), masked, request)),
-            grant.eq(pick & -pick),
+            arbiter.requests.eq(Cat(port.valid for port in ports)),
             take.eq(~self.o.valid | self.o.ready),
+            arbiter.advance.eq(take),
         ]
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
@@ -143,28 +138,17 @@ class GlobalOutputNetwork(wiring.Component):
             m.d.comb += port.ready.eq(take & grant[index])
         rows = [Cat(grant[i] for i in range(n) if i // self._cols == r).any() for r in range(self._rows)]
         cols = [Cat(grant[i] for i in range(n) if i % self._cols == c).any() for c in range(self._cols)]
+        data = [Mux(grant[i], Value.cast(port.payload).as_unsigned(), 0) for i, port in enumerate(ports)]
         word = Signal.like(self.o.payload)
-        m.d.comb += [
-            word.row.eq(_one_hot_index(rows)),
-            word.col.eq(_one_hot_index(cols)),
-            word.data.eq(_or_all(Mux(grant[i], Value.cast(port.payload).as_unsigned(), 0) for i, port in enumerate(ports))),
-        ]
-        with m.If(take & request.any()):
-            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(word),
-                         after_last.eq(~((grant << 1) - 1))]
+        m.d.comb += [word.row.eq(_one_hot_index(rows)), word.col.eq(_one_hot_index(cols)),
+                     word.data.eq(or_tree(data))]
+        with m.If(take & arbiter.requests.any()):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(word)]
         return m
-
-
-def _or_all(values):
-    """Bitwise OR of ``values``, as a balanced tree."""
-    values = list(values)
-    while len(values) > 1:
-        values = [a | b for a, b in zip(values[::2], values[1::2])] + values[len(values) & ~1:]
-    return values[0]
 
 
 def _one_hot_index(bits):
     """The index of the set bit of the one-hot ``bits``."""
     width = max(1, (len(bits) - 1).bit_length())
-    return Cat(_or_all([bit for i, bit in enumerate(bits) if i >> b & 1] or [C(0, 1)])
+    return Cat(or_tree([bit for i, bit in enumerate(bits) if i >> b & 1] or [C(0, 1)])
                for b in range(width))

