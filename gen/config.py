@@ -93,6 +93,9 @@ class AcceleratorConfig:
         if self.dram_width % 8 or not 8 <= self.dram_width <= 1024:
             raise ValueError(f"dram_width must be a multiple of 8 between 8 and 1024, "
                              f"not {self.dram_width}")
+        if self.dram_width < self.psum_width:
+            raise ValueError(f"dram_width = {self.dram_width} must hold one psum of psum_width = "
+                             f"{self.psum_width} bits (external memory holds an element per word)")
         _check_int("dim_width", self.dim_width, 4, 16)
         _check_int("counter_width", self.counter_width, 16, 64)
 
@@ -105,6 +108,20 @@ class AcceleratorConfig:
     @property
     def glb_bytes(self):
         return self.glb_banks * self.glb_bank_depth * self.glb_bank_width // 8
+
+    @property
+    def row_id_width(self):
+        """Bits of a network row ID (one per array row)."""
+        return max(1, (self.array_rows - 1).bit_length())
+
+    @property
+    def col_id_width(self):
+        """Bits of a network column ID: a key per PE, and one no tag uses (:attr:`unused_col_id`)."""
+        return self.pe_count.bit_length()
+
+    @property
+    def unused_col_id(self):
+        return (1 << self.col_id_width) - 1
 
     def glb_lanes(self, width):
         """Elements of ``width`` bits per global buffer word: the largest power of two that fits."""

@@ -20,6 +20,7 @@ from math import ceil
 
 from .config import PEConfig
 from .layer import ConvLayer
+from .program import pass_glb_words
 
 
 __all__ = ["Mapping", "map_layer", "ENERGY_COST"]
@@ -197,6 +198,11 @@ class Mapping:
                     end = max(end, hi)
         return total
 
+    @cached_property
+    def glb_words(self):
+        """Global buffer words the largest pass needs (its ifmap rows and psums)."""
+        return max(pass_glb_words(self, jobs) for jobs in self.passes)
+
     @property
     def lower_bound(self):
         """Cycles no pass can beat: its MAC slots, filter load excluded."""
@@ -246,11 +252,20 @@ def map_layer(config, layer):
             raise ValueError(f"layer {name} = {value} exceeds {config.max_dim}, the largest value of "
                              f"dim_width = {config.dim_width} bits")
     # Branch and bound: a pass takes at least its MAC slots, so most candidates are never costed.
-    best, best_key = None, None
+    best, best_key, smallest = None, None, None
+    capacity = config.glb_banks * config.glb_bank_depth
     for mapping in sorted(candidates(config, layer), key=lambda m: m.lower_bound):
         if best is not None and mapping.lower_bound > best_key[0]:
             break
         key = (mapping.stats["cycles"], mapping.stats["energy"])
         if best is None or key < best_key:
-            best, best_key = mapping, key
+            words = mapping.glb_words
+            if words <= capacity:
+                best, best_key = mapping, key
+            elif smallest is None or words < smallest:
+                smallest = words
+    if best is None:
+        raise ValueError(f"no mapping of {layer} fits the global buffer: a pass needs at least "
+                         f"{smallest} words, glb_banks x glb_bank_depth = {config.glb_banks} x "
+                         f"{config.glb_bank_depth} = {capacity}")
     return best

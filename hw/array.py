@@ -42,8 +42,7 @@ class PEArray(wiring.Component):
         self._config = config
         self._pe_module = pe_module
         rows, cols = config.array_rows, config.array_cols
-        self.row_id_width = max(1, (rows - 1).bit_length())
-        self.col_id_width = (config.pe_count).bit_length()  # a key per PE, and one unused
+        self.row_id_width, self.col_id_width = config.row_id_width, config.col_id_width
         members = {"cfg": In(PEConfigSignature(config))}
         for net, width in NETWORKS.items():
             shape = signed(getattr(config, width))

@@ -3,7 +3,7 @@
 from amaranth.back import verilog
 
 
-__all__ = ["to_verilog", "array_verilog"]
+__all__ = ["to_verilog", "array_verilog", "core_verilog"]
 
 
 def to_verilog(component, *, name):
@@ -21,3 +21,13 @@ def array_verilog(config):
 
     return (to_verilog(PE(config), name="rowstation_pe")
             + to_verilog(PEArray(config, pe_module="rowstation_pe"), name="rowstation_array"))
+
+
+def core_verilog(config):
+    """Verilog of the accelerator core as ``rowstation_core``, with the PE written once as
+    ``rowstation_pe`` (as in :func:`array_verilog`)."""
+    from .core import RowStationCore
+    from .pe import PE
+
+    return (to_verilog(PE(config), name="rowstation_pe")
+            + to_verilog(RowStationCore(config, pe_module="rowstation_pe"), name="rowstation_core"))

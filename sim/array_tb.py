@@ -81,7 +81,7 @@ class TB:
             glb += b[None, :, None, None]
         counts = dict.fromkeys(PEEventSignature.EVENTS, 0)
         moved = {"filt": 0, "ifmap": 0, "psum_in": 0, "psum_out": 0, "passes": 0}
-        for step in array_passes(mapping, x, w, unused_id=(1 << self.col_bits) - 1):
+        for step in array_passes(mapping, x, w):
             while not self.dut.idle.value:
                 await RisingEdge(self.dut.clk)
             self.apply(step)

@@ -23,6 +23,8 @@ LINT_WAIVERS = {
     "UNUSEDSIGNAL": "Amaranth emits whole signals when only some bits are used, and unused ports "
                     "of library cells (e.g. FIFO levels)",
     "PROCASSINIT": "Amaranth assigns a default at the top of every combinational process",
+    "CASEINCOMPLETE": "Amaranth writes an m.Switch or m.FSM as a case over the values that assign a "
+                      "signal; the others keep the default assigned at the top of the process",
     "DECLFILENAME": "Amaranth writes a design's submodules (named 'top.sub') into one file named "
                     "after its top",
 }

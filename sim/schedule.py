@@ -1,5 +1,5 @@
-"""The array's program for a layer: per pass, the PE setting, chain links, multicast IDs and the
-words each network carries, as the controller and global buffer will issue them (NumPy only).
+"""The words each network carries in every pass of a mapping, from the pass plans of
+:func:`rowstation.gen.program.pass_plans` (NumPy only).
 
 Row 0 of the array is the top; a chain's first term sits at its bottom. Filters: row ID = array
 row, column ID = the filter block's index in that row (PEs of a row with the same block share
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..gen.program import pass_plans
 from .dataflow import ifmap_rows, pe_streams
 from .pe_model import filter_words, pe_events
 
@@ -60,54 +61,27 @@ class ArrayPass:
         glb[n, self.mapping.first_filter(output) + pf, output[2], x] = value
 
 
-def array_passes(mapping, x, w, *, unused_id):
+def array_passes(mapping, x, w):
     """The passes of ``mapping`` for ifmap ``x`` and weights ``w``."""
-    c, L = mapping.config, mapping.layer
+    L = mapping.layer
     xp = np.pad(x, ((0, 0), (0, 0), (L.P, L.P), (L.P, L.P)))
     passes = []
-    for jobs in mapping.passes:
-        assign, bottoms, tops = {}, [], {}
-        for slot, o, k in jobs:
-            col, base = mapping.slot_position(slot)
-            terms = mapping.chunk_terms(k)
-            for t, term in enumerate(terms):
-                assign[(base + mapping.chain - 1 - t, col)] = (mapping.outputs[o], term)
-            bottoms.append(((base + mapping.chain - 1, col), o))
-            tops[(base + mapping.chain - len(terms), col)] = o
-        step = ArrayPass(mapping, assign, bottoms, tops)
-        rows, cols = range(c.array_rows), range(c.array_cols)
-        filter_keys, ifmap_keys = [{} for _ in rows], {}
-        filt_ids = [[unused_id for _ in cols] for _ in rows]
-        ifmap_ids = [[unused_id for _ in cols] for _ in rows]
-        for (r, col), ((g, mb, e), (cb, rr, sb)) in sorted(assign.items()):
-            filt_ids[r][col] = filter_keys[r].setdefault((g, mb, cb, rr, sb), len(filter_keys[r]))
-            ifmap_ids[r][col] = ifmap_keys.setdefault((g, cb, e * L.U + rr, sb), len(ifmap_keys))
-        bottom_pes = {pe for pe, _ in bottoms}
-        step.ids = {
-            "filt": (list(rows), filt_ids),
-            "ifmap": ([0 for _ in rows], ifmap_ids),
-            "psum": (list(rows), [[col if (r, col) in bottom_pes else unused_id for col in cols]
-                                  for r in rows]),
-        }
-        step.chain_bottom = [[int((r, col) in bottom_pes or (r, col) not in assign) for col in cols]
-                             for r in rows]
-        step.chain_top = [[int((r, col) in tops or (r, col) not in assign) for col in cols]
-                          for r in rows]
+    for plan in pass_plans(mapping):
+        step = ArrayPass(mapping, plan.assign, plan.bottoms, plan.tops, plan.ids,
+                         plan.chain_bottom, plan.chain_top)
         step.events = {}
-        for output, term in assign.values():
+        for output, term in plan.assign.values():
             _, data = pe_streams(mapping, xp, None, output, term)
             for name, value in pe_events(mapping.pe_config, data).items():
                 step.events[name] = step.events.get(name, 0) + value
         step.filter_words = []
-        for r in rows:
-            for (g, mb, cb, rr, sb), kid in filter_keys[r].items():
-                block, _ = pe_streams(mapping, xp, w, (g, mb, 0), (cb, rr, sb))
-                step.filter_words += [(r, kid, int(v)) for v in filter_words(block)]
+        for r, kid, (g, mb, cb, rr, sb) in plan.filters:
+            block, _ = pe_streams(mapping, xp, w, (g, mb, 0), (cb, rr, sb))
+            step.filter_words += [(r, kid, int(v)) for v in filter_words(block)]
         # Column by column across ifmap rows, so the PEs of a chain advance together.
-        streams = [(kid, ifmap_rows(mapping, xp, g, cb, row, sb))
-                   for (g, cb, row, sb), kid in ifmap_keys.items()]
+        streams = [ifmap_rows(mapping, xp, g, cb, row, sb) for g, cb, row, sb in plan.ifmap_rows]
         step.ifmap_words = [(0, kid, int(data[n, qc, col]))
                             for n in range(L.N) for col in range(mapping.pe_config.row_length)
-                            for kid, data in streams for qc in range(mapping.q)]
+                            for kid, data in enumerate(streams) for qc in range(mapping.q)]
         passes.append(step)
     return passes

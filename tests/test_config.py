@@ -38,6 +38,7 @@ def test_config_is_frozen_and_comparable():
     (dict(glb_bank_width=16), ValueError, r"^glb_bank_width must be between 24 and 1024 \(a global buffer word must hold one 24-bit psum\), not 16$"),
     (dict(psum_noc_width=16), ValueError, r"^psum_noc_width must be between 24 and 1024 \(a transfer must carry at least one word of psum_width = 24\), not 16$"),
     (dict(dram_width=12), ValueError, r"^dram_width must be a multiple of 8 between 8 and 1024, not 12$"),
+    (dict(dram_width=16), ValueError, r"^dram_width = 16 must hold one psum of psum_width = 24 bits \(external memory holds an element per word\)$"),
     (dict(dim_width=3), ValueError, r"^dim_width must be between 4 and 16, not 3$"),
     (dict(counter_width=8), ValueError, r"^counter_width must be between 16 and 64, not 8$"),
 ])

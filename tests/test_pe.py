@@ -16,7 +16,7 @@ CONFIGS = {
     "w8": TINY,
     "w16": TINY.replace(ifmap_width=16, weight_width=16, psum_width=40, filter_spad_depth=64,
                         ifmap_spad_depth=16, psum_spad_depth=6, glb_bank_width=64,
-                        psum_noc_width=64, filter_noc_width=32, ifmap_noc_width=16),
+                        psum_noc_width=64, filter_noc_width=32, ifmap_noc_width=16, dram_width=64),
 }
 
 
