@@ -231,36 +231,34 @@ class Controller(wiring.Component):
 
         # Store unit: each chain top's psums walk the store loop nest from its base.
         store_counts, store_steps = loops["store"]
-        generation = Signal()
         state = Memory(shape=data.StructLayout({
-            "generation": 1, "offset": 32,
-            "index": data.ArrayLayout(self.count_width, len(LOOPS["store"]))}),
+            "offset": 32, "index": data.ArrayLayout(self.count_width, len(LOOPS["store"]))}),
             depth=c.pe_count, init=[])
         m.submodules.store_state = state
         state_rd, state_wr = state.read_port(domain="comb"), state.write_port()
+        started = Signal(c.pe_count)  # sources that returned a psum in this pass
         source = Signal(range(c.pe_count))
         m.d.comb += [source.eq(self.opsum.payload.row * cols + self.opsum.payload.col),
                      state_rd.addr.eq(source), store_bases.addr.eq(source), state_wr.addr.eq(source)]
-        current = state_rd.data
-        fresh = current.generation == generation
+        current, fresh = state_rd.data, started.bit_select(source, 1)
         index = [Mux(fresh, current.index[k], 0) for k in range(len(store_counts))]
         offset = Mux(fresh, current.offset, 0)
         following, delta, _ = _loop_advance(index, store_counts, store_steps)
         stored = Signal(PROGRAM_WIDTH)
+        take = self.opsum.valid & self.psum_wr.ready
         m.d.comb += [
             self.psum_wr.valid.eq(self.opsum.valid),
             self.psum_wr.payload.addr.eq(store_bases.data + offset),
             self.psum_wr.payload.data.eq(self.opsum.payload.data),
             self.opsum.ready.eq(self.psum_wr.ready),
-            state_wr.en.eq(self.opsum.valid & self.psum_wr.ready),
-            state_wr.data.generation.eq(generation),
+            state_wr.en.eq(take),
             state_wr.data.offset.eq(offset + delta),
         ]
         m.d.comb += [state_wr.data.index[k].eq(following[k]) for k in range(len(following))]
         with m.If(start):
-            m.d.sync += [generation.eq(~generation), stored.eq(0)]
-        with m.Elif(self.opsum.valid & self.psum_wr.ready):
-            m.d.sync += stored.eq(stored + 1)
+            m.d.sync += [started.eq(0), stored.eq(0)]
+        with m.Elif(take):
+            m.d.sync += [started.eq(started | (1 << source)), stored.eq(stored + 1)]
 
         # Instruction sequencing.
         opcode = Signal(4)
@@ -275,6 +273,10 @@ class Controller(wiring.Component):
         glb_addr, mem_addr, count = args[0], args[1], args[2]
 
         with m.FSM():
+            with m.State("RESET"):
+                # A state change after reset, so simulators that start processes after the
+                # initial values (Icarus) evaluate every process of the state machine.
+                m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += self.program.ready.eq(1)
                 with m.If(self.program.valid):
