@@ -69,7 +69,7 @@ def cmd_presets(args):
 
 
 def cmd_generate(args):
-    from ..hw.export import array_verilog, to_verilog
+    from ..hw.export import core_verilog, to_verilog
     from ..hw.pe import PE
 
     config = _config(args)
@@ -77,9 +77,9 @@ def cmd_generate(args):
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(config.to_json())
     (out / "rowstation_config.h").write_text(c_header(config))
-    (out / "rowstation_array.v").write_text(array_verilog(config))
+    (out / "rowstation_core.v").write_text(core_verilog(config))
     (out / "rowstation_pe.v").write_text(to_verilog(PE(config, counters=True), name="rowstation_pe"))
-    for name in ("rowstation_array.v", "rowstation_pe.v", "config.json", "rowstation_config.h"):
+    for name in ("rowstation_core.v", "rowstation_pe.v", "config.json", "rowstation_config.h"):
         print(out / name)
 
 

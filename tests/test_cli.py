@@ -100,7 +100,7 @@ def test_generate_writes_verilog_config_and_header(tmp_path, capsys):
     verilog = (tmp_path / "rowstation_pe.v").read_text()
     assert "module rowstation_pe(" in verilog and "output [19:0] opsum__payload;" in verilog
     assert lint(tmp_path / "rowstation_pe.v", top="rowstation_pe") == []
-    assert "module rowstation_array(" in (tmp_path / "rowstation_array.v").read_text()
+    assert "module rowstation_core(" in (tmp_path / "rowstation_core.v").read_text()
 
 
 def test_generate_bad_override_is_one_line(tmp_path, capsys):
