@@ -163,7 +163,7 @@ def cmd_map(args):
                                  "u": mapping.pe_stride, "f": L.F, "rows": L.N},
                           "chain": mapping.chain, "folds": mapping.chunks,
                           "chains_per_pass": mapping.chains_per_pass,
-                          "predicted": mapping.stats}, indent=2))
+                          "glb_words": mapping.glb_words, "predicted": mapping.stats}, indent=2))
     else:
         print(mapping.describe())
 

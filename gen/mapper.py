@@ -224,6 +224,8 @@ class Mapping:
             f"(active PEs {st['active_pe_fraction']:.1%} of the array during MACs)",
             f"traffic    filter {st['filter_noc_words']}, ifmap {st['ifmap_noc_words']}, "
             f"psum {st['psum_noc_words']} NoC words; DRAM compulsory {st['dram_words_compulsory']} words",
+            f"GLB        largest pass {self.glb_words} of {self.config.glb_banks * self.config.glb_bank_depth} "
+            f"words (ifmap rows and psums)",
         ]
         return "\n".join(lines)
 

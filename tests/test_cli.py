@@ -130,6 +130,13 @@ def test_map_bad_layer_is_one_line(capsys, layer, message):
     assert code == 2 and message in err and err.count("\n") == 1
 
 
+def test_map_layer_too_big_for_the_global_buffer_is_one_line(capsys):
+    code, _, err = run(capsys, "map", "--preset", "tiny", "--set", "glb_banks=1", "--set", "glb_bank_depth=16",
+                       "--layer", "N=1,C=2,H=12,W=12,M=4,R=3,S=3")
+    assert code == 2 and err.count("\n") == 1
+    assert "fits the global buffer: a pass needs at least" in err and "= 16" in err
+
+
 @pytest.mark.parametrize("sim", ["verilator", "icarus"])
 def test_run_layer_on_rtl_matches_golden(tmp_path, capsys, sim):
     spec = "N=2,C=3,H=7,W=6,M=4,R=3,S=2,U=2,P=1"

@@ -74,3 +74,13 @@ def test_array_verilog_is_lint_clean(tmp_path):
     verilog = tmp_path / "rowstation_array.v"
     verilog.write_text(array_verilog(TINY))
     assert lint(verilog, top="rowstation_array") == []
+
+
+@pytest.mark.slow
+def test_eyeriss_core_runs_layers_bit_exact():
+    """The full eyeriss-v1 core (12 x 14 PEs, 108 KB global buffer) in Verilator: a padded
+    layer with batch 2 and a grouped strided one, under stalls."""
+    eyeriss = preset("eyeriss-v1")
+    results = run(eyeriss, [("N=2,C=4,H=14,W=14,M=8,R=3,S=3,P=1", 0.1, 0.2),
+                            ("N=1,C=4,H=15,W=15,M=8,R=5,S=5,U=2,G=2", 0.0, 0.3)], "verilator")
+    assert all(stats["counters"]["passes"] >= 1 for _, stats in results)

@@ -34,3 +34,15 @@ def test_synthesis_errors_are_reported(tmp_path):
     verilog.write_text("module broken(input a, output b); assign b = c +; endmodule\n")
     with pytest.raises(RuntimeError, match=r"^yosys failed on broken.v"):
         synthesize(verilog, top="broken")
+
+
+@pytest.mark.slow
+def test_eyeriss_core_synthesizes(tmp_path):
+    """yosys synthesizes the whole eyeriss-v1 core, the PE once and instantiated 168 times."""
+    from rowstation.hw.export import core_verilog
+
+    verilog = tmp_path / "rowstation_core.v"
+    config = preset("eyeriss-v1")
+    verilog.write_text(core_verilog(config))
+    cells = synthesize(verilog, top="rowstation_core", script="synth")
+    assert cells.get("rowstation_pe") == config.pe_count or cells.get("$paramod\\rowstation_pe") == config.pe_count, cells
