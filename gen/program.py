@@ -253,7 +253,7 @@ def compile_layer(mapping, bias=None, dram=None):
     dram = dram or DramLayout.packed(L)
     regmap = RegisterMap(c)
     out = _Writer(regmap)
-    Cg, Mg, Wp = L.C // L.G, L.M // L.G, L.W + 2 * L.P
+    Cg, Wp = L.C // L.G, L.W + 2 * L.P
     lanes_p = c.glb_lanes(c.psum_width)
     pe = m.pe_config
     for name in PE_SETTINGS:
@@ -284,7 +284,7 @@ def compile_layer(mapping, bias=None, dram=None):
 
         def psum_rows(o, oslot):
             """(glb, dram) addresses of each F-psum row of output ``o``, and its filter."""
-            g, mb, e = m.outputs[o]
+            e = m.outputs[o][2]
             m0 = m.first_filter(m.outputs[o])
             for n in range(L.N):
                 for pf in range(m.p):

@@ -16,8 +16,10 @@ from test_pe_rtl import BUILD
 
 
 TINY = preset("tiny")
-# A global buffer too small for most layers at once: psums go out and return between epochs.
-SMALL_GLB = TINY.replace(glb_banks=4, glb_bank_depth=32)
+# Another array shape and scratchpads, and a global buffer too small for most layers at once:
+# psums go out and return between epochs.
+SMALL = TINY.replace(array_rows=2, array_cols=3, filter_spad_depth=16, ifmap_spad_depth=6,
+                     psum_spad_depth=3, glb_banks=4, glb_bank_depth=32)
 
 # Stride 1-4, padding, groups and depthwise, 1x1, FC, R > array rows, E > array cols, batch > 1,
 # S wider than a PE (segments), each with random stalls on the inputs and the output.
@@ -59,8 +61,8 @@ def test_core_layers_bit_exact(sim):
     run(TINY, SUBSETS[sim], sim)
 
 
-def test_core_splits_layers_into_epochs_when_the_global_buffer_is_small():
-    results = run(SMALL_GLB, [LAYERS[5], LAYERS[2]], "verilator")
+def test_core_on_a_small_array_with_a_small_global_buffer():
+    results = run(SMALL, LAYERS[1:3] + LAYERS[4:6], "verilator")
     assert max(stats["epochs"] for _, stats in results) > 1
 
 
