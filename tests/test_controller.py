@@ -10,6 +10,7 @@ from rowstation.gen.program import OPCODES, RegisterMap
 from rowstation.hw.controller import AddressGenerator, Controller
 from rowstation.sim.controller_model import walk
 
+
 @pytest.mark.parametrize("seed", range(4))
 def test_address_generator_walks_the_model_nest(seed):
     rng = np.random.default_rng(seed)
@@ -31,7 +32,7 @@ def test_address_generator_walks_the_model_nest(seed):
             ctx.set(dut.start, 1)
             await ctx.tick()
             ctx.set(dut.start, 0)
-            words, cycle = [], 0
+            words = []
             while len(words) < len(want):
                 ctx.set(dut.base, bases[ctx.get(dut.entry)])
                 ctx.set(dut.o.ready, rng.random() >= 0.4)
