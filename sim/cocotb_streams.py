@@ -50,13 +50,13 @@ class StreamSource(_Port):
                 await RisingEdge(self.clock)
             self.valid.value = 1
             self.payload.value = int(word) & ((1 << self.width) - 1)
-            while True:
+            await ReadOnly()
+            while not self.ready.value:
+                # Sleep until ready rises (it changes only after a clock edge), not every cycle.
+                await RisingEdge(self.ready)
                 await ReadOnly()
-                done, cycle = bool(self.ready.value), self.cycle()
-                await RisingEdge(self.clock)
-                if done:
-                    cycles.append(cycle)
-                    break
+            cycles.append(self.cycle())
+            await RisingEdge(self.clock)
             self.valid.value = 0
         return cycles
 

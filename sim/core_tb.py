@@ -16,7 +16,7 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import First, ReadOnly, RisingEdge
 
 from ..gen import AcceleratorConfig
 from ..gen.mapper import map_layer
@@ -92,7 +92,10 @@ async def run_layer(dut, layer, x, w, b, *, seed, idle, stall):
     server = cocotb.start_soon(external.serve())
     feeder = cocotb.start_soon(StreamSource(dut, "program", dut.clk, PERIOD_NS, rng=rng, idle=idle)
                                .send(program.words))
+    # Wake only on status changes (polling every cycle would dominate a long layer's run time);
+    # an event-driven simulator may also wake on a glitch, so the settled values decide.
     while True:
+        await First(RisingEdge(dut.done), RisingEdge(dut.error), RisingEdge(dut.unmatched))
         await ReadOnly()
         if dut.error.value:
             raise AssertionError("the controller flagged an unknown opcode or register")
@@ -101,6 +104,7 @@ async def run_layer(dut, layer, x, w, b, *, seed, idle, stall):
         if dut.done.value:
             break
         await RisingEdge(dut.clk)
+    await RisingEdge(dut.clk)
     await RisingEdge(dut.clk)  # the counters register the last cycle's events
     external.running = False
     await feeder
