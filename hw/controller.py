@@ -272,7 +272,7 @@ class Controller(wiring.Component):
         lengths = {"end": 0, "write": 1, "load": 3, "store": 3, "fill": 4, "run": 0}
         glb_addr, mem_addr, count = args[0], args[1], args[2]
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("RESET"):
                 # A state change after reset, so simulators that start processes after the
                 # initial values (Icarus) evaluate every process of the state machine.
@@ -299,15 +299,12 @@ class Controller(wiring.Component):
             with m.State("EXECUTE"):
                 with m.Switch(opcode):
                     with m.Case(OPCODES["end"]):
-                        m.d.comb += self.done.eq(1)
                         m.next = "FETCH"
                     with m.Case(OPCODES["write"]):
-                        m.d.comb += write.eq(1)
                         with m.If(~Cat(known).any()):
                             m.d.sync += self.error.eq(1)
                         m.next = "FETCH"
                     with m.Case(OPCODES["run"]):
-                        m.d.comb += [start.eq(1), self.runs.eq(1)]
                         m.next = "RUN"
                     with m.Case(OPCODES["load"]):
                         # External memory -> global buffer, ``count`` words from each base.
@@ -359,7 +356,16 @@ class Controller(wiring.Component):
                         with m.If(issued == fill_count):
                             m.next = "FETCH"
             with m.State("RUN"):
-                m.d.comb += run_reads.eq(1)
                 with m.If(Cat(drained).all() & (stored == store_total) & self.array_idle):
                     m.next = "FETCH"
+        # Strobes as plain functions of the state (not assigned inside the state machine), so
+        # every simulator evaluates them from the first cycle.
+        executing = fsm.ongoing("EXECUTE")
+        m.d.comb += [
+            self.done.eq(executing & (opcode == OPCODES["end"])),
+            write.eq(executing & (opcode == OPCODES["write"])),
+            start.eq(executing & (opcode == OPCODES["run"])),
+            self.runs.eq(start),
+            run_reads.eq(fsm.ongoing("RUN")),
+        ]
         return m

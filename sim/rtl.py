@@ -1,8 +1,9 @@
-"""Run layers on the generated core RTL (Icarus Verilog or Verilator) through cocotb.
+"""Run layers on the generated core RTL (Icarus Verilog or Verilator).
 
-The Verilog of a configuration is built once into ``build_root/core-<config hash>-<sim>`` and
-reused. The testbench (:mod:`rowstation.sim.core_tb`) is the host streaming each layer's
-program and the external memory behind the core.
+The layers' programs and tensors go into one external memory image; the simulation harness
+(:mod:`rowstation.sim.harness`) runs them back to back in the simulator, and the cocotb monitor
+(:mod:`rowstation.sim.core_tb`) checks every layer's counters against the controller model. The
+Verilog of a configuration is built once into ``build_root/core-<hash>-<sim>`` and reused.
 """
 
 import hashlib
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .controller_model import dram_image, dram_output, run_program
+from .golden import layer_of
+from .harness import MEMORY_BITS, PROGRAM_BITS, harness_verilog
 from .runner import run_cocotb
 
 
@@ -25,45 +29,89 @@ def _verilog(config, build):
     path = build / "rowstation_core.v"
     if not path.exists():  # the folder is named after the configuration's hash
         build.mkdir(parents=True, exist_ok=True)
-        path.write_text(core_verilog(config))
+        path.write_text(core_verilog(config) + harness_verilog(config))
     return path
 
 
-def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", timeout_us=None):
-    """Run each layer (a dict of x, w, b, stride, padding, groups and optional idle, stall,
-    seed) in one simulation; returns [(accumulation, statistics)] in order."""
-    from .. import gen, hw
+def _hex(words, width):
+    mask = (1 << width) - 1
+    digits = -(-width // 4)
+    return "".join(f"{int(word) & mask:0{digits}x}\n" for word in words)
 
+
+def _read_hex(path, width):
+    """Words of a ``$writememh`` file (comments and blank lines skipped), sign-extended."""
+    values = []
+    for line in Path(path).read_text().splitlines():
+        line = line.split("//")[0].strip()
+        if line:
+            value = int(line, 16)
+            values.append(value - (1 << width) if value >> (width - 1) else value)
+    return np.array(values, dtype=np.int64)
+
+
+def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, idle=0.0, seed=1,
+                   timeout_us=None):
+    """Run each layer (a dict of x, w, b, stride, padding, groups) in one simulation, external
+    memory stalling each channel with probability ``stall`` and the program stream with
+    ``idle``; returns [(accumulation, counters)] in order."""
+    from .. import gen, hw
+    from ..gen.mapper import map_layer
+    from ..gen.program import DramLayout, compile_layer
+    from ..hw.core import COUNTERS
+
+    for name, value in (("stall", stall), ("idle", idle)):
+        if not 0 <= value < 1:
+            raise ValueError(f"{name} must be a probability in [0, 1), not {value}")
     # Named after the configuration and the gateware, so a changed design is rebuilt.
-    files = sorted(Path(hw.__file__).parent.glob("*.py")) + [Path(gen.__file__).parent / "program.py"]
+    files = sorted(Path(hw.__file__).parent.glob("*.py")) + [Path(gen.__file__).parent / "program.py",
+                                                            Path(__file__).parent / "harness.py"]
     source = "".join(p.read_text() for p in files)
     digest = hashlib.sha1((config.to_json() + source).encode()).hexdigest()[:12]
     build = Path(build_root).resolve() / f"core-{digest}-{sim}"
     verilog = _verilog(config, build)
     tmp = Path(tempfile.mkdtemp(prefix="run-", dir=build))  # kept if the run fails, for its log
-    cases, slots = [], 0
-    for n, layer in enumerate(layers):
-        paths = {name: tmp / f"{n}-{name}.npy" for name in ("ifmap", "weights", "bias", "output")}
-        np.save(paths["ifmap"], layer["x"])
-        np.save(paths["weights"], layer["w"])
-        if layer.get("b") is not None:
-            np.save(paths["bias"], layer["b"])
-        cases.append({
-            "ifmap": str(paths["ifmap"]), "weights": str(paths["weights"]),
-            "bias": str(paths["bias"]) if layer.get("b") is not None else None,
-            "stride": layer["stride"], "padding": layer["padding"], "groups": layer["groups"],
-            "idle": layer.get("idle", 0.0), "stall": layer.get("stall", 0.0),
-            "seed": layer.get("seed", n), "output": str(paths["output"]),
-            "stats": str(tmp / f"{n}-stats.json"),
-        })
-        slots += int(np.asarray(layer["w"]).size) * int(np.asarray(layer["x"]).size)
+
+    images, words, cases, base = [], [], [], 0
+    for n, item in enumerate(layers):
+        x, w, b = item["x"], item["w"], item.get("b")
+        layer = layer_of(x, w, stride=item["stride"], padding=item["padding"], groups=item["groups"])
+        mapping = map_layer(config, layer)
+        layout = DramLayout.packed(layer, base)
+        program = compile_layer(mapping, b, layout)
+        image = dram_image(layout, layer, x, w)
+        expected = run_program(mapping, program.words, image.copy(), x, w)
+        images.append(image[base:])
+        words += program.words
+        base = len(image)
+        cases.append({"name": str(layer), "layer": layer, "layout": layout, "macs": layer.macs,
+                      "epochs": program.epochs, "expected": expected,
+                      "stats": str(tmp / f"{n}-stats.json")})
+    if base > 1 << MEMORY_BITS:
+        raise ValueError(f"the layers need {base} external memory words, more than the "
+                         f"simulation harness's {1 << MEMORY_BITS}")
+    if len(words) > 1 << PROGRAM_BITS:
+        raise ValueError(f"the programs have {len(words)} words, more than the simulation "
+                         f"harness's {1 << PROGRAM_BITS}")
+    (tmp / "memory.hex").write_text(_hex(np.concatenate(images), config.dram_width))
+    (tmp / "program.hex").write_text(_hex(words, 32))
     case = tmp / "case.json"
     # A generous bound (10 ns cycles) so a deadlock fails instead of hanging.
-    case.write_text(json.dumps({"config": config.to_dict(), "layers": cases,
-                                "timeout_us": timeout_us or 1000 + slots // 10}))
-    run_cocotb(sim=sim, verilog=verilog, toplevel="rowstation_core",
+    case.write_text(json.dumps({
+        "layers": [{key: c[key] for key in ("name", "macs", "expected", "stats")} for c in cases],
+        "counters": list(COUNTERS), "counter_width": config.counter_width, "pe_count": config.pe_count,
+        "timeout_us": timeout_us or 1000 + 2 * (len(words) + base) + sum(c["macs"] for c in cases) // 10}))
+    plusargs = [f"+memory={tmp / 'memory.hex'}", f"+program={tmp / 'program.hex'}",
+                f"+dump={tmp / 'dump.hex'}", f"+program_length={len(words)}", f"+dump_words={base}",
+                f"+stall={round(stall * 256)}", f"+idle={round(idle * 256)}", f"+seed={seed}"]
+    run_cocotb(sim=sim, verilog=verilog, toplevel="rowstation_harness",
                test_module="rowstation.sim.core_tb", build_dir=build / "sim", test_dir=tmp,
-               env={"ROWSTATION_CASE": str(case)})
-    results = [(np.load(c["output"]), json.loads(Path(c["stats"]).read_text())) for c in cases]
+               env={"ROWSTATION_CASE": str(case)}, plusargs=plusargs)
+    memory = _read_hex(tmp / "dump.hex", config.dram_width)
+    results = []
+    for c in cases:
+        counters = json.loads(Path(c["stats"]).read_text())
+        results.append((dram_output(memory, c["layout"], c["layer"]).copy(),
+                        {"counters": counters, "epochs": c["epochs"]}))
     shutil.rmtree(tmp)
     return results

@@ -53,7 +53,7 @@ def check_simulator(sim):
 
 
 def run_cocotb(*, sim, verilog, toplevel, test_module, build_dir, test_dir, env=None,
-               testcase=None):
+               testcase=None, plusargs=()):
     """Build ``verilog`` (reusing ``build_dir``) and run the cocotb ``test_module``.
 
     Raises RuntimeError unless every cocotb test passed.
@@ -80,7 +80,7 @@ def run_cocotb(*, sim, verilog, toplevel, test_module, build_dir, test_dir, env=
             os.environ["MAKEFLAGS"] = saved
     results = test_dir / f"{toplevel}-{sim}.results.xml"
     runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
-                test_dir=test_dir, extra_env=dict(env or {}), testcase=testcase,
+                test_dir=test_dir, extra_env=dict(env or {}), testcase=testcase, plusargs=list(plusargs),
                 results_xml=str(results), log_file=test_dir / f"{toplevel}-{sim}.log")
     total, failed = get_results(results)
     if failed or not total:

@@ -9,7 +9,7 @@ from rowstation.gen import ConvLayer, preset
 from rowstation.hw.export import array_verilog, core_verilog
 from rowstation.sim.golden import conv2d
 from rowstation.sim.rtl import run_layers_rtl
-from rowstation.sim.runner import SIMULATORS, lint
+from rowstation.sim.runner import lint
 from rowstation.sim.stimulus import random_layer_arrays
 
 from test_pe_rtl import BUILD
@@ -22,31 +22,33 @@ SMALL = TINY.replace(array_rows=2, array_cols=3, filter_spad_depth=16, ifmap_spa
                      psum_spad_depth=3, glb_banks=4, glb_bank_depth=32)
 
 # Stride 1-4, padding, groups and depthwise, 1x1, FC, R > array rows, E > array cols, batch > 1,
-# S wider than a PE (segments), each with random stalls on the inputs and the output.
+# S wider than a PE (segments); without stalls and with random stalls on every memory channel.
 LAYERS = [
-    ("N=1,C=2,H=6,W=6,M=2,R=3,S=3,P=1", 0.0, 0.0),
-    ("N=2,C=3,H=7,W=5,M=4,R=2,S=2,U=2", 0.2, 0.3),
-    ("N=1,C=2,H=6,W=9,M=2,R=5,S=3,P=1,G=2", 0.1, 0.5),
-    ("N=1,C=4,H=6,W=6,M=4,R=3,S=3,P=1,G=4", 0.3, 0.3),
-    ("N=2,C=3,H=5,W=5,M=5,R=1,S=1", 0.2, 0.2),
-    ("N=2,C=6,H=3,W=3,M=4,R=3,S=3", 0.2, 0.4),
-    ("N=1,C=2,H=9,W=11,M=2,R=3,S=3,U=3", 0.1, 0.1),
-    ("N=1,C=1,H=9,W=12,M=2,R=2,S=4,U=4", 0.0, 0.6),
-    ("N=1,C=1,H=4,W=16,M=2,R=2,S=14", 0.2, 0.2),
+    "N=1,C=2,H=6,W=6,M=2,R=3,S=3,P=1",
+    "N=2,C=3,H=7,W=5,M=4,R=2,S=2,U=2",
+    "N=1,C=2,H=6,W=9,M=2,R=5,S=3,P=1,G=2",
+    "N=1,C=4,H=6,W=6,M=4,R=3,S=3,P=1,G=4",
+    "N=2,C=3,H=5,W=5,M=5,R=1,S=1",
+    "N=2,C=6,H=3,W=3,M=4,R=3,S=3",
+    "N=1,C=2,H=9,W=11,M=2,R=3,S=3,U=3",
+    "N=1,C=1,H=9,W=12,M=2,R=2,S=4,U=4",
+    "N=1,C=1,H=4,W=16,M=2,R=2,S=14",
 ]
-SUBSETS = {"verilator": LAYERS, "icarus": LAYERS[1:4] + LAYERS[7:8]}
+# (simulator, layers, external memory stall and program idle probabilities)
+RUNS = [("verilator", LAYERS, 0.0, 0.0), ("verilator", LAYERS[::-1], 0.5, 0.3),
+        ("icarus", LAYERS[1:4] + LAYERS[7:8], 0.3, 0.2)]
 
 
-def run(config, specs, sim):
+def run(config, specs, sim, *, stall, idle):
     cases, wants = [], []
-    for n, (spec, idle, stall) in enumerate(specs):
+    for n, spec in enumerate(specs):
         layer = ConvLayer.parse(spec)
         arrays = random_layer_arrays(config, layer, seed=n, zeros=0.25)
         cases.append(dict(x=arrays["ifmap"], w=arrays["weights"], b=arrays["bias"], stride=layer.U,
-                          padding=layer.P, groups=layer.G, idle=idle, stall=stall, seed=n))
+                          padding=layer.P, groups=layer.G))
         wants.append((layer, conv2d(arrays["ifmap"], arrays["weights"], arrays["bias"],
                                     stride=layer.U, padding=layer.P, groups=layer.G)))
-    results = run_layers_rtl(config, cases, sim=sim, build_root=BUILD)
+    results = run_layers_rtl(config, cases, sim=sim, build_root=BUILD, stall=stall, idle=idle)
     for (layer, want), (got, stats) in zip(wants, results):
         np.testing.assert_array_equal(got, want, err_msg=str(layer))
         counts = stats["counters"]
@@ -56,13 +58,13 @@ def run(config, specs, sim):
     return results
 
 
-@pytest.mark.parametrize("sim", SIMULATORS)
-def test_core_layers_bit_exact(sim):
-    run(TINY, SUBSETS[sim], sim)
+@pytest.mark.parametrize("sim,specs,stall,idle", RUNS, ids=["verilator", "verilator-stalls", "icarus-stalls"])
+def test_core_layers_bit_exact(sim, specs, stall, idle):
+    run(TINY, specs, sim, stall=stall, idle=idle)
 
 
 def test_core_on_a_small_array_with_a_small_global_buffer():
-    results = run(SMALL, LAYERS[1:3] + LAYERS[4:6], "verilator")
+    results = run(SMALL, LAYERS[1:3] + LAYERS[4:6], "verilator", stall=0.2, idle=0.1)
     assert max(stats["epochs"] for _, stats in results) > 1
 
 
@@ -83,6 +85,6 @@ def test_eyeriss_core_runs_layers_bit_exact():
     """The full eyeriss-v1 core (12 x 14 PEs, 108 KB global buffer) in Verilator: a padded
     layer with batch 2 and a grouped strided one, under stalls."""
     eyeriss = preset("eyeriss-v1")
-    results = run(eyeriss, [("N=2,C=4,H=14,W=14,M=8,R=3,S=3,P=1", 0.1, 0.2),
-                            ("N=1,C=4,H=15,W=15,M=8,R=5,S=5,U=2,G=2", 0.0, 0.3)], "verilator")
+    results = run(eyeriss, ["N=2,C=4,H=14,W=14,M=8,R=3,S=3,P=1", "N=1,C=4,H=15,W=15,M=8,R=5,S=5,U=2,G=2"],
+                  "verilator", stall=0.2, idle=0.1)
     assert all(stats["counters"]["passes"] >= 1 for _, stats in results)
