@@ -88,3 +88,9 @@ def test_eyeriss_core_runs_layers_bit_exact():
     results = run(eyeriss, ["N=2,C=4,H=14,W=14,M=8,R=3,S=3,P=1", "N=1,C=4,H=15,W=15,M=8,R=5,S=5,U=2,G=2"],
                   "verilator", stall=0.2, idle=0.1)
     assert all(stats["counters"]["passes"] >= 1 for _, stats in results)
+
+
+@pytest.mark.parametrize("name,value", [("stall", 1.0), ("idle", -0.1)])
+def test_stall_probabilities_are_checked(name, value):
+    with pytest.raises(ValueError, match=rf"^{name} must be a probability in \[0, 1\), not {value}$"):
+        run_layers_rtl(TINY, [], sim="icarus", build_root=BUILD, **{name: value})
