@@ -23,7 +23,7 @@ PERIOD_NS = 10
 async def wait_done(dut):
     """Until the core's ``done``; an event-driven simulator may also wake on glitches, so the
     settled values decide. A network word that matched no PE or a program error fails."""
-    core = dut.core
+    core = dut
     while True:
         await First(RisingEdge(core.done), RisingEdge(core.error), RisingEdge(core.unmatched))
         await ReadOnly()
@@ -49,7 +49,7 @@ async def run_layers(dut):
         await wait_done(dut)
         await RisingEdge(dut.clk)  # the counters register the last cycle's events
         await ReadOnly()
-        now = {name: int(getattr(dut.core, f"counts__{name}").value.to_unsigned())
+        now = {name: int(getattr(dut, f"counts__{name}").value.to_unsigned())
                for name in CASE["counters"]}
         counts = {name: (now[name] - before[name]) % modulo for name in now}
         before = now

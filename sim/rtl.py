@@ -24,12 +24,13 @@ __all__ = ["run_layers_rtl"]
 
 
 def _verilog(config, build):
+    from ..hw.core import COUNTERS
     from ..hw.export import core_verilog
 
     path = build / "rowstation_core.v"
     if not path.exists():  # the folder is named after the configuration's hash
         build.mkdir(parents=True, exist_ok=True)
-        path.write_text(core_verilog(config) + harness_verilog(config))
+        path.write_text(core_verilog(config) + harness_verilog(config, COUNTERS))
     return path
 
 

