@@ -127,9 +127,18 @@ class AcceleratorConfig:
         """Elements of ``width`` bits per global buffer word: the largest power of two that fits."""
         return 1 << ((self.glb_bank_width // width).bit_length() - 1)
 
+    @property
+    def glb_words(self):
+        """Words of the global buffer, all banks."""
+        return self.glb_banks * self.glb_bank_depth
+
     def glb_capacity(self, width):
         """Elements of ``width`` bits the global buffer holds."""
-        return self.glb_banks * self.glb_bank_depth * self.glb_lanes(width)
+        return self.glb_words * self.glb_lanes(width)
+
+    def glb_addr_width(self, width):
+        """Bits of a global buffer address of elements of ``width`` bits."""
+        return max(1, (self.glb_capacity(width) - 1).bit_length())
 
     @property
     def max_filter_width(self):

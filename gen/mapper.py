@@ -224,7 +224,7 @@ class Mapping:
             f"(active PEs {st['active_pe_fraction']:.1%} of the array during MACs)",
             f"traffic    filter {st['filter_noc_words']}, ifmap {st['ifmap_noc_words']}, "
             f"psum {st['psum_noc_words']} NoC words; DRAM compulsory {st['dram_words_compulsory']} words",
-            f"GLB        largest pass {self.glb_words} of {self.config.glb_banks * self.config.glb_bank_depth} "
+            f"GLB        largest pass {self.glb_words} of {self.config.glb_words} "
             f"words (ifmap rows and psums)",
         ]
         return "\n".join(lines)
@@ -255,7 +255,7 @@ def map_layer(config, layer):
                              f"dim_width = {config.dim_width} bits")
     # Branch and bound: a pass takes at least its MAC slots, so most candidates are never costed.
     best, best_key, smallest = None, None, None
-    capacity = config.glb_banks * config.glb_bank_depth
+    capacity = config.glb_words
     for mapping in sorted(candidates(config, layer), key=lambda m: m.lower_bound):
         if best is not None and mapping.lower_bound > best_key[0]:
             break

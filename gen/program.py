@@ -26,11 +26,13 @@ pass with the registers as written) | ``END``.
 from dataclasses import dataclass, field
 
 
-__all__ = ["OPCODES", "LOOPS", "RegisterMap", "PassPlan", "pass_plans", "pass_glb_words",
+__all__ = ["OPCODES", "ARGUMENTS", "LOOPS", "RegisterMap", "PassPlan", "pass_plans", "pass_glb_words",
            "DramLayout", "Program", "compile_layer"]
 
 
 OPCODES = {"end": 0, "write": 1, "load": 2, "store": 3, "fill": 4, "run": 5}
+#: Argument words following each opcode word.
+ARGUMENTS = {"end": 0, "write": 1, "load": 3, "store": 3, "fill": 4, "run": 0}
 REGIONS = {"ifmap": 0, "psum": 1}
 
 #: Loop levels of each stream, outermost first; "table" walks that stream's table entries.
@@ -200,7 +202,7 @@ def pass_glb_words(mapping, jobs):
 
 def _epochs(mapping, plans):
     c = mapping.config
-    capacity = c.glb_banks * c.glb_bank_depth
+    capacity = c.glb_words
     epochs, epoch = [], _Epoch(mapping)
     for plan in plans:
         trial = epoch.with_jobs(plan.jobs)
@@ -226,6 +228,7 @@ class _Writer:
         self.dram_reads = self.dram_writes = 0
 
     def op(self, name, operand=0, *args):
+        assert len(args) == ARGUMENTS[name], (name, args)
         self.words += [OPCODES[name] << 28 | operand, *args]
 
     def write(self, name, value, index=0):

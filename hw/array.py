@@ -83,7 +83,7 @@ class PEArray(wiring.Component):
         wiring.connect(m, gon.o, wiring.flipped(self.opsum))
 
         events = dict.fromkeys(PEEventSignature.EVENTS + ("active_pe",), c.pe_count)
-        events.update(dict.fromkeys(set(ARRAY_EVENTS) - {"active_pe"}, 1))
+        events.update({name: 1 for name in ARRAY_EVENTS if name != "active_pe"})
         m.submodules.counters = counters = EventCounters(events, width=c.counter_width)
         m.d.comb += counters.clear.eq(self.clear)
         for name in events:

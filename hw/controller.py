@@ -14,7 +14,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..gen.program import LOOPS, OPCODES, PE_SETTINGS, REGIONS, RegisterMap
+from ..gen.program import ARGUMENTS, LOOPS, OPCODES, PE_SETTINGS, REGIONS, RegisterMap
 from .arbiter import or_tree
 from .glb import ReadPortSignature, WriteRequest
 from .noc import GINWord, GONWord
@@ -48,26 +48,23 @@ class AddressGenerator(wiring.Component):
 
     def __init__(self, *, levels, table_level, count_width, addr_width, table_depth):
         self._levels, self._table_level = levels, table_level
-        members = {
+        super().__init__({
             "counts": In(count_width).array(levels),
             "steps": In(signed(32)).array(levels),
             "start": In(1),
             "busy": Out(1),
+            "entry": Out(range(table_depth)),
+            "base": In(addr_width),
             "o": Out(stream.Signature(addr_width)),
-        }
-        if table_level is not None:
-            members.update({"entry": Out(range(table_depth)), "base": In(addr_width)})
-        super().__init__(members)
+        })
 
     def elaborate(self, platform):
         m = Module()
         index = [Signal.like(self.counts[k], name=f"index_{k}") for k in range(self._levels)]
         offset = Signal(32)
         following, delta, finished = _loop_advance(index, self.counts, self.steps)
-        base = self.base if self._table_level is not None else 0
-        m.d.comb += [self.o.valid.eq(self.busy), self.o.payload.eq(base + offset)]
-        if self._table_level is not None:
-            m.d.comb += self.entry.eq(index[self._table_level])
+        m.d.comb += [self.o.valid.eq(self.busy), self.o.payload.eq(self.base + offset),
+                     self.entry.eq(index[self._table_level])]
         with m.If(self.start):
             m.d.sync += [self.busy.eq(1), offset.eq(0)] + [i.eq(0) for i in index]
         with m.Elif(self.o.valid & self.o.ready):
@@ -87,8 +84,8 @@ class Controller(wiring.Component):
         self.regmap = RegisterMap(config)
         self.count_width = max(c.dim_width, c.pe_count.bit_length(), c.filter_spad_depth.bit_length(),
                                c.ifmap_spad_depth.bit_length(), c.psum_spad_depth.bit_length())
-        self.ifmap_addr_width = max(1, (c.glb_capacity(c.ifmap_width) - 1).bit_length())
-        self.psum_addr_width = max(1, (c.glb_capacity(c.psum_width) - 1).bit_length())
+        self.ifmap_addr_width = c.glb_addr_width(c.ifmap_width)
+        self.psum_addr_width = c.glb_addr_width(c.psum_width)
         rows, cols = c.array_rows, c.array_cols
         ifmap, psum = signed(c.ifmap_width), signed(c.psum_width)
         members = {
@@ -211,11 +208,7 @@ class Controller(wiring.Component):
             issue = ag.o.valid & queue.w_rdy
             deliver = port.data.valid & queue.r_rdy
             element = getattr(self, net).payload.data
-            if net == "filt":
-                with m.If(run_reads):
-                    m.d.comb += [port.addr.valid.eq(issue), port.addr.payload.eq(ag.o.payload),
-                                 port.data.ready.eq(out.ready & queue.r_rdy)]
-            else:
+            with m.If(run_reads if net == "filt" else 1):  # LOAD also uses mem_rd
                 m.d.comb += [port.addr.valid.eq(issue), port.addr.payload.eq(ag.o.payload),
                              port.data.ready.eq(out.ready & queue.r_rdy)]
             m.d.comb += [
@@ -269,7 +262,6 @@ class Controller(wiring.Component):
         issued = Signal(PROGRAM_WIDTH)   # addresses issued (LOAD, STORE) or words written (FILL)
         moved = Signal(PROGRAM_WIDTH)    # words arrived (LOAD, STORE)
         m.d.comb += [reg_addr.eq(operand), value.eq(args[0])]
-        lengths = {"end": 0, "write": 1, "load": 3, "store": 3, "fill": 4, "run": 0}
         glb_addr, mem_addr, count = args[0], args[1], args[2]
 
         with m.FSM() as fsm:
@@ -286,8 +278,8 @@ class Controller(wiring.Component):
                     with m.Switch(word[28:]):
                         for name, code in OPCODES.items():
                             with m.Case(code):
-                                m.d.sync += arg_count.eq(lengths[name])
-                                m.next = "ARGS" if lengths[name] else "EXECUTE"
+                                m.d.sync += arg_count.eq(ARGUMENTS[name])
+                                m.next = "ARGS" if ARGUMENTS[name] else "EXECUTE"
                         with m.Default():
                             m.d.sync += self.error.eq(1)
             with m.State("ARGS"):

@@ -51,14 +51,11 @@ class GlobalBuffer(wiring.Component):
         self._granularity = gcd(config.glb_bank_width, *widths)
         members = {}
         for name, shape in self._reads.items():
-            members[name] = In(ReadPortSignature(self.addr_width(shape), shape))
+            members[name] = In(ReadPortSignature(config.glb_addr_width(Shape.cast(shape).width), shape))
         for name, shape in self._writes.items():
-            members[name] = In(stream.Signature(WriteRequest(self.addr_width(shape), shape)))
+            members[name] = In(stream.Signature(WriteRequest(config.glb_addr_width(Shape.cast(shape).width),
+                                                             shape)))
         super().__init__(members)
-
-    def addr_width(self, shape):
-        """Bits of an element address for elements of ``shape``."""
-        return max(1, (self._config.glb_capacity(Shape.cast(shape).width) - 1).bit_length())
 
     def _lanes(self, shape):
         return self._config.glb_lanes(Shape.cast(shape).width)

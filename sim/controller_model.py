@@ -5,7 +5,7 @@ and the same counts."""
 
 import numpy as np
 
-from ..gen.program import LOOPS, OPCODES, PE_SETTINGS, REGIONS, RegisterMap, pass_plans
+from ..gen.program import ARGUMENTS, LOOPS, OPCODES, PE_SETTINGS, REGIONS, RegisterMap, pass_plans
 from .dataflow import ifmap_rows, pe_streams
 from .pe_model import filter_words, pe_events, pe_reference
 
@@ -80,42 +80,40 @@ def run_program(mapping, words, dram, x, w):
         t = levels.index("table")
         return walk(cnt, steps, [reg(f"{name}_base", e) for e in range(cnt[t])], t)
 
+    opcodes = {code: name for name, code in OPCODES.items()}
     while True:
-        op, operand = words[pc] >> 28, words[pc] & 0x0FFF_FFFF
-        pc += 1
-        if op == OPCODES["end"]:
+        code, operand = words[pc] >> 28, words[pc] & 0x0FFF_FFFF
+        if code not in opcodes:
+            raise ValueError(f"unknown opcode {code} at word {pc}")
+        op = opcodes[code]
+        args = words[pc + 1:pc + 1 + ARGUMENTS[op]]
+        pc += 1 + ARGUMENTS[op]
+        region = "psum" if operand == REGIONS["psum"] else "ifmap"
+        if op == "end":
             counts["program_words"] = pc
             return counts
-        if op == OPCODES["write"]:
-            regs[names[operand]] = words[pc]
-            pc += 1
-        elif op == OPCODES["load"]:
-            region = "psum" if operand == REGIONS["psum"] else "ifmap"
-            at, src, n = words[pc:pc + 3]
-            pc += 3
+        if op == "write":
+            regs[names[operand]] = args[0]
+        elif op == "load":
+            at, src, n = args
             for i in range(n):
                 glb[region][at + i] = int(dram[src + i])
             counts["dram_reads"] += n
             counts["glb_writes"] += n
-        elif op == OPCODES["store"]:
-            at, dst, n = words[pc:pc + 3]
-            pc += 3
+        elif op == "store":
+            at, dst, n = args
             for i in range(n):
                 dram[dst + i] = glb["psum"][at + i]
             counts["dram_writes"] += n
             counts["glb_reads"] += n
-        elif op == OPCODES["fill"]:
-            region = "psum" if operand == REGIONS["psum"] else "ifmap"
-            at, n, lo, hi = words[pc:pc + 4]
-            pc += 4
+        elif op == "fill":
+            at, n, lo, hi = args
             for i in range(n):
                 glb[region][at + i] = _signed(lo | hi << 32, 64)
             counts["glb_writes"] += n
-        elif op == OPCODES["run"]:
+        else:  # run
             _run_pass(mapping, next(plans), reg, stream, dram, glb, xp, w, counts)
             counts["passes"] += 1
-        else:
-            raise ValueError(f"unknown opcode {op} at word {pc - 1}")
 
 
 def _run_pass(mapping, plan, reg, stream, dram, glb, xp, w, counts):

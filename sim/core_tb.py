@@ -23,15 +23,14 @@ PERIOD_NS = 10
 async def wait_done(dut):
     """Until the core's ``done``; an event-driven simulator may also wake on glitches, so the
     settled values decide. A network word that matched no PE or a program error fails."""
-    core = dut
     while True:
-        await First(RisingEdge(core.done), RisingEdge(core.error), RisingEdge(core.unmatched))
+        await First(RisingEdge(dut.done), RisingEdge(dut.error), RisingEdge(dut.unmatched))
         await ReadOnly()
-        if core.error.value:
+        if dut.error.value:
             raise AssertionError("the controller flagged an unknown opcode or register")
-        if core.unmatched.value:
+        if dut.unmatched.value:
             raise AssertionError("a network word matched no PE")
-        if core.done.value:
+        if dut.done.value:
             return
         await RisingEdge(dut.clk)
 

@@ -53,7 +53,8 @@ def check_simulator(sim):
         raise RuntimeError("Icarus Verilog is not installed: run 'apt-get install -y iverilog'")
 
 
-def _verilator_runner_class():
+def _fast_verilator():
+    """cocotb's Verilator runner, building without ``--public-flat-rw``."""
     from cocotb_tools.runner import Verilator
 
     class FastVerilator(Verilator):
@@ -66,11 +67,7 @@ def _verilator_runner_class():
             commands[0] = [arg for arg in commands[0] if arg != "--public-flat-rw"]
             return commands
 
-    return FastVerilator
-
-
-def _Verilator():
-    return _verilator_runner_class()()
+    return FastVerilator()
 
 
 def run_cocotb(*, sim, verilog, toplevel, test_module, build_dir, test_dir, env=None,
@@ -83,7 +80,7 @@ def run_cocotb(*, sim, verilog, toplevel, test_module, build_dir, test_dir, env=
 
     check_simulator(sim)
     build_dir, test_dir = Path(build_dir).resolve(), Path(test_dir).resolve()
-    runner = _Verilator() if sim == "verilator" else get_runner(sim)
+    runner = _fast_verilator() if sim == "verilator" else get_runner(sim)
     build_dir.mkdir(parents=True, exist_ok=True)
     build_args = []
     if sim == "verilator":
