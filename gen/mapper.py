@@ -20,7 +20,7 @@ from math import ceil
 
 from .config import PEConfig
 from .layer import ConvLayer
-from .program import pass_glb_words
+from .allocation import allocate, pass_words
 
 
 __all__ = ["Mapping", "map_layer", "ENERGY_COST"]
@@ -73,22 +73,41 @@ class Mapping:
     def chains_per_pass(self):
         return self.config.array_cols * (self.config.array_rows // self.chain)
 
-    def _job_ranges(self):
-        """[start, end) of each pass in the chunk-major job list (job j: chunk j // outputs,
-        output j % outputs). With more chain slots than outputs, a pass holds one chunk, so the
-        folds of an output never share a pass (each reads the psum the previous one stored)."""
-        outputs, n = len(self.outputs), self.chains_per_pass
-        total = outputs * self.chunks
-        if n >= outputs:
-            return [(k * outputs, (k + 1) * outputs) for k in range(self.chunks)]
-        return [(start, min(start + n, total)) for start in range(0, total, n)]
+    @cached_property
+    def groups(self):
+        """Pass groups: the consecutive outputs one pass computes, one per chain slot."""
+        n, outputs = self.chains_per_pass, len(self.outputs)
+        return [range(start, min(start + n, outputs)) for start in range(0, outputs, n)]
+
+    def group_rows(self, group, chunk):
+        """Distinct ifmap rows (per image, q channels each) of pass group ``group`` in ``chunk``."""
+        outputs = self.groups[group]
+        return self._distinct_rows(outputs[0], outputs[-1], self.chunk_terms(chunk))
+
+    @cached_property
+    def allocation(self):
+        """The global buffer :class:`~rowstation.gen.allocation.Allocation`, or None if no
+        pass fits."""
+        return allocate(self)
+
+    @property
+    def glb_words(self):
+        """Global buffer words the largest pass needs on its own (ifmap rows and psums)."""
+        return sum(pass_words(self))
+
+    def pass_order(self):
+        """(group, chunk) of each pass: tile by tile (psums stay on chip through every fold),
+        chunk by chunk, group by group."""
+        tile = self.allocation.tile_groups if self.allocation else 1
+        for first in range(0, len(self.groups), tile):
+            for k in range(self.chunks):
+                for g in range(first, min(first + tile, len(self.groups))):
+                    yield g, k
 
     @cached_property
     def passes(self):
         """Each pass: a list of (chain slot, output index, chunk index)."""
-        outputs = len(self.outputs)
-        return [[(j - start, j % outputs, j // outputs) for j in range(start, end)]
-                for start, end in self._job_ranges()]
+        return [[(slot, o, k) for slot, o in enumerate(self.groups[g])] for g, k in self.pass_order()]
 
     def first_filter(self, output):
         """Index in M of the first of the p filters of ``output`` (g, mb, e)."""
@@ -132,25 +151,24 @@ class Mapping:
         ifmap_bw = c.ifmap_noc_width // c.ifmap_width
         psum_bw = c.psum_noc_width // c.psum_width
         cycles = active = filter_words = ifmap_words = psum_words = passes = 0
-        for jobs, segments in self._pass_ranges():
-            filters = rows = 0
-            for k, o_lo, o_hi in segments:
-                terms = self.chunk_terms(k)
-                filters += (o_hi // L.E - o_lo // L.E + 1) * len(terms)
-                rows += self._distinct_rows(o_lo, o_hi, terms)
-                active += (o_hi - o_lo + 1) * len(terms)
+        for g, k in self.pass_order():
+            o_lo, o_hi = self.groups[g][0], self.groups[g][-1]
+            terms = self.chunk_terms(k)
+            filters = (o_hi // L.E - o_lo // L.E + 1) * len(terms)
+            rows = self._distinct_rows(o_lo, o_hi, terms)
+            active += (o_hi - o_lo + 1) * len(terms)
             words_f = filters * pe.filter_words
             words_i = rows * L.N * self.q * pe.row_length
-            words_p = jobs * L.N * L.F * self.p
+            words_p = (o_hi - o_lo + 1) * L.N * L.F * self.p
             cycles += ceil(words_f / filter_bw) + PE_LATENCY + 2 * self.chain \
                 + max(mac_slots, ceil(words_i / ifmap_bw), ceil(words_p / psum_bw))
             passes += 1
             filter_words += words_f
             ifmap_words += words_i
-            psum_words += 2 * words_p
+            psum_words += words_p
         active_pe_cycles = active * mac_slots
         spad = L.macs + L.macs // self.p + 2 * L.macs   # filter read, ifmap read, psum read+write
-        glb = filter_words + ifmap_words + psum_words
+        glb = filter_words + ifmap_words + 2 * psum_words
         dram = (L.M * (L.C // L.G) * L.R * L.S + L.N * L.C * L.H * L.W + L.N * L.M * L.E * L.F)
         energy = (ENERGY_COST["mac"] * L.macs + ENERGY_COST["spad"] * spad
                   + ENERGY_COST["noc"] * glb + ENERGY_COST["glb"] * glb + ENERGY_COST["dram"] * dram)
@@ -159,20 +177,9 @@ class Mapping:
             "pe_utilization": L.macs / (c.pe_count * cycles),
             "active_pe_fraction": active_pe_cycles / (c.pe_count * passes * mac_slots),
             "filter_noc_words": filter_words, "ifmap_noc_words": ifmap_words,
-            "psum_noc_words": psum_words, "dram_words_compulsory": dram, "energy": energy,
+            "psum_noc_words": psum_words, "opsum_noc_words": psum_words,
+            "dram_words_compulsory": dram, "energy": energy,
         }
-
-    def _pass_ranges(self):
-        """Per pass: (number of jobs, [(chunk, first output, last output)]), as in ``passes``."""
-        outputs = len(self.outputs)
-        for start, end in self._job_ranges():
-            segments, j = [], start
-            while j < end:
-                k, o = divmod(j, outputs)
-                last = min(end, (k + 1) * outputs) - 1
-                segments.append((k, o, last - k * outputs))
-                j = last + 1
-            yield end - start, segments
 
     def _distinct_rows(self, o_lo, o_hi, terms):
         """Distinct ifmap rows (g, cb, e*U + r, sb) of outputs o_lo..o_hi and ``terms``."""
@@ -198,16 +205,11 @@ class Mapping:
                     end = max(end, hi)
         return total
 
-    @cached_property
-    def glb_words(self):
-        """Global buffer words the largest pass needs (its ifmap rows and psums)."""
-        return max(pass_glb_words(self, jobs) for jobs in self.passes)
-
     @property
     def lower_bound(self):
         """Cycles no pass can beat: its MAC slots, filter load excluded."""
         L = self.layer
-        return len(self._job_ranges()) * (L.N * L.F * self.seg * self.p * self.q + PE_LATENCY + 2 * self.chain)
+        return len(self.groups) * self.chunks * (L.N * L.F * self.seg * self.p * self.q + PE_LATENCY + 2 * self.chain)
 
     def describe(self):
         L, st = self.layer, self.stats
@@ -261,11 +263,10 @@ def map_layer(config, layer):
             break
         key = (mapping.stats["cycles"], mapping.stats["energy"])
         if best is None or key < best_key:
-            words = mapping.glb_words
-            if words <= capacity:
+            if mapping.allocation is not None:
                 best, best_key = mapping, key
-            elif smallest is None or words < smallest:
-                smallest = words
+            elif smallest is None or mapping.glb_words < smallest:
+                smallest = mapping.glb_words
     if best is None:
         raise ValueError(f"no mapping of {layer} fits the global buffer: a pass needs at least "
                          f"{smallest} words, glb_banks x glb_bank_depth = {config.glb_banks} x "

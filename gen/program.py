@@ -1,6 +1,6 @@
-"""The controller's program for a layer: what the mapper decided, as register writes and
-data-movement commands the hardware controller (:mod:`rowstation.hw.controller`) executes
-without host help.
+"""The controller's program for a layer: what the mapper decided, as three instruction streams
+(one per unit of the controller, see :mod:`rowstation.gen.isa`) that the hardware controller
+(:mod:`rowstation.hw.controller`) runs concurrently without host help.
 
 **Passes.** :func:`pass_plans` turns a mapping into per-pass plans: which PE computes which
 term of which output, the multicast IDs and chain links, and the stream tables (filter blocks,
@@ -8,76 +8,25 @@ ifmap rows, chain bottoms) in the order the networks carry them.
 
 **Address generators.** Each stream is a loop nest walked by an address generator: per level a
 count and a *step* (what the address gains when that level advances and the inner ones wrap);
-one level may walk a table of (base address, tag) entries. :data:`LOOPS` gives each stream's
-levels.
+one level may walk a table of (base address, tag) entries. :data:`~rowstation.gen.isa.LOOPS`
+gives each stream's levels.
 
 **Memory.** External memory holds one element per word (sign-extended): weights (M, C/G, R,
 S), ifmap (N, C, H, W) and the exact accumulation (N, M, E, F), row-major, at the bases of a
-:class:`DramLayout`. The global buffer holds, per *epoch* (consecutive passes whose working set
-fits), the padded ifmap rows and the psums of the outputs those passes touch; psums go back to
-external memory at the end of each epoch and return when a later fold needs them.
-
-**Program.** 32-bit words; an instruction is an opcode word (opcode in bits 31:28, operand in
-27:0) and its argument words: ``WRITE reg, value`` | ``LOAD region; glb, dram, count`` |
-``STORE; glb, dram, count`` | ``FILL region; glb, count, value_lo, value_hi`` | ``RUN`` (one
-pass with the registers as written) | ``END``.
+:class:`DramLayout`. The global buffer holds ifmap rows per *epoch* and psums per *tile*
+(:mod:`rowstation.gen.allocation`): the load stream loads an epoch's rows (zero-filling only the
+padding) and fills a tile's psums with the bias, the execute stream runs the passes, and the
+store stream writes a tile's psums out after its last fold; dependency tokens let each run
+ahead as far as the buffers allow.
 """
 
 from dataclasses import dataclass, field
 
-
-__all__ = ["OPCODES", "ARGUMENTS", "LOOPS", "RegisterMap", "PassPlan", "pass_plans", "pass_glb_words",
-           "DramLayout", "Program", "compile_layer"]
-
-
-OPCODES = {"end": 0, "write": 1, "load": 2, "store": 3, "fill": 4, "run": 5}
-#: Argument words following each opcode word.
-ARGUMENTS = {"end": 0, "write": 1, "load": 3, "store": 3, "fill": 4, "run": 0}
-REGIONS = {"ifmap": 0, "psum": 1}
-
-#: Loop levels of each stream, outermost first; "table" walks that stream's table entries.
-LOOPS = {
-    "filt": ("table", "s", "c", "m"),           # DRAM weights -> filter network
-    "ifmap": ("n", "f", "s", "table", "c"),     # GLB ifmap rows -> ifmap network
-    "psum": ("n", "x", "table", "m"),           # GLB psums -> chain bottoms
-    "store": ("n", "x", "m"),                   # chain tops -> GLB psums, per source PE
-}
-
-PE_SETTINGS = ("s", "u", "p", "q", "f", "rows", "accumulate")
+from .allocation import Allocation, ifmap_elements
+from .isa import ARGUMENTS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, RegisterMap, Token, encode
 
 
-class RegisterMap:
-    """Addresses of the controller's registers, built from the configuration.
-
-    ``cfg_<name>``: the PE setting; ``row_ids[r]``: the row IDs of X-bus r (filt, ifmap, psum
-    packed ``row_id_width`` bits apart); ``pe[i]`` for PE i = row * cols + col: its column IDs
-    (filt, ifmap, psum, ``col_id_width`` bits apart), then chain bottom and chain top bits;
-    ``<stream>_count[k]``/``<stream>_step[k]`` per loop level; ``<stream>_base[i]``/
-    ``<stream>_tag[i]`` (row | col << row_id_width) per table entry; ``store_base[i]`` per
-    source PE; ``store_total``: psums the pass returns.
-    """
-
-    def __init__(self, config):
-        self.config = config
-        n = config.pe_count
-        blocks = [(f"cfg_{name}", 1) for name in PE_SETTINGS]
-        blocks += [("row_ids", config.array_rows), ("pe", n)]
-        for stream, levels in LOOPS.items():
-            blocks += [(f"{stream}_count", len(levels)), (f"{stream}_step", len(levels))]
-            if "table" in levels:
-                blocks += [(f"{stream}_base", n), (f"{stream}_tag", n)]
-        blocks += [("store_base", n), ("store_total", 1)]
-        self.blocks, address = {}, 0
-        for name, count in blocks:
-            self.blocks[name] = (address, count)
-            address += count
-        self.size = address
-
-    def address(self, name, index=0):
-        base, count = self.blocks[name]
-        if not 0 <= index < count:
-            raise IndexError(f"register {name}[{index}] out of range (count {count})")
-        return base + index
+__all__ = ["PassPlan", "pass_plans", "DramLayout", "Program", "compile_layer"]
 
 
 @dataclass
@@ -159,172 +108,206 @@ class DramLayout:
 
 @dataclass
 class Program:
-    words: list
+    streams: dict        # unit ("load", "execute", "store") -> 32-bit words
+    allocation: Allocation
     epochs: int
-    dram_reads: int      # words the program's LOADs and filter streams read
-    dram_writes: int
-    glb_words: int       # most global buffer words an epoch uses
+    tiles: int
+    dram_reads: int      # words the LOADs and the filter streams read
+    dram_writes: int     # words the STOREs write
 
-
-class _Epoch:
-    """Passes sharing one global buffer allocation: ifmap rows (q channels each) and psums."""
-
-    def __init__(self, mapping):
-        self.mapping = mapping
-        self.rows, self.outputs, self.plans = {}, {}, []
-
-    def with_jobs(self, jobs):
-        """The allocation grown by a pass's jobs: ifmap rows (g, cb, padded row), outputs."""
-        m = self.mapping
-        rows, outputs = dict(self.rows), dict(self.outputs)
-        for _, o, k in jobs:
-            g, _, e = m.outputs[o]
-            for cb, rr, _ in m.chunk_terms(k):
-                rows.setdefault((g, cb, e * m.layer.U + rr), len(rows))
-            outputs.setdefault(o, len(outputs))
-        return rows, outputs
-
-    def words(self, rows, outputs):
-        """Global buffer words of this allocation: ifmap, rounded to whole banks, then psums."""
-        c, L, m = self.mapping.config, self.mapping.layer, self.mapping
-        ifmap = L.N * len(rows) * m.q * (L.W + 2 * L.P)
-        ifmap_words = -(-ifmap // c.glb_lanes(c.ifmap_width))
-        psum_start = -(-ifmap_words // c.glb_bank_depth) * c.glb_bank_depth
-        psums = len(outputs) * L.N * m.p * L.F
-        return psum_start, psum_start + -(-psums // c.glb_lanes(c.psum_width))
-
-
-def pass_glb_words(mapping, jobs):
-    """Global buffer words one pass needs on its own (ifmap rows and psums)."""
-    epoch = _Epoch(mapping)
-    return epoch.words(*epoch.with_jobs(jobs))[1]
-
-
-def _epochs(mapping, plans):
-    c = mapping.config
-    capacity = c.glb_words
-    epochs, epoch = [], _Epoch(mapping)
-    for plan in plans:
-        trial = epoch.with_jobs(plan.jobs)
-        if epoch.plans and epoch.words(*trial)[1] > capacity:
-            epochs.append(epoch)
-            epoch = _Epoch(mapping)
-            trial = epoch.with_jobs(plan.jobs)
-        needed = epoch.words(*trial)[1]
-        if needed > capacity:
-            raise ValueError(f"a pass of {mapping.layer} needs {needed} global buffer words, more "
-                             f"than the {capacity} of glb_banks x glb_bank_depth = "
-                             f"{c.glb_banks} x {c.glb_bank_depth}")
-        epoch.rows, epoch.outputs = trial
-        epoch.plans.append(plan)
-    return epochs + [epoch]
+    @property
+    def size(self):
+        """Words of all streams."""
+        return sum(len(words) for words in self.streams.values())
 
 
 class _Writer:
-    """Emits instructions; register writes only where the value changes."""
+    """Emits the units' instructions; plain registers only where the value changes, tables
+    always (they are double-buffered)."""
 
     def __init__(self, regmap):
-        self.regmap, self.words, self.values = regmap, [], {}
+        self.regmap, self.values = regmap, {}
+        self.streams = {unit: [] for unit in ("load", "execute", "store")}
         self.dram_reads = self.dram_writes = 0
 
-    def op(self, name, operand=0, *args):
-        assert len(args) == ARGUMENTS[name], (name, args)
-        self.words += [OPCODES[name] << 28 | operand, *args]
+    def op(self, opcode, operand=0, *args, pop=(), push=()):
+        assert len(args) == ARGUMENTS[opcode], (opcode, args)
+        self.streams[UNITS[opcode]] += [encode(opcode, operand, pop=pop, push=push), *args]
+
+    def group(self, unit, instructions, pop=(), push=()):
+        """Emit ``instructions`` [(opcode, operand, args)]: the first pops ``pop``, the last
+        pushes ``push`` (an empty group that carries tokens is one instruction of no words)."""
+        if not instructions and (pop or push):
+            empty = {"load": (Opcode.FILL, Region.IFMAP, (0, 0, 0, 0)), "store": (Opcode.STORE, 0, (0, 0, 0))}
+            instructions = [empty[unit]]
+        last = len(instructions) - 1
+        for i, (opcode, operand, args) in enumerate(instructions):
+            self.op(opcode, operand, *args, pop=pop if i == 0 else (), push=push if i == last else ())
 
     def write(self, name, value, index=0):
         address = self.regmap.address(name, index)
-        if self.values.get(address) != value:
+        value &= 0xFFFF_FFFF
+        if self.regmap.blocks[name].table or self.values.get(address) != value:
             self.values[address] = value
-            self.op("write", address, value & 0xFFFF_FFFF)
+            self.op(Opcode.WRITE, address, value)
 
-    def load(self, region, glb, dram, count):
-        self.op("load", REGIONS[region], glb, dram, count)
-        self.dram_reads += count
 
-    def store(self, glb, dram, count):
-        self.op("store", 0, glb, dram, count)
-        self.dram_writes += count
+def _merged(transfers):
+    """Consecutive (glb, dram, count) transfers joined where both addresses continue."""
+    out = []
+    for glb, dram, count in transfers:
+        if out and out[-1][0] + out[-1][2] == glb and out[-1][1] + out[-1][2] == dram:
+            out[-1] = (out[-1][0], out[-1][1], out[-1][2] + count)
+        elif count:
+            out.append((glb, dram, count))
+    return out
 
-    def fill(self, region, glb, count, value):
-        value &= (1 << 64) - 1
-        self.op("fill", REGIONS[region], glb, count, value & 0xFFFF_FFFF, value >> 32)
+
+def _fills(runs):
+    """Consecutive (glb, count, value) fills joined where the address continues with the same value."""
+    out = []
+    for glb, count, value in runs:
+        if out and out[-1][0] + out[-1][1] == glb and out[-1][2] == value:
+            out[-1] = (out[-1][0], out[-1][1] + count, value)
+        elif count:
+            out.append((glb, count, value))
+    return out
+
+
+def _fill(region, glb, count, value):
+    value &= (1 << 64) - 1
+    return Opcode.FILL, region, (glb, count, value & 0xFFFF_FFFF, value >> 32)
+
+
+def _pass_rows(m, jobs):
+    """Ifmap rows (g, cb, padded row) of a pass, in first-use order."""
+    rows = {}
+    for _, o, k in jobs:
+        g, _, e = m.outputs[o]
+        for cb, rr, _ in m.chunk_terms(k):
+            rows.setdefault((g, cb, e * m.layer.U + rr), None)
+    return list(rows)
 
 
 def compile_layer(mapping, bias=None, dram=None):
     """The :class:`Program` that runs ``mapping`` (bias: one int per filter, or None)."""
     c, L, m = mapping.config, mapping.layer, mapping
+    alloc = m.allocation
+    if alloc is None:
+        raise ValueError(f"no pass of this mapping of {L} fits the global buffer: a pass needs "
+                         f"{m.glb_words} words, the buffer holds {c.glb_words}")
     dram = dram or DramLayout.packed(L)
-    regmap = RegisterMap(c)
-    out = _Writer(regmap)
+    out = _Writer(RegisterMap(c))
     Cg, Wp = L.C // L.G, L.W + 2 * L.P
-    lanes_p = c.glb_lanes(c.psum_width)
-    pe = m.pe_config
+    lanes_i, lanes_p = c.glb_lanes(c.ifmap_width), c.glb_lanes(c.psum_width)
+    block_f = L.N * m.p * L.F         # psums of one output: [n][filter][column]
     for name in PE_SETTINGS:
-        out.write(f"cfg_{name}", int(getattr(pe, name)))
+        out.write(f"cfg_{name}", int(getattr(m.pe_config, name)))
     plans = pass_plans(m)
-    started = set()  # outputs whose psums external memory holds
-    epochs = _epochs(m, plans)
-    glb_words = 0
-    for epoch in epochs:
-        psum_word, used = epoch.words(epoch.rows, epoch.outputs)
-        glb_words = max(glb_words, used)
-        psum_base = psum_word * lanes_p
-        s_c = Wp                          # ifmap: [n][row slot][channel][column]
-        s_n = len(epoch.rows) * m.q * Wp
-        block_f = L.N * m.p * L.F         # psums: [output slot][n][filter][column]
+    order = list(m.pass_order())
 
-        if L.P:
-            out.fill("ifmap", 0, L.N * s_n, 0)
-        for (g, cb, row), slot in epoch.rows.items():
-            if not L.P <= row < L.H + L.P:
+    # Epochs: consecutive passes whose rows fit an ifmap buffer; tiles: runs of pass groups.
+    epoch_of, epochs = [], []
+    for plan in plans:
+        rows = _pass_rows(m, plan.jobs)
+        if epochs:
+            union = dict.fromkeys(epochs[-1]) | dict.fromkeys(rows)
+            if ifmap_elements(m, len(union)) <= alloc.ifmap_words * lanes_i:
+                epochs[-1] = list(union)
+                epoch_of.append(len(epochs) - 1)
                 continue
-            for qc in range(m.q):
-                channel = g * Cg + cb * m.q + qc
-                for n in range(L.N):
-                    glb = n * s_n + (slot * m.q + qc) * Wp + L.P
-                    src = dram.ifmap + ((n * L.C + channel) * L.H + row - L.P) * L.W
-                    out.load("ifmap", glb, src, L.W)
+        epochs.append(rows)
+        epoch_of.append(len(epochs) - 1)
+    tile_of = [g // alloc.tile_groups for g, _ in order]
+    tiles = tile_of[-1] + 1
+    slots = [{} for _ in range(tiles)]   # per tile: output -> slot in its psum buffer
+    for plan, t in zip(plans, tile_of):
+        for _, o, _ in plan.jobs:
+            slots[t].setdefault(o, len(slots[t]))
 
-        def psum_rows(o, oslot):
-            """(glb, dram) addresses of each F-psum row of output ``o``, and its filter."""
-            e = m.outputs[o][2]
-            m0 = m.first_filter(m.outputs[o])
+    def ifmap_loads(e):
+        """Loads and padding fills of epoch ``e`` into its buffer: [n][row slot][channel][column]."""
+        base = alloc.ifmap_base(e % alloc.ifmap_buffers) * lanes_i
+        loads, zeros = [], []
+        for n in range(L.N):
+            for slot, (g, cb, row) in enumerate(epochs[e]):
+                for qc in range(m.q):
+                    glb = base + ((n * len(epochs[e]) + slot) * m.q + qc) * Wp
+                    if not L.P <= row < L.H + L.P:
+                        zeros.append((glb, Wp, 0))
+                        continue
+                    channel = g * Cg + cb * m.q + qc
+                    zeros.append((glb, L.P, 0))
+                    loads.append((glb + L.P, dram.ifmap + ((n * L.C + channel) * L.H + row - L.P) * L.W, L.W))
+                    zeros.append((glb + L.P + L.W, L.P, 0))
+        out.dram_reads += sum(count for _, _, count in loads)
+        return ([(Opcode.LOAD, Region.IFMAP, args) for args in _merged(loads)]
+                + [_fill(Region.IFMAP, glb, count, 0) for glb, count, _ in _fills(zeros)])
+
+    def psum_rows(t):
+        """(glb, dram, filter) of each F-psum row of tile ``t``'s outputs."""
+        base = alloc.psum_base(t % alloc.psum_buffers) * lanes_p
+        for o, slot in slots[t].items():
+            e, m0 = m.outputs[o][2], m.first_filter(m.outputs[o])
             for n in range(L.N):
                 for pf in range(m.p):
-                    glb = psum_base + oslot * block_f + (n * m.p + pf) * L.F
-                    yield glb, dram.output + ((n * L.M + m0 + pf) * L.E + e) * L.F, m0 + pf
+                    yield (base + slot * block_f + (n * m.p + pf) * L.F,
+                           dram.output + ((n * L.M + m0 + pf) * L.E + e) * L.F, m0 + pf)
 
-        for o, oslot in epoch.outputs.items():
-            for glb, addr, filt in psum_rows(o, oslot):
-                if o in started:
-                    out.load("psum", glb, addr, L.F)
-                else:
-                    out.fill("psum", glb, L.F, 0 if bias is None else int(bias[filt]))
-            started.add(o)
+    for i, plan in enumerate(plans):
+        e, t = epoch_of[i], tile_of[i]
+        first_of_epoch = i == 0 or epoch_of[i - 1] != e
+        first_of_tile = i == 0 or tile_of[i - 1] != t
+        last_of_epoch = i == len(plans) - 1 or epoch_of[i + 1] != e
+        last_of_tile = i == len(plans) - 1 or tile_of[i + 1] != t
+        loads, pop = [], []
+        if first_of_epoch:
+            loads += ifmap_loads(e)
+            if e >= alloc.ifmap_buffers:
+                pop.append(Token.EXECUTE_LOAD)
+        if first_of_tile:
+            fills = [(glb, L.F, 0 if bias is None else int(bias[f])) for glb, _, f in psum_rows(t)]
+            loads += [_fill(Region.PSUM, glb, count, value) for glb, count, value in _fills(fills)]
+            if t >= alloc.psum_buffers:
+                pop.append(Token.STORE_LOAD)
+        run_pop = []
+        if first_of_epoch or first_of_tile:
+            out.group("load", loads, pop=pop, push=[Token.LOAD_EXECUTE])
+            run_pop = [Token.LOAD_EXECUTE]
+        ifmap_base = alloc.ifmap_base(e % alloc.ifmap_buffers) * lanes_i
+        psum_base = alloc.psum_base(t % alloc.psum_buffers) * lanes_p
+        _write_pass(out, m, plan, epochs[e], slots[t], ifmap_base, psum_base, dram)
+        push = []
+        if last_of_epoch and e + alloc.ifmap_buffers < len(epochs):
+            push.append(Token.EXECUTE_LOAD)
+        if last_of_tile:
+            push.append(Token.EXECUTE_STORE)
+        out.op(Opcode.RUN, pop=run_pop, push=push)
+        out.dram_reads += len(plan.filters) * m.pe_config.filter_words
+        if last_of_tile:
+            stores = _merged((glb, addr, L.F) for glb, addr, _ in psum_rows(t))
+            out.dram_writes += sum(count for _, _, count in stores)
+            out.group("store", [(Opcode.STORE, 0, args) for args in stores], pop=[Token.EXECUTE_STORE],
+                      push=[Token.STORE_LOAD] if t + alloc.psum_buffers < tiles else [])
+    for unit in out.streams:
+        out.streams[unit].append(encode(Opcode.END))
+    return Program(out.streams, alloc, len(epochs), tiles, out.dram_reads, out.dram_writes)
 
-        for plan in epoch.plans:
-            _write_pass(out, m, plan, epoch, psum_base, block_f, s_c, s_n, dram)
-            out.op("run")
-            out.dram_reads += len(plan.filters) * pe.filter_words
-        for o, oslot in epoch.outputs.items():
-            for glb, addr, _ in psum_rows(o, oslot):
-                out.store(glb, addr, L.F)
-    out.op("end")
-    return Program(out.words, len(epochs), out.dram_reads, out.dram_writes, glb_words)
 
-
-def _write_pass(out, m, plan, epoch, psum_base, block_f, s_c, s_n, dram):
+def _write_pass(out, m, plan, rows, slots, ifmap_base, psum_base, dram):
     c, L = m.config, m.layer
-    rw, cw = c.row_id_width, c.col_id_width
-    Cg, cols = L.C // L.G, c.array_cols
+    rw = c.row_id_width
+    Cg, cols, Wp = L.C // L.G, c.array_cols, L.W + 2 * L.P
+    block_f = L.N * m.p * L.F
+    for net in NETWORKS:
+        row_ids, col_ids = plan.ids[net]
+        for r in range(c.array_rows):
+            out.write(f"{net}_row_ids", row_ids[r], r)
+            for col in range(cols):
+                out.write(f"{net}_col_ids", col_ids[r][col], r * cols + col)
     for r in range(c.array_rows):
-        out.write("row_ids", sum(plan.ids[net][0][r] << (i * rw)
-                                 for i, net in enumerate(("filt", "ifmap", "psum"))), r)
         for col in range(cols):
-            word = sum(plan.ids[net][1][r][col] << (i * cw)
-                       for i, net in enumerate(("filt", "ifmap", "psum")))
-            word |= plan.chain_bottom[r][col] << 3 * cw | plan.chain_top[r][col] << (3 * cw + 1)
-            out.write("pe", word, r * cols + col)
+            out.write("chain", plan.chain_bottom[r][col] | plan.chain_top[r][col] << 1, r * cols + col)
 
     def loops(stream, counts, strides, entries):
         for k, step in enumerate(_steps(counts, strides)):
@@ -341,19 +324,22 @@ def _write_pass(out, m, plan, epoch, psum_base, block_f, s_c, s_n, dram):
         filters.append((dram.weights + ((m0 * Cg + cb * m.q) * L.R + rr) * L.S + sb * m.seg, r, kid))
     loops("filt", [len(filters), m.seg, m.q, m.p], [0, 1, L.R * L.S, Cg * L.R * L.S], filters)
 
-    # Ifmap rows, column by column across rows so the PEs of a chain advance together.
+    # Ifmap rows, column by column across rows so the PEs of a chain advance together; the
+    # epoch's buffer is [n][row slot][channel][column].
     if L.U <= m.seg:
         f_count, f_stride, s_count = 1, 0, m.pe_config.row_length
     else:
         f_count, f_stride, s_count = L.F, L.U, m.seg
-    rows = [(epoch.rows[(g, cb, row)] * m.q * s_c + sb * m.seg, 0, kid)
-            for kid, (g, cb, row, sb) in enumerate(plan.ifmap_rows)]
-    loops("ifmap", [L.N, f_count, s_count, len(rows), m.q], [s_n, f_stride, 1, 0, s_c], rows)
+    s_c, s_n = Wp, len(rows) * m.q * Wp
+    slot = {row: i for i, row in enumerate(rows)}
+    entries = [(ifmap_base + slot[(g, cb, row)] * m.q * s_c + sb * m.seg, 0, kid)
+               for kid, (g, cb, row, sb) in enumerate(plan.ifmap_rows)]
+    loops("ifmap", [L.N, f_count, s_count, len(entries), m.q], [s_n, f_stride, 1, 0, s_c], entries)
 
     # Psums to chain bottoms and back from chain tops: [n][filter][column] per output slot.
-    bottoms = [(psum_base + epoch.outputs[o] * block_f, r, col) for (r, col), o in plan.bottoms]
+    bottoms = [(psum_base + slots[o] * block_f, r, col) for (r, col), o in plan.bottoms]
     loops("psum", [L.N, L.F, len(bottoms), m.p], [m.p * L.F, 1, 0, L.F], bottoms)
     loops("store", [L.N, L.F, m.p], [m.p * L.F, 1, L.F], [])
     for (r, col), o in plan.tops.items():
-        out.write("store_base", psum_base + epoch.outputs[o] * block_f, r * cols + col)
+        out.write("store_base", psum_base + slots[o] * block_f, r * cols + col)
     out.write("store_total", len(plan.tops) * L.N * L.F * m.p)

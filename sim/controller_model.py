@@ -1,11 +1,18 @@
-"""Executable model of the controller: runs a program (:mod:`rowstation.gen.program`) on a
-NumPy external memory, with the global buffer, the address generators and the array's
-arithmetic, and counts the words moved at each level. The RTL must end with the same memory
-and the same counts."""
+"""Executable model of the controller: runs a layer's three instruction streams
+(:mod:`rowstation.gen.isa`) on a NumPy external memory, with the global buffer, the address
+generators and the array's arithmetic, and counts the words moved at each level. The RTL must
+end with the same memory and the same counts.
+
+The units run under an adversarial schedule: one unit always goes as far ahead as its tokens
+allow (``ahead``), so a token the compiler forgot shows up as a word read before it was written
+or overwritten before it was read, which the stream checks catch.
+"""
 
 import numpy as np
 
-from ..gen.program import ARGUMENTS, LOOPS, OPCODES, PE_SETTINGS, REGIONS, RegisterMap, pass_plans
+from ..gen.isa import ARGUMENTS, COUNTERS, LOOPS, PE_SETTINGS, TOKEN_CONSUMER, TOKEN_PRODUCER, \
+    UNITS, Opcode, Region, RegisterMap, Token, decode
+from ..gen.program import pass_plans
 from .dataflow import ifmap_rows, pe_streams
 from .pe_model import filter_words, pe_events, pe_reference
 
@@ -47,73 +54,135 @@ def _signed(value, bits=32):
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
-def run_program(mapping, words, dram, x, w):
-    """Execute ``words`` on ``dram`` (int64 array, modified); returns the counts the core's
-    counters must show (words moved at each level, network transfers, PE events).
+class _Registers:
+    """Shadow and committed registers; tables hold only what was written since their last commit."""
+
+    def __init__(self, config):
+        self.map = RegisterMap(config)
+        self.shadow, self.active, self.tables = {}, {}, {}
+
+    def write(self, address, value):
+        found = self.map.locate(address)
+        if found is None:
+            raise ValueError(f"WRITE to unknown register {address}")
+        block, index = found
+        if block.table:
+            self.tables.setdefault(block.name, {})[index] = value
+        else:
+            self.shadow[(block.name, index)] = value
+
+    def commit(self, phase):
+        for block in self.map.blocks.values():
+            if block.phase != phase:
+                continue
+            if block.table:
+                self.active[block.name] = self.tables.pop(block.name, {})
+            else:
+                for i in range(block.count):
+                    if (block.name, i) in self.shadow:
+                        self.active[(block.name, i)] = self.shadow[(block.name, i)]
+
+    def __call__(self, name, index=0):
+        if self.map.blocks[name].table:
+            entries = self.active.get(name, {})
+            if index not in entries:
+                raise AssertionError(f"table entry {name}[{index}] was not written for this pass")
+            return entries[index]
+        return self.active[(name, index)]
+
+
+def run_program(mapping, streams, dram, x, w, *, ahead="load"):
+    """Execute the ``streams`` ({unit: words}) of one layer on ``dram`` (int64 array, modified);
+    returns the counts the core's counters must show (words moved at each level, network
+    transfers, PE events; not ``cycles`` or ``active_pe``). ``ahead`` names the unit that runs
+    ahead.
 
     The passes' arithmetic follows the schedule (each PE's filter block and ifmap rows);
     every word the streams carry is checked against the tensors ``x`` and ``w`` it must come
-    from, so a wrong address or tag fails here rather than in RTL."""
-    c, L = mapping.config, mapping.layer
-    regmap = RegisterMap(c)
-    names = {regmap.address(name, i): (name, i) for name, (_, n) in regmap.blocks.items()
-             for i in range(n)}
-    regs = {}
-    glb = {"ifmap": {}, "psum": {}}
-    counts = dict.fromkeys(("dram_reads", "dram_writes", "glb_reads", "glb_writes", "passes",
-                            "program_words", "filt_transfers", "ifmap_transfers",
-                            "psum_transfers", "opsum_transfers"), 0)
+    from, so a wrong address, tag or missing token fails here rather than in RTL."""
+    L = mapping.layer
+    regs = _Registers(mapping.config)
+    glb = {Region.IFMAP: {}, Region.PSUM: {}}
+    counts = dict.fromkeys(c for c in COUNTERS if c not in ("cycles", "active_pe"))
+    counts = {name: 0 for name in counts}
     plans = iter(pass_plans(mapping))
     xp = np.pad(x, ((0, 0), (0, 0), (L.P, L.P), (L.P, L.P)))
-    pc = 0
-
-    def reg(name, i=0):
-        return regs[(name, i)]
+    tokens = dict.fromkeys(Token, 0)
+    pcs = dict.fromkeys(streams, 0)
+    units = [ahead] + [u for u in ("load", "store", "execute") if u != ahead]
 
     def stream(name):
         levels = LOOPS[name]
         n = len(levels)
-        cnt = [reg(f"{name}_count", k) for k in range(n)]
-        steps = [_signed(reg(f"{name}_step", k)) for k in range(n)]
+        cnt = [regs(f"{name}_count", k) for k in range(n)]
+        steps = [_signed(regs(f"{name}_step", k)) for k in range(n)]
         if "table" not in levels:
             return walk(cnt, steps)
         t = levels.index("table")
-        return walk(cnt, steps, [reg(f"{name}_base", e) for e in range(cnt[t])], t)
+        return walk(cnt, steps, [regs(f"{name}_base", e) for e in range(cnt[t])], t)
 
-    opcodes = {code: name for name, code in OPCODES.items()}
+    def fetch(unit):
+        words, pc = streams[unit], pcs[unit]
+        fields = decode(words[pc])
+        try:
+            opcode = Opcode(fields["opcode"])
+        except ValueError:
+            raise ValueError(f"unknown opcode {fields['opcode']} at word {pc} of the {unit} stream")
+        if opcode != Opcode.END and UNITS[opcode] != unit:
+            raise ValueError(f"{opcode.name} in the {unit} stream at word {pc}")
+        return opcode, fields, words[pc + 1:pc + 1 + ARGUMENTS[opcode]]
+
+    def tokens_of(mask):
+        return [token for token in Token if mask >> token & 1]
+
     while True:
-        code, operand = words[pc] >> 28, words[pc] & 0x0FFF_FFFF
-        if code not in opcodes:
-            raise ValueError(f"unknown opcode {code} at word {pc}")
-        op = opcodes[code]
-        args = words[pc + 1:pc + 1 + ARGUMENTS[op]]
-        pc += 1 + ARGUMENTS[op]
-        region = "psum" if operand == REGIONS["psum"] else "ifmap"
-        if op == "end":
-            counts["program_words"] = pc
-            return counts
-        if op == "write":
-            regs[names[operand]] = args[0]
-        elif op == "load":
-            at, src, n = args
-            for i in range(n):
-                glb[region][at + i] = int(dram[src + i])
-            counts["dram_reads"] += n
-            counts["glb_writes"] += n
-        elif op == "store":
-            at, dst, n = args
-            for i in range(n):
-                dram[dst + i] = glb["psum"][at + i]
-            counts["dram_writes"] += n
-            counts["glb_reads"] += n
-        elif op == "fill":
-            at, n, lo, hi = args
-            for i in range(n):
-                glb[region][at + i] = _signed(lo | hi << 32, 64)
-            counts["glb_writes"] += n
-        else:  # run
-            _run_pass(mapping, next(plans), reg, stream, dram, glb, xp, w, counts)
-            counts["passes"] += 1
+        for unit in units:
+            opcode, fields, args = fetch(unit)
+            if opcode == Opcode.END or any(tokens[t] == 0 for t in tokens_of(fields["pop"])):
+                continue
+            for t in tokens_of(fields["pop"]):
+                assert TOKEN_CONSUMER[t] == unit
+                tokens[t] -= 1
+            _execute(mapping, opcode, fields["operand"], args, regs, stream, plans, dram, glb,
+                     xp, w, counts)
+            for t in tokens_of(fields["push"]):
+                assert TOKEN_PRODUCER[t] == unit
+                tokens[t] += 1
+            pcs[unit] += 1 + len(args)
+            break
+        else:
+            if all(fetch(unit)[0] == Opcode.END for unit in streams):
+                assert not any(tokens.values()), f"tokens left at END: {tokens}"
+                counts["program_words"] = sum(pc + 1 for pc in pcs.values())
+                return counts
+            raise RuntimeError(f"the program deadlocks: units wait at {pcs} with tokens {tokens}")
+
+
+def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, glb, xp, w, counts):
+    if opcode == Opcode.WRITE:
+        regs.write(operand, args[0])
+    elif opcode == Opcode.LOAD:
+        at, src, n = args
+        for i in range(n):
+            glb[Region(operand)][at + i] = int(dram[src + i])
+        counts["dram_reads"] += n
+        counts["glb_writes"] += n
+    elif opcode == Opcode.STORE:
+        at, dst, n = args
+        for i in range(n):
+            dram[dst + i] = glb[Region.PSUM][at + i]
+        counts["dram_writes"] += n
+        counts["glb_reads"] += n
+    elif opcode == Opcode.FILL:
+        at, n, lo, hi = args
+        for i in range(n):
+            glb[Region(operand)][at + i] = _signed(lo | hi << 32, 64)
+        counts["glb_writes"] += n
+    else:  # RUN
+        for phase in ("filter", "data"):
+            regs.commit(phase)
+        _run_pass(mapping, next(plans), regs, stream, dram, glb, xp, w, counts)
+        counts["passes"] += 1
 
 
 def _run_pass(mapping, plan, reg, stream, dram, glb, xp, w, counts):
@@ -128,12 +197,12 @@ def _run_pass(mapping, plan, reg, stream, dram, glb, xp, w, counts):
         block, _ = pe_streams(mapping, xp, w, (g, mb, 0), (cb, rr, sb))
         want += [int(v) for v in filter_words(block)]
     assert filt == want, "filter stream differs from the schedule"
-    ifmap = [glb["ifmap"][a] for a, _ in stream("ifmap")]
+    ifmap = [glb[Region.IFMAP][a] for a, _ in stream("ifmap")]
     rows = [ifmap_rows(mapping, xp, g, cb, row, sb) for g, cb, row, sb in plan.ifmap_rows]
     want = [int(data[n, qc, col]) for n in range(L.N) for col in range(pe.row_length)
             for data in rows for qc in range(mapping.q)]
     assert ifmap == want, "ifmap stream differs from the schedule"
-    psum_in = [(glb["psum"][a], e) for a, e in stream("psum")]
+    psum_in = [(glb[Region.PSUM][a], e) for a, e in stream("psum")]
     counts["dram_reads"] += len(filt)
     counts["glb_reads"] += len(ifmap) + len(psum_in)
     counts["filt_transfers"] += len(filt)
@@ -158,7 +227,7 @@ def _run_pass(mapping, plan, reg, stream, dram, glb, xp, w, counts):
             psum = pe_reference(pe, filters, rows, psum)
         base = reg("store_base", r * c.array_cols + col)
         for (a, _), value in zip(stream("store"), psum.ravel()):
-            glb["psum"][base + a] = int(value)
+            glb[Region.PSUM][base + a] = int(value)
             stored += 1
     assert stored == reg("store_total"), (stored, reg("store_total"))
     counts["glb_writes"] += stored

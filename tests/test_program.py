@@ -7,7 +7,8 @@ import pytest
 
 from rowstation.gen import ConvLayer, preset
 from rowstation.gen.mapper import map_layer
-from rowstation.gen.program import DramLayout, RegisterMap, compile_layer
+from rowstation.gen.isa import ARGUMENTS, FIELDS, TOKEN_CONSUMER, Opcode, RegisterMap, Token, decode
+from rowstation.gen.program import DramLayout, compile_layer
 from rowstation.sim.controller_model import dram_image, dram_output, run_program, walk
 from rowstation.sim.stimulus import random_layer_arrays
 
@@ -15,16 +16,25 @@ from reference import conv2d_loops
 from test_mapper import LAYERS, SMALL, TINY
 
 
+#: Bit position of each opcode-word field.
+FIELDS_AT = [(name, sum(width for _, width in FIELDS[:i])) for i, (name, _) in enumerate(FIELDS)]
+
+
 def run(config, layer, seed, **layout):
+    """The program computes the layer whichever unit runs ahead, with the same counts."""
     arrays = random_layer_arrays(config, layer, seed=seed, zeros=0.2)
     x, w, b = arrays["ifmap"], arrays["weights"], arrays["bias"]
     mapping = map_layer(config, layer)
     dram = DramLayout.packed(layer, **layout)
     program = compile_layer(mapping, b, dram)
-    memory = dram_image(dram, layer, x, w)
-    counts = run_program(mapping, program.words, memory, x, w)
     want = conv2d_loops(x, w, b, layer.U, layer.P, layer.G)
-    np.testing.assert_array_equal(dram_output(memory, dram, layer), want)
+    results = []
+    for ahead in ("load", "execute", "store"):
+        memory = dram_image(dram, layer, x, w)
+        counts = run_program(mapping, program.streams, memory, x, w, ahead=ahead)
+        np.testing.assert_array_equal(dram_output(memory, dram, layer), want)
+        results.append(counts)
+    assert results[0] == results[1] == results[2]
     assert counts["dram_reads"] == program.dram_reads and counts["dram_writes"] == program.dram_writes
     return program, counts
 
@@ -35,14 +45,49 @@ def test_program_computes_the_layer(config, spec):
     run(config, ConvLayer.parse(spec), seed=len(spec), base=17)
 
 
-def test_a_small_global_buffer_splits_the_layer_into_epochs():
+def test_psums_stay_on_chip_through_every_fold():
+    """Whatever the buffer size, each output leaves the chip once; a smaller buffer only
+    splits the layer into more tiles and epochs (ifmap rows loaded again)."""
     layer = ConvLayer.parse("N=2,C=6,H=8,W=8,M=6,R=3,S=3,P=1")
     big, _ = run(TINY.replace(glb_banks=16), layer, seed=1)
-    small, _ = run(TINY.replace(glb_banks=8, glb_bank_depth=32), layer, seed=1)
-    assert big.epochs == 1 and small.epochs > 1
-    assert small.glb_words <= 8 * 32 < big.glb_words
-    # Psums go out and come back between epochs: more external traffic, never less.
-    assert small.dram_writes > big.dram_writes == layer.N * layer.M * layer.E * layer.F
+    small, _ = run(TINY.replace(glb_banks=4, glb_bank_depth=32), layer, seed=1)
+    outputs = layer.N * layer.M * layer.E * layer.F
+    assert big.dram_writes == small.dram_writes == outputs
+    assert (big.tiles, big.epochs) < (small.tiles, small.epochs)
+    assert small.dram_reads > big.dram_reads
+    assert (big.allocation.ifmap_buffers, big.allocation.psum_buffers) == (2, 2)
+
+
+@pytest.mark.parametrize("token", list(Token), ids=[t.name for t in Token])
+def test_the_model_catches_a_missing_token(token):
+    """Dropping one kind of token from a program lets some unit run ahead over data it must
+    wait for: the model (with that unit ahead) sees a wrong word, a wrong result or a deadlock."""
+    config = TINY.replace(glb_banks=8, glb_bank_depth=32)
+    layer = ConvLayer.parse("N=1,C=16,H=6,W=6,M=8,R=3,S=3,P=1")
+    arrays = random_layer_arrays(config, layer, seed=3)
+    x, w, b = arrays["ifmap"], arrays["weights"], arrays["bias"]
+    mapping = map_layer(config, layer)
+    program = compile_layer(mapping, b)
+    assert program.tiles > 2 and program.epochs > 2 * program.tiles
+    assert program.allocation.ifmap_buffers == 2
+    streams = {unit: list(words) for unit, words in program.streams.items()}
+    dropped = 0
+    for unit, words in streams.items():
+        pc = 0
+        while pc < len(words):
+            fields = decode(words[pc])
+            for name in ("pop", "push"):
+                if fields[name] >> token & 1:
+                    words[pc] &= ~(1 << (token + dict(FIELDS_AT)[name]))
+                    dropped += 1
+            pc += 1 + ARGUMENTS[Opcode(fields["opcode"])]
+    assert dropped
+    ahead = TOKEN_CONSUMER[token]
+    memory = dram_image(DramLayout.packed(layer), layer, x, w)
+    with pytest.raises((AssertionError, KeyError, RuntimeError)):
+        run_program(mapping, streams, memory, x, w, ahead=ahead)
+        np.testing.assert_array_equal(dram_output(memory, DramLayout.packed(layer), layer),
+                                      conv2d_loops(x, w, b, layer.U, layer.P, layer.G))
 
 
 def test_layer_that_does_not_fit_the_global_buffer_is_rejected():
@@ -66,4 +111,4 @@ def test_register_map_is_dense_and_unique():
     regmap = RegisterMap(preset("eyeriss-v1"))
     addresses = [regmap.address(name, i) for name, (_, n) in regmap.blocks.items() for i in range(n)]
     assert sorted(addresses) == list(range(regmap.size))
-    assert regmap.size < 1 << 28  # fits the WRITE operand
+    assert regmap.size <= 1 << dict(FIELDS)["operand"]  # fits the WRITE operand

@@ -1,0 +1,208 @@
+"""The controller's instruction set: the one definition that the compiler
+(:mod:`rowstation.gen.program`), the controller gateware (:mod:`rowstation.hw.controller`), the
+controller model (:mod:`rowstation.sim.controller_model`) and the C header import. Pure Python.
+
+**Words.** A program is 32-bit words. An instruction is an opcode word and its argument words
+(:data:`ARGUMENTS`); the opcode word's fields are :data:`FIELDS` (low bit first).
+
+**Units.** The controller runs three instruction queues concurrently (:data:`UNITS`): *load*
+(``LOAD``, ``FILL``: external memory or a constant into the global buffer), *execute*
+(``WRITE``, ``RUN``: pass settings and passes) and *store* (``STORE``: global buffer to external
+memory). ``END`` waits until every queue is empty and every unit idle, then signals done.
+
+**Dependency tokens.** Units order their work through four token queues (:class:`Token`), each
+with one producing and one consuming unit (decoupled access-execute, as in VTA). An instruction
+*pops* the tokens of its ``pop`` mask before it starts (waiting while one is missing) and
+*pushes* those of its ``push`` mask when it has finished: for ``RUN``, when the pass's last
+psum is in the global buffer.
+
+**Registers.** ``WRITE reg, value`` sets a *shadow* register; a ``RUN`` commits the shadows of
+its pass in two phases (:data:`PHASES`): the *filter* phase when the filter stream is free (so
+the next pass's weights stream while the current pass computes), the *data* phase when the
+previous pass has finished. Plain registers keep their shadow value until rewritten; *tables*
+(entries read by index) are double-buffered, so a pass must write every table entry it uses.
+"""
+
+import enum
+
+
+__all__ = ["Opcode", "Region", "Token", "UNITS", "ARGUMENTS", "FIELDS", "WORD_WIDTH",
+           "TOKEN_PRODUCER", "TOKEN_CONSUMER", "encode", "decode", "LOOPS", "PE_SETTINGS",
+           "NETWORKS", "PHASES", "RegisterBlock", "RegisterMap", "PE_EVENTS", "ARRAY_EVENTS",
+           "CORE_EVENTS", "COUNTERS"]
+
+
+WORD_WIDTH = 32
+
+
+class Opcode(enum.IntEnum):
+    END = 0
+    WRITE = 1   # WRITE reg; value
+    LOAD = 2    # LOAD region; glb, dram, count
+    STORE = 3   # STORE; glb, dram, count
+    FILL = 4    # FILL region; glb, count, value_lo, value_hi
+    RUN = 5     # RUN: one pass with the committed registers
+
+
+class Region(enum.IntEnum):
+    """Global buffer regions (element widths) of LOAD and FILL."""
+    IFMAP = 0
+    PSUM = 1
+
+
+class Token(enum.IntEnum):
+    """Dependency token queues: producer to consumer."""
+    LOAD_EXECUTE = 0    # data of an epoch is in the global buffer
+    EXECUTE_LOAD = 1    # the passes reading a buffer's ifmap rows and psums have finished
+    EXECUTE_STORE = 2   # an epoch's psums are final
+    STORE_LOAD = 3      # an epoch's psums are in external memory: its buffer may be refilled
+
+
+#: The unit that runs each opcode (END is the front end's barrier).
+UNITS = {Opcode.LOAD: "load", Opcode.FILL: "load", Opcode.WRITE: "execute", Opcode.RUN: "execute",
+         Opcode.STORE: "store"}
+TOKEN_PRODUCER = {Token.LOAD_EXECUTE: "load", Token.EXECUTE_LOAD: "execute",
+                  Token.EXECUTE_STORE: "execute", Token.STORE_LOAD: "store"}
+TOKEN_CONSUMER = {Token.LOAD_EXECUTE: "execute", Token.EXECUTE_LOAD: "load",
+                  Token.EXECUTE_STORE: "store", Token.STORE_LOAD: "load"}
+
+#: Argument words following each opcode word.
+ARGUMENTS = {Opcode.END: 0, Opcode.WRITE: 1, Opcode.LOAD: 3, Opcode.STORE: 3, Opcode.FILL: 4,
+             Opcode.RUN: 0}
+
+#: Fields of an opcode word, low bit first: (name, width).
+FIELDS = (("operand", 20), ("push", len(Token)), ("pop", len(Token)), ("opcode", 4))
+assert sum(width for _, width in FIELDS) == WORD_WIDTH
+
+
+def _mask(tokens):
+    mask = 0
+    for token in tokens:
+        mask |= 1 << Token(token)
+    return mask
+
+
+def encode(opcode, operand=0, *, pop=(), push=()):
+    """The opcode word of ``opcode`` with ``operand`` and the token sets ``pop``/``push``."""
+    opcode = Opcode(opcode)
+    values = {"operand": operand, "push": _mask(push), "pop": _mask(pop), "opcode": opcode}
+    word, shift = 0, 0
+    for name, width in FIELDS:
+        if not 0 <= values[name] < 1 << width:
+            raise ValueError(f"{name} {values[name]} does not fit {width} bits")
+        word |= values[name] << shift
+        shift += width
+    for token in (*pop, *push):
+        unit = UNITS.get(opcode)
+        role = TOKEN_CONSUMER if token in pop else TOKEN_PRODUCER
+        if role[Token(token)] != unit:
+            raise ValueError(f"{opcode.name} runs on the {unit} unit, which cannot "
+                             f"{'pop' if token in pop else 'push'} {Token(token).name}")
+    return word
+
+
+def decode(word):
+    """``{field: value}`` of an opcode word (the opcode as an int; it may be unknown)."""
+    values, shift = {}, 0
+    for name, width in FIELDS:
+        values[name] = word >> shift & ((1 << width) - 1)
+        shift += width
+    return values
+
+
+#: Loop levels of each stream, outermost first; "table" walks that stream's table entries.
+LOOPS = {
+    "filt": ("table", "s", "c", "m"),           # DRAM weights -> filter network
+    "ifmap": ("n", "f", "s", "table", "c"),     # GLB ifmap rows -> ifmap network
+    "psum": ("n", "x", "table", "m"),           # GLB psums -> chain bottoms
+    "store": ("n", "x", "m"),                   # chain tops -> GLB psums, per source PE
+}
+
+#: The PE setting of a pass (:class:`rowstation.gen.config.PEConfig`), in register order.
+PE_SETTINGS = ("s", "u", "p", "q", "f", "rows", "accumulate")
+
+#: The input networks, in the order of their ID registers.
+NETWORKS = ("filt", "ifmap", "psum")
+
+#: Register commit phases of a RUN.
+PHASES = ("filter", "data")
+
+
+class RegisterBlock:
+    """``count`` registers named ``name``, committed in ``phase``; a ``table`` is read by index
+    (double-buffered, see the module documentation)."""
+
+    def __init__(self, name, count, phase, *, table=False, address=0):
+        self.name, self.count, self.phase, self.table, self.address = name, count, phase, table, address
+
+    def __repr__(self):
+        return (f"RegisterBlock({self.name!r}, {self.count}, {self.phase!r}, table={self.table}, "
+                f"address={self.address})")
+
+
+class RegisterMap:
+    """Addresses of the controller's registers, built from the configuration.
+
+    Filter phase: ``cfg_<setting>`` (:data:`PE_SETTINGS`); ``filt_row_ids[row]``,
+    ``filt_col_ids[pe]``; the filter stream's ``filt_count[level]``/``filt_step[level]`` and its
+    table ``filt_base[i]``/``filt_tag[i]``. Data phase: the same IDs of the ifmap and psum
+    networks; ``chain[pe]`` (bit 0 chain bottom, bit 1 chain top); the ifmap, psum and store
+    loop nests and tables (``store_base[pe]`` per source PE); ``store_total``, the psums the
+    pass returns. PE ``pe`` is ``row * array_cols + col``; a tag is ``row | col <<
+    row_id_width``.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        n, rows = config.pe_count, config.array_rows
+        specs = [(f"cfg_{name}", 1, "filter", False) for name in PE_SETTINGS]
+        for net in NETWORKS:
+            phase = "filter" if net == "filt" else "data"
+            specs += [(f"{net}_row_ids", rows, phase, False), (f"{net}_col_ids", n, phase, False)]
+        specs.append(("chain", n, "data", False))
+        for stream, levels in LOOPS.items():
+            phase = "filter" if stream == "filt" else "data"
+            specs += [(f"{stream}_count", len(levels), phase, False),
+                      (f"{stream}_step", len(levels), phase, False)]
+            if "table" in levels:
+                specs += [(f"{stream}_base", n, phase, True), (f"{stream}_tag", n, phase, True)]
+        specs += [("store_base", n, "data", True), ("store_total", 1, "data", False)]
+        self.blocks, address = {}, 0
+        for name, count, phase, table in specs:
+            self.blocks[name] = RegisterBlock(name, count, phase, table=table, address=address)
+            address += count
+        self.size = address
+        operand = dict(FIELDS)["operand"]
+        if self.size > 1 << operand:
+            raise ValueError(f"the register map has {self.size} registers, more than the "
+                             f"{1 << operand} a WRITE operand addresses")
+
+    def address(self, name, index=0):
+        block = self.blocks[name]
+        if not 0 <= index < block.count:
+            raise IndexError(f"register {name}[{index}] out of range (count {block.count})")
+        return block.address + index
+
+    def locate(self, address):
+        """(block, index) of a register address, or None."""
+        for block in self.blocks.values():
+            if block.address <= address < block.address + block.count:
+                return block, address - block.address
+        return None
+
+
+#: Events each PE strobes (summed over the array).
+PE_EVENTS = ("mac", "gated_mac", "filter_read", "filter_write", "ifmap_read", "ifmap_write",
+             "psum_read", "psum_write")
+
+#: Counters of the array beyond its PEs' events: cycles since ``clear``, PE cycles spent in a
+#: pass (``active_pe``), and words each network carried (a multicast word counts once).
+ARRAY_EVENTS = ("cycles", "active_pe") + tuple(f"{net}_transfers" for net in NETWORKS) \
+    + ("opsum_transfers",)
+
+#: Words crossing the external memory boundary and the global buffer's ports, program words,
+#: and passes run.
+CORE_EVENTS = ("dram_reads", "dram_writes", "glb_reads", "glb_writes", "program_words", "passes")
+
+#: Every counter of the core, in port order.
+COUNTERS = PE_EVENTS + ARRAY_EVENTS + CORE_EVENTS
