@@ -7,7 +7,7 @@ import pytest
 
 from rowstation.gen import ConvLayer, preset
 from rowstation.gen.mapper import map_layer
-from rowstation.gen.isa import ARGUMENTS, FIELDS, TOKEN_CONSUMER, Opcode, RegisterMap, Token, decode
+from rowstation.gen.isa import ARGUMENTS, FIELDS, TOKEN_CONSUMER, Opcode, RegisterMap, Token, decode, encode
 from rowstation.gen.program import DramLayout, compile_layer
 from rowstation.sim.controller_model import dram_image, dram_output, run_program, walk
 from rowstation.sim.stimulus import random_layer_arrays
@@ -109,6 +109,25 @@ def test_address_generator_walks_its_loop_nest():
 
 def test_register_map_is_dense_and_unique():
     regmap = RegisterMap(preset("eyeriss-v1"))
-    addresses = [regmap.address(name, i) for name, (_, n) in regmap.blocks.items() for i in range(n)]
+    addresses = [regmap.address(name, i) for name, block in regmap.blocks.items() for i in range(block.count)]
     assert sorted(addresses) == list(range(regmap.size))
     assert regmap.size <= 1 << dict(FIELDS)["operand"]  # fits the WRITE operand
+
+
+def test_instruction_words_round_trip():
+    word = encode(Opcode.RUN, pop=[Token.LOAD_EXECUTE], push=[Token.EXECUTE_LOAD, Token.EXECUTE_STORE])
+    assert decode(word) == {"opcode": Opcode.RUN, "operand": 0, "pop": 1 << Token.LOAD_EXECUTE,
+                            "push": 1 << Token.EXECUTE_LOAD | 1 << Token.EXECUTE_STORE}
+    assert decode(encode(Opcode.WRITE, 12345))["operand"] == 12345
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: encode(Opcode.STORE, pop=[Token.LOAD_EXECUTE]),
+     r"^STORE runs on the store unit, which cannot pop LOAD_EXECUTE$"),
+    (lambda: encode(Opcode.LOAD, push=[Token.EXECUTE_STORE]),
+     r"^LOAD runs on the load unit, which cannot push EXECUTE_STORE$"),
+    (lambda: encode(Opcode.WRITE, 1 << 20), r"^operand 1048576 does not fit 20 bits$"),
+])
+def test_instruction_encoding_wrong(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
