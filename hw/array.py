@@ -9,31 +9,45 @@ from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..gen.isa import ARRAY_EVENTS, NETWORKS, PE_EVENTS
 from .counters import EventCounters
 from .noc import GINWord, GONWord, GlobalInputNetwork, GlobalOutputNetwork
-from .pe import PE, PEConfigSignature, PEEventSignature, pe_members
+from .pe import PE, PEConfigSignature, pe_members
 
 
-__all__ = ["PEArray", "NETWORKS", "ARRAY_EVENTS"]
+__all__ = ["PEArray", "ArrayControlSignature", "network_shape"]
 
 
-#: The input networks: name -> configuration field of their payload width.
-NETWORKS = {"filt": "weight_width", "ifmap": "ifmap_width", "psum": "psum_width"}
+def network_shape(config, net):
+    """Element shape carried by input network ``net``."""
+    width = {"filt": config.weight_width, "ifmap": config.ifmap_width, "psum": config.psum_width}
+    return signed(width[net])
 
-#: Counters of the array beyond its PEs' events: cycles since ``clear``, PE cycles spent in a
-#: pass (``active_pe``), and words each network carried (a multicast word counts once).
-ARRAY_EVENTS = ("cycles", "active_pe", "filt_transfers", "ifmap_transfers", "psum_transfers",
-                "opsum_transfers")
+
+class ArrayControlSignature(wiring.Signature):
+    """The array's per-pass control, driven by the controller: the PE setting (``cfg``), per
+    network the row ID of each X-bus (``<net>_row_ids[row]``) and the column ID of each PE
+    (``<net>_col_ids[row][col]``), and per PE the chain links (``chain_bottom``: take the
+    incoming psum from the psum network; ``chain_top``: send the outgoing psum to the GON)."""
+
+    def __init__(self, config):
+        rows, cols = config.array_rows, config.array_cols
+        members = {"cfg": Out(PEConfigSignature(config))}
+        for net in NETWORKS:
+            members[f"{net}_row_ids"] = Out(config.row_id_width).array(rows)
+            members[f"{net}_col_ids"] = Out(config.col_id_width).array(rows, cols)
+        members["chain_bottom"] = Out(1).array(rows, cols)
+        members["chain_top"] = Out(1).array(rows, cols)
+        super().__init__(members)
 
 
 class PEArray(wiring.Component):
     """The PE array with its input networks (filt, ifmap, psum) and output network.
 
-    IDs: row IDs per X-bus (``<net>_row_ids[row]``) and column IDs per PE
-    (``<net>_col_ids[row][col]``), ``row_id_width`` and ``col_id_width`` bits; a PE that should
-    receive nothing gets a column ID no tag uses. ``chain_bottom``/``chain_top`` per PE select
-    the psum links. ``cfg`` is shared by all PEs. ``counts`` adds the events of all PEs
-    (:class:`PEEventSignature`) and counts :data:`ARRAY_EVENTS`.
+    ``ctrl`` (:class:`ArrayControlSignature`) sets the IDs, chain links and the PE setting
+    shared by all PEs; a PE that should receive nothing gets a column ID no tag uses.
+    ``counts`` adds the events of all PEs (:data:`~rowstation.gen.isa.PE_EVENTS`) and counts
+    :data:`~rowstation.gen.isa.ARRAY_EVENTS`.
     """
 
     def __init__(self, config, *, pe_module=None):
@@ -43,20 +57,16 @@ class PEArray(wiring.Component):
         self._pe_module = pe_module
         rows, cols = config.array_rows, config.array_cols
         self.row_id_width, self.col_id_width = config.row_id_width, config.col_id_width
-        members = {"cfg": In(PEConfigSignature(config))}
-        for net, width in NETWORKS.items():
-            shape = signed(getattr(config, width))
-            members[net] = In(stream.Signature(GINWord(shape, self.row_id_width, self.col_id_width)))
-            members[f"{net}_row_ids"] = In(self.row_id_width).array(rows)
-            members[f"{net}_col_ids"] = In(self.col_id_width).array(rows, cols)
+        members = {"ctrl": In(ArrayControlSignature(config))}
+        for net in NETWORKS:
+            members[net] = In(stream.Signature(GINWord(network_shape(config, net), self.row_id_width,
+                                                       self.col_id_width)))
         members.update({
-            "chain_bottom": In(1).array(rows, cols),
-            "chain_top": In(1).array(rows, cols),
             "opsum": Out(stream.Signature(GONWord(signed(config.psum_width), rows, cols))),
             "idle": Out(1),
             "unmatched": Out(1),
             "clear": In(1),
-            "counts": Out(EventCounters.counts_signature(PEEventSignature.EVENTS + ARRAY_EVENTS,
+            "counts": Out(EventCounters.counts_signature(PE_EVENTS + ARRAY_EVENTS,
                                                          config.counter_width)),
         })
         super().__init__(members)
@@ -66,23 +76,24 @@ class PEArray(wiring.Component):
         c = self._config
         rows, cols = c.array_rows, c.array_cols
 
+        ctrl = self.ctrl
         gins = {}
-        for net, width in NETWORKS.items():
-            gin = GlobalInputNetwork(rows=rows, cols=cols, payload_shape=signed(getattr(c, width)),
+        for net in NETWORKS:
+            gin = GlobalInputNetwork(rows=rows, cols=cols, payload_shape=network_shape(c, net),
                                      row_id_width=self.row_id_width, col_id_width=self.col_id_width)
             m.submodules[f"{net}_gin"] = gins[net] = gin
             wiring.connect(m, wiring.flipped(getattr(self, net)), gin.i)
             for r in range(rows):
-                m.d.comb += gin.row_ids[r].eq(getattr(self, f"{net}_row_ids")[r])
+                m.d.comb += gin.row_ids[r].eq(getattr(ctrl, f"{net}_row_ids")[r])
                 for col in range(cols):
-                    m.d.comb += gin.col_ids[r][col].eq(getattr(self, f"{net}_col_ids")[r][col])
+                    m.d.comb += gin.col_ids[r][col].eq(getattr(ctrl, f"{net}_col_ids")[r][col])
         m.d.comb += self.unmatched.eq(Cat(gin.unmatched for gin in gins.values()).any())
 
         m.submodules.gon = gon = GlobalOutputNetwork(rows=rows, cols=cols,
                                                      payload_shape=signed(c.psum_width))
         wiring.connect(m, gon.o, wiring.flipped(self.opsum))
 
-        events = dict.fromkeys(PEEventSignature.EVENTS + ("active_pe",), c.pe_count)
+        events = dict.fromkeys(PE_EVENTS + ("active_pe",), c.pe_count)
         events.update({name: 1 for name in ARRAY_EVENTS if name != "active_pe"})
         m.submodules.counters = counters = EventCounters(events, width=c.counter_width)
         m.d.comb += counters.clear.eq(self.clear)
@@ -102,19 +113,19 @@ class PEArray(wiring.Component):
             for col in range(cols):
                 pe = pes[r][col]
                 for name in PEConfigSignature(c).members:
-                    m.d.comb += getattr(pe.cfg, name).eq(getattr(self.cfg, name))
+                    m.d.comb += getattr(pe.cfg, name).eq(getattr(ctrl.cfg, name))
                 wiring.connect(m, gins["filt"].o[r][col], pe.filt)
                 wiring.connect(m, gins["ifmap"].o[r][col], pe.ifmap)
                 lane = r * cols + col
-                for name in PEEventSignature.EVENTS:
+                for name in PE_EVENTS:
                     m.d.comb += getattr(counters.events, name)[lane].eq(getattr(pe.events, name))
                 m.d.comb += counters.events.active_pe[lane].eq(~pe.idle)
                 idles.append(pe.idle)
 
                 # Incoming psum: the psum GIN at a chain's bottom, else the PE below.
-                bottom, from_gin = self.chain_bottom[r][col], gins["psum"].o[r][col]
+                bottom, from_gin = ctrl.chain_bottom[r][col], gins["psum"].o[r][col]
                 below = pes[r + 1][col] if r + 1 < rows else None
-                below_valid = below.opsum.valid & ~self.chain_top[r + 1][col] if below else 0
+                below_valid = below.opsum.valid & ~ctrl.chain_top[r + 1][col] if below else 0
                 m.d.comb += [
                     pe.ipsum.valid.eq(Mux(bottom, from_gin.valid, below_valid)),
                     pe.ipsum.payload.eq(Mux(bottom, from_gin.payload,
@@ -122,9 +133,9 @@ class PEArray(wiring.Component):
                     from_gin.ready.eq(bottom & pe.ipsum.ready),
                 ]
                 # Outgoing psum: the GON at a chain's top, else the PE above.
-                top, to_gon = self.chain_top[r][col], gon.i[r][col]
+                top, to_gon = ctrl.chain_top[r][col], gon.i[r][col]
                 above = pes[r - 1][col] if r > 0 else None
-                above_ready = above.ipsum.ready & ~self.chain_bottom[r - 1][col] if above else 0
+                above_ready = above.ipsum.ready & ~ctrl.chain_bottom[r - 1][col] if above else 0
                 m.d.comb += [
                     to_gon.valid.eq(top & pe.opsum.valid),
                     to_gon.payload.eq(pe.opsum.payload),

@@ -1,12 +1,19 @@
-"""The controller: runs a layer's program (:mod:`rowstation.gen.program`) without host help.
+"""The controller: runs a layer's program (:mod:`rowstation.gen.isa`) without host help.
 
-It fetches 32-bit program words from ``program``, keeps the registers of
-:class:`rowstation.gen.program.RegisterMap` (PE setting, multicast IDs, chain links, loop
-nests and tables), moves data between external memory (``mem_rd``/``mem_wr``) and the global
-buffer (``LOAD``, ``STORE``, ``FILL``), and runs passes (``RUN``): address generators stream
-filters from external memory and ifmaps and psums from the global buffer into the networks,
-tagged for multicast, while the store unit writes each psum returned by a chain top to its
-place in the global buffer. Instructions run one after another; ``done`` strobes at ``END``.
+Three units run concurrently, each from its own instruction stream (``program.load``,
+``program.execute``, ``program.store``) through an :class:`InstructionDecoder`:
+
+- :class:`LoadController` moves external memory into the global buffer (``LOAD``) and writes
+  constants into it (``FILL``);
+- :class:`ExecuteController` keeps the pass registers (shadows committed by ``RUN`` in two
+  phases), streams filters from external memory and ifmaps and psums from the global buffer
+  into the networks, tagged for multicast, and writes each psum a chain top returns into the
+  global buffer (:class:`PsumWriteback`);
+- :class:`StoreController` moves psums from the global buffer to external memory (``STORE``).
+
+The units order their work through dependency tokens (:class:`TokenQueue`); ``END`` in every
+stream is a barrier that strobes ``done``. The load unit and the filter stream share the
+external memory read port through a :class:`ReadArbiter`.
 """
 
 from amaranth import *
@@ -14,19 +21,147 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..gen.program import ARGUMENTS, LOOPS, OPCODES, PE_SETTINGS, REGIONS, RegisterMap
-from .arbiter import or_tree
+from ..gen.isa import ARGUMENTS, FIELDS, LOOPS, NETWORKS, PE_SETTINGS, TOKEN_CONSUMER, \
+    TOKEN_PRODUCER, UNITS, WORD_WIDTH, Opcode, Region, RegisterMap, Token
+from .arbiter import RoundRobin, or_tree
+from .array import ArrayControlSignature, network_shape
 from .glb import ReadPortSignature, WriteRequest
 from .noc import GINWord, GONWord
 from .pe import PEConfigSignature
 
 
-__all__ = ["AddressGenerator", "Controller", "MEMORY_ADDR_WIDTH", "PROGRAM_WIDTH"]
+__all__ = ["Instruction", "ProgramSignature", "InstructionDecoder", "TokenQueue", "ReadArbiter",
+           "AddressGenerator", "LoadController", "StoreController", "PsumWriteback",
+           "ExecuteController", "Controller", "MEMORY_ADDR_WIDTH", "UNIT_NAMES"]
 
 
 MEMORY_ADDR_WIDTH = 32  # external memory word addresses
-PROGRAM_WIDTH = 32
-NETS = ("filt", "ifmap", "psum")
+UNIT_NAMES = ("load", "execute", "store")
+#: Reads the external memory may have in flight towards the controller.
+MEMORY_READS_IN_FLIGHT = 16
+#: Tag queue depth of each stream: covers the latency of its source at one word per cycle.
+TAG_DEPTH = {"filt": 8, "ifmap": 2, "psum": 2}
+
+
+class Instruction(data.StructLayout):
+    """A decoded instruction: the opcode word's fields and its argument words."""
+
+    def __init__(self):
+        super().__init__({**dict(FIELDS),
+                          "args": data.ArrayLayout(WORD_WIDTH, max(ARGUMENTS.values()))})
+
+
+class ProgramSignature(wiring.Signature):
+    """The units' instruction streams (32-bit words), as a source drives them."""
+
+    def __init__(self):
+        super().__init__({unit: Out(stream.Signature(WORD_WIDTH)) for unit in UNIT_NAMES})
+
+
+class InstructionDecoder(wiring.Component):
+    """Program words in, whole instructions out. ``error`` latches on an opcode that is unknown
+    or runs on another unit (the word is dropped). Nothing past an ``END`` is read before the
+    ``END`` is taken, so a layer's counters hold its own words only."""
+
+    def __init__(self, opcodes):
+        self._opcodes = tuple(opcodes) + (Opcode.END,)
+        super().__init__({"program": In(stream.Signature(WORD_WIDTH)),
+                          "instr": Out(stream.Signature(Instruction())), "error": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        word, out = self.program.payload, self.instr.payload
+        most = max(ARGUMENTS.values())
+        remaining = Signal(range(most + 1))
+        index = Signal(range(most))
+        with m.If(self.instr.valid & self.instr.ready):
+            m.d.sync += self.instr.valid.eq(0)
+        with m.FSM():
+            with m.State("OPCODE"):
+                at_end = out.opcode == Opcode.END
+                m.d.comb += self.program.ready.eq(~self.instr.valid | (self.instr.ready & ~at_end))
+                with m.If(self.program.valid & self.program.ready):
+                    shift = 0
+                    for name, width in FIELDS:
+                        m.d.sync += getattr(out, name).eq(word[shift:shift + width])
+                        shift += width
+                    with m.Switch(word[shift - len(out.opcode):shift]):
+                        for opcode in self._opcodes:
+                            with m.Case(opcode):
+                                if ARGUMENTS[opcode]:
+                                    m.d.sync += [remaining.eq(ARGUMENTS[opcode]), index.eq(0)]
+                                    m.next = "ARGS"
+                                else:
+                                    m.d.sync += self.instr.valid.eq(1)
+                        with m.Default():
+                            m.d.sync += self.error.eq(1)
+            with m.State("ARGS"):
+                m.d.comb += self.program.ready.eq(1)
+                with m.If(self.program.valid):
+                    m.d.sync += [out.args[index].eq(word), index.eq(index + 1),
+                                 remaining.eq(remaining - 1)]
+                    with m.If(remaining == 1):
+                        m.d.sync += self.instr.valid.eq(1)
+                        m.next = "OPCODE"
+        return m
+
+
+class TokenQueue(wiring.Component):
+    """A dependency token queue: a count of tokens pushed and not yet popped."""
+
+    #: More tokens than any program keeps outstanding (two per ping-pong buffer).
+    DEPTH = 7
+
+    def __init__(self):
+        super().__init__({"push": In(1), "pop": In(1), "available": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        count = Signal(range(self.DEPTH + 1))
+        m.d.sync += count.eq(count + self.push - self.pop)
+        m.d.comb += self.available.eq(count != 0)
+        return m
+
+
+class ReadArbiter(wiring.Component):
+    """Shares one in-order read port among ``count`` readers: addresses by round robin (a
+    granted address is held until the memory takes it), data back to the reader whose address
+    was taken, through a queue of sources (``depth`` reads in flight)."""
+
+    def __init__(self, count, *, addr_width, data_shape, depth=MEMORY_READS_IN_FLIGHT):
+        self._count, self._depth = count, depth
+        super().__init__({"readers": In(ReadPortSignature(addr_width, data_shape)).array(count),
+                          "memory": Out(ReadPortSignature(addr_width, data_shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        n, readers, memory = self._count, self.readers, self.memory
+        m.submodules.arbiter = arbiter = RoundRobin(n)
+        m.submodules.sources = sources = fifo.SyncFIFO(width=max(1, (n - 1).bit_length()),
+                                                       depth=self._depth)
+        held, locked = Signal(n), Signal()
+        grant = Mux(locked, held, arbiter.grant)
+        requests = Cat(reader.addr.valid for reader in readers)
+        m.d.comb += [
+            arbiter.requests.eq(Mux(sources.w_rdy & ~locked, requests, 0)),
+            arbiter.advance.eq(memory.addr.ready),
+            memory.addr.valid.eq(grant.any()),
+            memory.addr.payload.eq(or_tree(Mux(grant[i], readers[i].addr.payload, 0) for i in range(n))),
+            sources.w_en.eq(memory.addr.valid & memory.addr.ready),
+            sources.w_data.eq(or_tree(Mux(grant[i], i, 0) for i in range(n))),
+        ]
+        m.d.sync += [held.eq(grant), locked.eq(memory.addr.valid & ~memory.addr.ready)]
+        for i, reader in enumerate(readers):
+            mine = sources.r_rdy & (sources.r_data == i)
+            m.d.comb += [reader.addr.ready.eq(grant[i] & memory.addr.ready),
+                         reader.data.valid.eq(memory.data.valid & mine),
+                         reader.data.payload.eq(memory.data.payload)]
+        m.d.comb += [
+            memory.data.ready.eq(or_tree(reader.data.ready & sources.r_rdy & (sources.r_data == i)
+                                         for i, reader in enumerate(readers))),
+            sources.r_en.eq(memory.data.valid & memory.data.ready),
+        ]
+        return m
 
 
 def _loop_advance(index, counts, steps):
@@ -75,289 +210,456 @@ class AddressGenerator(wiring.Component):
         return m
 
 
-class Controller(wiring.Component):
-    """Program in, array settings and network streams out, global buffer and external memory
-    ports; see the module documentation. ``error`` latches on an unknown opcode or register."""
+def _unit_members():
+    """The ports every unit shares: its instructions, tokens, and the END barrier."""
+    return {
+        "instr": In(stream.Signature(Instruction())),
+        "tokens": In(len(Token)),   # per token queue: a token is available
+        "pop": Out(len(Token)),     # strobes: tokens taken as an instruction starts
+        "push": Out(len(Token)),    # strobes: tokens given as an instruction finishes
+        "at_end": Out(1),           # the unit is idle at END
+        "release": In(1),           # every unit is at END: take it
+    }
 
-    def __init__(self, config):
-        self._config = c = config
-        self.regmap = RegisterMap(config)
-        self.count_width = max(c.dim_width, c.pe_count.bit_length(), c.filter_spad_depth.bit_length(),
-                               c.ifmap_spad_depth.bit_length(), c.psum_spad_depth.bit_length())
-        self.ifmap_addr_width = c.glb_addr_width(c.ifmap_width)
-        self.psum_addr_width = c.glb_addr_width(c.psum_width)
-        rows, cols = c.array_rows, c.array_cols
-        ifmap, psum = signed(c.ifmap_width), signed(c.psum_width)
-        members = {
-            "program": In(stream.Signature(PROGRAM_WIDTH)),
-            "done": Out(1),
-            "error": Out(1),
-            "runs": Out(1),  # strobes as each pass starts
-            "mem_rd": Out(ReadPortSignature(MEMORY_ADDR_WIDTH, c.dram_width)),
-            "mem_wr": Out(stream.Signature(WriteRequest(MEMORY_ADDR_WIDTH, c.dram_width))),
-            "ifmap_rd": Out(ReadPortSignature(self.ifmap_addr_width, ifmap)),
-            "psum_rd": Out(ReadPortSignature(self.psum_addr_width, psum)),
-            "psum_st": Out(ReadPortSignature(self.psum_addr_width, psum)),
-            "ifmap_wr": Out(stream.Signature(WriteRequest(self.ifmap_addr_width, ifmap))),
-            "psum_ld": Out(stream.Signature(WriteRequest(self.psum_addr_width, psum))),
-            "psum_wr": Out(stream.Signature(WriteRequest(self.psum_addr_width, psum))),
-            "cfg": Out(PEConfigSignature(c)),
-            "chain_bottom": Out(1).array(rows, cols),
-            "chain_top": Out(1).array(rows, cols),
-            "opsum": In(stream.Signature(GONWord(psum, rows, cols))),
-            "array_idle": In(1),
-        }
-        for net, shape in zip(NETS, (signed(c.weight_width), ifmap, psum)):
-            members[net] = Out(stream.Signature(GINWord(shape, c.row_id_width, c.col_id_width)))
-            members[f"{net}_row_ids"] = Out(c.row_id_width).array(rows)
-            members[f"{net}_col_ids"] = Out(c.col_id_width).array(rows, cols)
-        super().__init__(members)
+
+class _Mover(wiring.Component):
+    """A unit whose instructions each run to completion before the next starts (load, store)."""
 
     def elaborate(self, platform):
         m = Module()
-        c, regmap = self._config, self.regmap
-        rows, cols, rw, cw = c.array_rows, c.array_cols, c.row_id_width, c.col_id_width
-        write = Signal()          # a register write this cycle
-        reg_addr = Signal(28)
-        value = Signal(PROGRAM_WIDTH)
-        known = []                # "this address is a register" terms
-
-        def decode(name, index=0):
-            hit = Signal(name=f"hit_{name}_{index}")
-            m.d.comb += hit.eq(reg_addr == regmap.address(name, index))
-            known.append(hit)
-            return write & hit
-
-        # Registers wired straight to the array.
-        for name in PE_SETTINGS:
-            target = getattr(self.cfg, name)
-            register = Signal.like(target, name=f"cfg_{name}")
-            m.d.comb += target.eq(register)
-            with m.If(decode(f"cfg_{name}")):
-                m.d.sync += register.eq(value)
-        for r in range(rows):
-            register = Signal(3 * rw, name=f"row_ids_{r}")
-            with m.If(decode("row_ids", r)):
-                m.d.sync += register.eq(value)
-            for i, net in enumerate(NETS):
-                m.d.comb += getattr(self, f"{net}_row_ids")[r].eq(register[i * rw:(i + 1) * rw])
-            for col in range(cols):
-                pe = r * cols + col
-                register = Signal(3 * cw + 2, name=f"pe_{r}_{col}",
-                                  init=(1 << 3 * cw + 2) - 1)  # unused IDs, chains open
-                with m.If(decode("pe", pe)):
-                    m.d.sync += register.eq(value)
-                for i, net in enumerate(NETS):
-                    m.d.comb += getattr(self, f"{net}_col_ids")[r][col].eq(register[i * cw:(i + 1) * cw])
-                m.d.comb += [self.chain_bottom[r][col].eq(register[3 * cw]),
-                             self.chain_top[r][col].eq(register[3 * cw + 1])]
-
-        # Loop nests and tables.
-        loops = {}
-        for stream_name, levels in LOOPS.items():
-            counts = [Signal(self.count_width, name=f"{stream_name}_count_{k}") for k in range(len(levels))]
-            steps = [Signal(signed(32), name=f"{stream_name}_step_{k}") for k in range(len(levels))]
-            for k in range(len(levels)):
-                with m.If(decode(f"{stream_name}_count", k)):
-                    m.d.sync += counts[k].eq(value)
-                with m.If(decode(f"{stream_name}_step", k)):
-                    m.d.sync += steps[k].eq(value)
-            loops[stream_name] = (counts, steps)
-
-        def table(name, width):
-            """A register table: written by the program, read combinationally at ``index``."""
-            first, depth = regmap.blocks[name]
-            memory = Memory(shape=width, depth=depth, init=[])
-            m.submodules[f"{name}_table"] = memory
-            port, read = memory.write_port(), memory.read_port(domain="comb")
-            hit = Signal(name=f"hit_{name}")
-            m.d.comb += [hit.eq((reg_addr >= first) & (reg_addr < first + depth)),
-                         port.addr.eq(reg_addr - first), port.data.eq(value), port.en.eq(write & hit)]
-            known.append(hit)
-            return read
-
-        generators = {}
-        widths = {"filt": MEMORY_ADDR_WIDTH, "ifmap": self.ifmap_addr_width, "psum": self.psum_addr_width}
-        for net in NETS:
-            counts, steps = loops[net]
-            levels = LOOPS[net]
-            ag = AddressGenerator(levels=len(levels), table_level=levels.index("table"),
-                                  count_width=self.count_width, addr_width=widths[net],
-                                  table_depth=c.pe_count)
-            m.submodules[f"{net}_ag"] = ag
-            bases, tags = table(f"{net}_base", widths[net]), table(f"{net}_tag", rw + cw)
-            m.d.comb += [bases.addr.eq(ag.entry), tags.addr.eq(ag.entry), ag.base.eq(bases.data)]
-            m.d.comb += [ag.counts[k].eq(counts[k]) for k in range(len(levels))]
-            m.d.comb += [ag.steps[k].eq(steps[k]) for k in range(len(levels))]
-            generators[net] = (ag, tags.data)
-        store_bases = table("store_base", self.psum_addr_width)
-        store_total = Signal(PROGRAM_WIDTH)
-        with m.If(decode("store_total")):
-            m.d.sync += store_total.eq(value)
-
-        # Streams of a pass: address -> memory (tag queued) -> tagged word into the network.
+        instr = self.instr.payload
+        executing, finished = Signal(), Signal()
         start = Signal()
-        drained = []
-        sources = {"filt": self.mem_rd, "ifmap": self.ifmap_rd, "psum": self.psum_rd}
-        run_reads = Signal()  # the filter stream owns mem_rd
-        for net in NETS:
-            ag, tag = generators[net]
-            port, out = sources[net], getattr(self, net)
-            queue = fifo.SyncFIFOBuffered(width=rw + cw, depth=8 if net == "filt" else 4)
-            m.submodules[f"{net}_tags"] = queue
-            issue = ag.o.valid & queue.w_rdy
-            deliver = port.data.valid & queue.r_rdy
-            element = getattr(self, net).payload.data
-            with m.If(run_reads if net == "filt" else 1):  # LOAD also uses mem_rd
-                m.d.comb += [port.addr.valid.eq(issue), port.addr.payload.eq(ag.o.payload),
-                             port.data.ready.eq(out.ready & queue.r_rdy)]
-            m.d.comb += [
-                ag.o.ready.eq(queue.w_rdy & port.addr.ready),
-                ag.start.eq(start),
-                queue.w_data.eq(tag), queue.w_en.eq(issue & port.addr.ready),
-                out.valid.eq(deliver),
-                out.payload.row.eq(queue.r_data[:rw]), out.payload.col.eq(queue.r_data[rw:]),
-                element.eq(port.data.payload[:len(element)]),
-                queue.r_en.eq(deliver & out.ready),
-            ]
-            drained.append(~ag.busy & ~queue.r_rdy)
+        is_end = instr.opcode == Opcode.END
+        m.d.comb += [
+            start.eq(self.instr.valid & ~is_end & ~executing & ((instr.pop & ~self.tokens) == 0)),
+            self.pop.eq(Mux(start, instr.pop, 0)),
+            self.at_end.eq(self.instr.valid & is_end),
+        ]
+        with m.If(start):
+            m.d.sync += executing.eq(1)
+        with m.If(executing & finished):
+            m.d.sync += executing.eq(0)
+            m.d.comb += [self.push.eq(instr.push), self.instr.ready.eq(1)]
+        with m.If(self.at_end & self.release):
+            m.d.comb += self.instr.ready.eq(1)
+        self.execute(m, instr, start, executing, finished)
+        return m
 
-        # Store unit: each chain top's psums walk the store loop nest from its base.
-        store_counts, store_steps = loops["store"]
+
+class LoadController(_Mover):
+    """``LOAD region; glb, dram, count``: ``count`` words from external memory into the global
+    buffer; ``FILL region; glb, count, lo, hi``: ``count`` copies of a constant."""
+
+    def __init__(self, config):
+        c = config
+        self._config = c
+        ifmap, psum = signed(c.ifmap_width), signed(c.psum_width)
+        super().__init__({
+            **_unit_members(),
+            "mem_rd": Out(ReadPortSignature(MEMORY_ADDR_WIDTH, c.dram_width)),
+            "ifmap_wr": Out(stream.Signature(WriteRequest(c.glb_addr_width(c.ifmap_width), ifmap))),
+            "psum_ld": Out(stream.Signature(WriteRequest(c.glb_addr_width(c.psum_width), psum))),
+        })
+
+    def execute(self, m, instr, start, executing, finished):
+        issued = Signal(WORD_WIDTH)   # addresses issued (LOAD) or words written (FILL)
+        moved = Signal(WORD_WIDTH)    # words arrived (LOAD)
+        with m.If(start):
+            m.d.sync += [issued.eq(0), moved.eq(0)]
+        glb, mem, count = instr.args[0], instr.args[1], instr.args[2]
+        fill_count, fill_value = instr.args[1], Cat(instr.args[2], instr.args[3])
+        loading = executing & (instr.opcode == Opcode.LOAD)
+        filling = executing & (instr.opcode == Opcode.FILL)
+        m.d.comb += [
+            self.mem_rd.addr.valid.eq(loading & (issued != count)),
+            self.mem_rd.addr.payload.eq(mem + issued),
+            finished.eq(Mux(instr.opcode == Opcode.LOAD, moved == count, issued == fill_count)),
+        ]
+        with m.If(self.mem_rd.addr.valid & self.mem_rd.addr.ready):
+            m.d.sync += issued.eq(issued + 1)
+        for region, port in ((Region.IFMAP, self.ifmap_wr), (Region.PSUM, self.psum_ld)):
+            mine = instr.operand[0] == region
+            with m.If(loading & mine):
+                m.d.comb += [
+                    port.valid.eq(self.mem_rd.data.valid),
+                    port.payload.addr.eq(glb + moved),
+                    port.payload.data.eq(self.mem_rd.data.payload[:len(port.payload.data)]),
+                    self.mem_rd.data.ready.eq(port.ready),
+                ]
+            with m.If(filling & mine):
+                m.d.comb += [
+                    port.valid.eq(issued != fill_count),
+                    port.payload.addr.eq(glb + issued),
+                    port.payload.data.eq(fill_value[:len(port.payload.data)]),
+                ]
+                with m.If(port.valid & port.ready):
+                    m.d.sync += issued.eq(issued + 1)
+        with m.If(self.mem_rd.data.valid & self.mem_rd.data.ready):
+            m.d.sync += moved.eq(moved + 1)
+
+
+class StoreController(_Mover):
+    """``STORE; glb, dram, count``: ``count`` psums from the global buffer to external memory,
+    sign-extended to a word each."""
+
+    def __init__(self, config):
+        c = config
+        super().__init__({
+            **_unit_members(),
+            "psum_st": Out(ReadPortSignature(c.glb_addr_width(c.psum_width), signed(c.psum_width))),
+            "mem_wr": Out(stream.Signature(WriteRequest(MEMORY_ADDR_WIDTH, c.dram_width))),
+        })
+
+    def execute(self, m, instr, start, executing, finished):
+        issued, moved = Signal(WORD_WIDTH), Signal(WORD_WIDTH)
+        with m.If(start):
+            m.d.sync += [issued.eq(0), moved.eq(0)]
+        glb, mem, count = instr.args[0], instr.args[1], instr.args[2]
+        m.d.comb += [
+            self.psum_st.addr.valid.eq(executing & (issued != count)),
+            self.psum_st.addr.payload.eq(glb + issued),
+            self.mem_wr.valid.eq(executing & self.psum_st.data.valid),
+            self.mem_wr.payload.addr.eq(mem + moved),
+            self.mem_wr.payload.data.eq(self.psum_st.data.payload),
+            self.psum_st.data.ready.eq(executing & self.mem_wr.ready),
+            finished.eq(moved == count),
+        ]
+        with m.If(self.psum_st.addr.valid & self.psum_st.addr.ready):
+            m.d.sync += issued.eq(issued + 1)
+        with m.If(self.mem_wr.valid & self.mem_wr.ready):
+            m.d.sync += moved.eq(moved + 1)
+
+
+class PsumWriteback(wiring.Component):
+    """Writes each psum a chain top returns (``opsum``, tagged with its PE) to the global
+    buffer: per source PE, the store loop nest walked from that PE's ``base``, so psums of
+    different chain tops may arrive interleaved in any order. ``start`` begins a pass;
+    ``stored`` counts its psums."""
+
+    def __init__(self, config, *, count_width, levels):
+        c = config
+        self._config, self._count_width, self._levels = c, count_width, levels
+        addr = c.glb_addr_width(c.psum_width)
+        psum = signed(c.psum_width)
+        super().__init__({
+            "opsum": In(stream.Signature(GONWord(psum, c.array_rows, c.array_cols))),
+            "psum_wr": Out(stream.Signature(WriteRequest(addr, psum))),
+            "counts": In(count_width).array(levels),
+            "steps": In(signed(32)).array(levels),
+            "source": Out(range(c.pe_count)),   # the PE whose ``base`` the parent looks up
+            "base": In(addr),
+            "start": In(1),
+            "stored": Out(WORD_WIDTH),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self._config.pe_count
         state = Memory(shape=data.StructLayout({
-            "offset": 32, "index": data.ArrayLayout(self.count_width, len(LOOPS["store"]))}),
-            depth=c.pe_count, init=[])
-        m.submodules.store_state = state
+            "offset": 32, "index": data.ArrayLayout(self._count_width, self._levels)}), depth=n, init=[])
+        m.submodules.state = state
         state_rd, state_wr = state.read_port(domain="comb"), state.write_port()
-        started = Signal(c.pe_count)  # sources that returned a psum in this pass
-        source = Signal(range(c.pe_count))
-        m.d.comb += [source.eq(self.opsum.payload.row * cols + self.opsum.payload.col),
-                     state_rd.addr.eq(source), store_bases.addr.eq(source), state_wr.addr.eq(source)]
+        started = Signal(n)  # sources that returned a psum in this pass
+        source = self.opsum.payload.pe
+        m.d.comb += [self.source.eq(source), state_rd.addr.eq(source), state_wr.addr.eq(source)]
         current, fresh = state_rd.data, started.bit_select(source, 1)
-        index = [Mux(fresh, current.index[k], 0) for k in range(len(store_counts))]
+        index = [Mux(fresh, current.index[k], 0) for k in range(self._levels)]
         offset = Mux(fresh, current.offset, 0)
-        following, delta, _ = _loop_advance(index, store_counts, store_steps)
-        stored = Signal(PROGRAM_WIDTH)
+        following, delta, _ = _loop_advance(index, self.counts, self.steps)
         take = self.opsum.valid & self.psum_wr.ready
         m.d.comb += [
             self.psum_wr.valid.eq(self.opsum.valid),
-            self.psum_wr.payload.addr.eq(store_bases.data + offset),
+            self.psum_wr.payload.addr.eq(self.base + offset),
             self.psum_wr.payload.data.eq(self.opsum.payload.data),
             self.opsum.ready.eq(self.psum_wr.ready),
             state_wr.en.eq(take),
             state_wr.data.offset.eq(offset + delta),
         ]
-        m.d.comb += [state_wr.data.index[k].eq(following[k]) for k in range(len(following))]
-        with m.If(start):
-            m.d.sync += [started.eq(0), stored.eq(0)]
+        m.d.comb += [state_wr.data.index[k].eq(following[k]) for k in range(self._levels)]
+        with m.If(self.start):
+            m.d.sync += [started.eq(0), self.stored.eq(0)]
         with m.Elif(take):
-            m.d.sync += [started.eq(started | (1 << source)), stored.eq(stored + 1)]
+            m.d.sync += [started.eq(started | (1 << source)), self.stored.eq(self.stored + 1)]
+        return m
 
-        # Instruction sequencing.
-        opcode = Signal(4)
-        operand = Signal(28)
-        args = Array(Signal(PROGRAM_WIDTH, name=f"arg_{i}") for i in range(4))
-        arg_count = Signal(range(5))
-        arg_index = Signal(range(5))
-        issued = Signal(PROGRAM_WIDTH)   # addresses issued (LOAD, STORE) or words written (FILL)
-        moved = Signal(PROGRAM_WIDTH)    # words arrived (LOAD, STORE)
-        m.d.comb += [reg_addr.eq(operand), value.eq(args[0])]
-        glb_addr, mem_addr, count = args[0], args[1], args[2]
 
-        with m.FSM() as fsm:
-            with m.State("RESET"):
-                # A state change after reset, so simulators that start processes after the
-                # initial values (Icarus) evaluate every process of the state machine.
-                m.next = "FETCH"
-            with m.State("FETCH"):
-                m.d.comb += self.program.ready.eq(1)
-                with m.If(self.program.valid):
-                    word = self.program.payload
-                    m.d.sync += [opcode.eq(word[28:]), operand.eq(word[:28]), arg_index.eq(0),
-                                 issued.eq(0), moved.eq(0)]
-                    with m.Switch(word[28:]):
-                        for name, code in OPCODES.items():
-                            with m.Case(code):
-                                m.d.sync += arg_count.eq(ARGUMENTS[name])
-                                m.next = "ARGS" if ARGUMENTS[name] else "EXECUTE"
-                        with m.Default():
-                            m.d.sync += self.error.eq(1)
-            with m.State("ARGS"):
-                m.d.comb += self.program.ready.eq(1)
-                with m.If(self.program.valid):
-                    m.d.sync += [args[arg_index].eq(self.program.payload), arg_index.eq(arg_index + 1)]
-                    with m.If(arg_index == arg_count - 1):
-                        m.next = "EXECUTE"
-            with m.State("EXECUTE"):
-                with m.Switch(opcode):
-                    with m.Case(OPCODES["end"]):
-                        m.next = "FETCH"
-                    with m.Case(OPCODES["write"]):
-                        with m.If(~Cat(known).any()):
-                            m.d.sync += self.error.eq(1)
-                        m.next = "FETCH"
-                    with m.Case(OPCODES["run"]):
-                        m.next = "RUN"
-                    with m.Case(OPCODES["load"]):
-                        # External memory -> global buffer, ``count`` words from each base.
-                        m.d.comb += [
-                            self.mem_rd.addr.valid.eq(issued != count),
-                            self.mem_rd.addr.payload.eq(mem_addr + issued),
-                        ]
-                        with m.If(self.mem_rd.addr.valid & self.mem_rd.addr.ready):
-                            m.d.sync += issued.eq(issued + 1)
-                        for region, port in (("ifmap", self.ifmap_wr), ("psum", self.psum_ld)):
-                            with m.If(operand[0] == REGIONS[region]):
-                                m.d.comb += [
-                                    port.valid.eq(self.mem_rd.data.valid),
-                                    port.payload.addr.eq(glb_addr + moved),
-                                    port.payload.data.eq(self.mem_rd.data.payload[:len(port.payload.data)]),
-                                    self.mem_rd.data.ready.eq(port.ready),
-                                ]
-                        with m.If(self.mem_rd.data.valid & self.mem_rd.data.ready):
-                            m.d.sync += moved.eq(moved + 1)
-                        with m.If(moved == count):
-                            m.next = "FETCH"
-                    with m.Case(OPCODES["store"]):
-                        # Global buffer psums -> external memory, sign-extended.
-                        m.d.comb += [
-                            self.psum_st.addr.valid.eq(issued != count),
-                            self.psum_st.addr.payload.eq(glb_addr + issued),
-                            self.mem_wr.valid.eq(self.psum_st.data.valid),
-                            self.mem_wr.payload.addr.eq(mem_addr + moved),
-                            self.mem_wr.payload.data.eq(self.psum_st.data.payload),
-                            self.psum_st.data.ready.eq(self.mem_wr.ready),
-                        ]
-                        with m.If(self.psum_st.addr.valid & self.psum_st.addr.ready):
-                            m.d.sync += issued.eq(issued + 1)
-                        with m.If(self.mem_wr.valid & self.mem_wr.ready):
-                            m.d.sync += moved.eq(moved + 1)
-                        with m.If(moved == count):
-                            m.next = "FETCH"
-                    with m.Case(OPCODES["fill"]):
-                        fill_count, fill_value = args[1], Cat(args[2], args[3])
-                        for region, port in (("ifmap", self.ifmap_wr), ("psum", self.psum_ld)):
-                            with m.If(operand[0] == REGIONS[region]):
-                                m.d.comb += [
-                                    port.valid.eq(issued != fill_count),
-                                    port.payload.addr.eq(glb_addr + issued),
-                                    port.payload.data.eq(fill_value[:len(port.payload.data)]),
-                                ]
-                                with m.If(port.valid & port.ready):
-                                    m.d.sync += issued.eq(issued + 1)
-                        with m.If(issued == fill_count):
-                            m.next = "FETCH"
-            with m.State("RUN"):
-                with m.If(Cat(drained).all() & (stored == store_total) & self.array_idle):
-                    m.next = "FETCH"
-        # Strobes as plain functions of the state (not assigned inside the state machine), so
-        # every simulator evaluates them from the first cycle.
-        executing = fsm.ongoing("EXECUTE")
+class ExecuteController(wiring.Component):
+    """Pass registers and passes. ``WRITE`` sets a shadow register; ``RUN`` commits the filter
+    phase's shadows when the filter stream is free and starts it, then (once its popped
+    tokens are there and the previous pass has finished) commits the data phase's and starts
+    the ifmap and psum streams; the pass's tokens are pushed when its last psum is in the
+    global buffer. ``error`` latches on a WRITE to an unknown register."""
+
+    def __init__(self, config):
+        c = config
+        self._config = c
+        self.regmap = RegisterMap(c)
+        self.count_width = max(c.dim_width, c.pe_count.bit_length(), c.filter_spad_depth.bit_length(),
+                               c.ifmap_spad_depth.bit_length(), c.psum_spad_depth.bit_length())
+        self.addr_widths = {"filt": MEMORY_ADDR_WIDTH, "ifmap": c.glb_addr_width(c.ifmap_width),
+                            "psum": c.glb_addr_width(c.psum_width)}
+        psum = signed(c.psum_width)
+        members = {
+            **_unit_members(),
+            "array": Out(ArrayControlSignature(c)),
+            "mem_rd": Out(ReadPortSignature(MEMORY_ADDR_WIDTH, c.dram_width)),
+            "ifmap_rd": Out(ReadPortSignature(self.addr_widths["ifmap"], signed(c.ifmap_width))),
+            "psum_rd": Out(ReadPortSignature(self.addr_widths["psum"], psum)),
+            "psum_wr": Out(stream.Signature(WriteRequest(self.addr_widths["psum"], psum))),
+            "opsum": In(stream.Signature(GONWord(psum, c.array_rows, c.array_cols))),
+            "runs": Out(1),    # strobes as each pass starts
+            "error": Out(1),
+        }
+        for net in NETWORKS:
+            members[net] = Out(stream.Signature(GINWord(network_shape(c, net), c.row_id_width,
+                                                        c.col_id_width)))
+        super().__init__(members)
+
+    def _register(self, name):
+        """(shape, reset value) of a plain register."""
+        c = self._config
+        if name.startswith("cfg_"):
+            return PEConfigSignature(c).members[name[4:]].shape, 0
+        if name.endswith("_row_ids"):
+            return unsigned(c.row_id_width), 0
+        if name.endswith("_col_ids"):
+            return unsigned(c.col_id_width), c.unused_col_id   # receive nothing
+        if name == "chain":
+            return unsigned(2), 3                               # chains open
+        if name.endswith("_count"):
+            return unsigned(self.count_width), 0
+        if name.endswith("_step"):
+            return signed(32), 0
+        return unsigned(WORD_WIDTH), 0                          # store_total
+
+    def _table_width(self, name):
+        c = self._config
+        if name.endswith("_tag"):
+            return c.row_id_width + c.col_id_width
+        if name == "store_base":
+            return self.addr_widths["psum"]
+        return self.addr_widths[name[:-len("_base")]]
+
+    def elaborate(self, platform):
+        m = Module()
+        c, regmap = self._config, self.regmap
+        rows, cols = c.array_rows, c.array_cols
+        instr = self.instr.payload
+        write = Signal()                       # a WRITE executes this cycle
+        commit = {phase: Signal(name=f"commit_{phase}") for phase in ("filter", "data")}
+        address, value = instr.operand, instr.args[0]
+
+        # Registers: shadows written by WRITE, copied to the active registers at their phase's
+        # commit; tables double-buffered (written in one bank while the pass reads the other).
+        active, tables, known = {}, {}, []
+        for block in regmap.blocks.values():
+            hit = Signal(name=f"hit_{block.name}")
+            index = Signal(range(block.count), name=f"index_{block.name}") if block.count > 1 else C(0)
+            if block.count == 1:
+                m.d.comb += hit.eq(address == block.address)
+            else:
+                above = (address >= block.address) if block.address else C(1)
+                m.d.comb += [hit.eq(above & (address < block.address + block.count)),
+                             index.eq(address - block.address)]
+            known.append(hit)
+            if block.table:
+                tables[block.name] = self._table(m, block, write & hit, index, value, commit[block.phase])
+                continue
+            shape, init = self._register(block.name)
+            registers = []
+            for i in range(block.count):
+                shadow = Signal(shape, init=init, name=f"{block.name}_{i}_shadow")
+                current = Signal(shape, init=init, name=f"{block.name}_{i}")
+                with m.If(write & hit & (index == i)):
+                    m.d.sync += shadow.eq(value)
+                with m.If(commit[block.phase]):
+                    m.d.sync += current.eq(shadow)
+                registers.append(current)
+            active[block.name] = registers
+
+        array = self.array
+        for name in PE_SETTINGS:
+            m.d.comb += getattr(array.cfg, name).eq(active[f"cfg_{name}"][0])
+        for net in NETWORKS:
+            for r in range(rows):
+                m.d.comb += getattr(array, f"{net}_row_ids")[r].eq(active[f"{net}_row_ids"][r])
+                for col in range(cols):
+                    m.d.comb += getattr(array, f"{net}_col_ids")[r][col].eq(
+                        active[f"{net}_col_ids"][r * cols + col])
+        for r in range(rows):
+            for col in range(cols):
+                chain = active["chain"][r * cols + col]
+                m.d.comb += [array.chain_bottom[r][col].eq(chain[0]), array.chain_top[r][col].eq(chain[1])]
+
+        # Streams: address generator -> source (tag queued) -> tagged word into the network.
+        sources = {"filt": self.mem_rd, "ifmap": self.ifmap_rd, "psum": self.psum_rd}
+        idle = {}
+        for net in NETWORKS:
+            levels = LOOPS[net]
+            ag = AddressGenerator(levels=len(levels), table_level=levels.index("table"),
+                                  count_width=self.count_width, addr_width=self.addr_widths[net],
+                                  table_depth=c.pe_count)
+            m.submodules[f"{net}_ag"] = ag
+            m.submodules[f"{net}_tags"] = queue = fifo.SyncFIFO(width=c.row_id_width + c.col_id_width,
+                                                                 depth=TAG_DEPTH[net])
+            bases, tags = tables[f"{net}_base"], tables[f"{net}_tag"]
+            m.d.comb += [bases(ag.entry), tags(ag.entry), ag.base.eq(bases.data),
+                         ag.start.eq(commit["filter" if net == "filt" else "data"])]
+            m.d.comb += [ag.counts[k].eq(active[f"{net}_count"][k]) for k in range(len(levels))]
+            m.d.comb += [ag.steps[k].eq(active[f"{net}_step"][k]) for k in range(len(levels))]
+            port, out = sources[net], getattr(self, net)
+            issue = ag.o.valid & queue.w_rdy
+            deliver = port.data.valid & queue.r_rdy
+            element = out.payload.data
+            m.d.comb += [
+                port.addr.valid.eq(issue), port.addr.payload.eq(ag.o.payload),
+                port.data.ready.eq(out.ready & queue.r_rdy),
+                ag.o.ready.eq(queue.w_rdy & port.addr.ready),
+                queue.w_data.eq(tags.data), queue.w_en.eq(issue & port.addr.ready),
+                out.valid.eq(deliver),
+                out.payload.row.eq(queue.r_data[:c.row_id_width]),
+                out.payload.col.eq(queue.r_data[c.row_id_width:]),
+                element.eq(port.data.payload[:len(element)]),
+                queue.r_en.eq(deliver & out.ready),
+            ]
+            idle[net] = ~ag.busy & ~queue.r_rdy
+
+        m.submodules.writeback = writeback = PsumWriteback(c, count_width=self.count_width,
+                                                           levels=len(LOOPS["store"]))
+        wiring.connect(m, wiring.flipped(self.opsum), writeback.opsum)
+        wiring.connect(m, writeback.psum_wr, wiring.flipped(self.psum_wr))
+        store_bases = tables["store_base"]
+        m.d.comb += [store_bases(writeback.source), writeback.base.eq(store_bases.data),
+                     writeback.start.eq(commit["data"])]
+        m.d.comb += [writeback.counts[k].eq(active["store_count"][k]) for k in range(len(LOOPS["store"]))]
+        m.d.comb += [writeback.steps[k].eq(active["store_step"][k]) for k in range(len(LOOPS["store"]))]
+
+        # Passes: a pass runs from its data commit until its last psum is stored; then the
+        # tokens its RUN pushes are given.
+        running, pending = Signal(), Signal(len(Token))
+        complete = running & idle["ifmap"] & idle["psum"] & (writeback.stored == active["store_total"][0])
+        with m.If(complete):
+            m.d.sync += running.eq(0)
+        m.d.comb += self.push.eq(Mux(complete, pending, 0))
+        is_end = instr.opcode == Opcode.END
+        with m.FSM():
+            with m.State("DECODE"):
+                with m.If(self.instr.valid & (instr.opcode == Opcode.WRITE)):
+                    m.d.comb += [write.eq(1), self.instr.ready.eq(1)]
+                    with m.If(~Cat(known).any()):
+                        m.d.sync += self.error.eq(1)
+                with m.If(self.instr.valid & (instr.opcode == Opcode.RUN)):
+                    m.next = "FILTER"
+            with m.State("FILTER"):
+                with m.If(idle["filt"]):
+                    m.d.comb += commit["filter"].eq(1)
+                    m.next = "DATA"
+            with m.State("DATA"):
+                with m.If(~running & ((instr.pop & ~self.tokens) == 0)):
+                    m.d.comb += [commit["data"].eq(1), self.pop.eq(instr.pop), self.instr.ready.eq(1)]
+                    m.d.sync += [running.eq(1), pending.eq(instr.push)]
+                    m.next = "DECODE"
         m.d.comb += [
-            self.done.eq(executing & (opcode == OPCODES["end"])),
-            write.eq(executing & (opcode == OPCODES["write"])),
-            start.eq(executing & (opcode == OPCODES["run"])),
-            self.runs.eq(start),
-            run_reads.eq(fsm.ongoing("RUN")),
+            self.at_end.eq(self.instr.valid & is_end & ~running & idle["filt"]),
+            self.runs.eq(commit["data"]),
         ]
+        with m.If(self.at_end & self.release):
+            m.d.comb += self.instr.ready.eq(1)
+        return m
+
+    def _table(self, m, block, write, index, value, commit):
+        """A double-buffered register table; returns a reader: call it with the entry index
+        (a comb assignment), then read ``.data``."""
+        width = self._table_width(block.name)
+        memory = Memory(shape=width, depth=2 * block.count, init=[])
+        m.submodules[f"{block.name}_table"] = memory
+        bank = Signal(name=f"{block.name}_bank")   # the bank the pass reads
+        port, read = memory.write_port(), memory.read_port(domain="comb")
+        m.d.comb += [port.addr.eq(Mux(bank, index, index + block.count)), port.data.eq(value),
+                     port.en.eq(write)]
+        with m.If(commit):
+            m.d.sync += bank.eq(~bank)
+        return _TableReader(read, bank, block.count)
+
+
+class _TableReader:
+    def __init__(self, port, bank, count):
+        self.port, self.bank, self.count, self.data = port, bank, count, port.data
+
+    def __call__(self, entry):
+        return self.port.addr.eq(Mux(self.bank, entry + self.count, entry))
+
+
+class Controller(wiring.Component):
+    """The three units with their decoders, token queues and the END barrier; see the module
+    documentation. ``error`` latches on a malformed program."""
+
+    def __init__(self, config):
+        c = config
+        self._config = c
+        ifmap, psum = signed(c.ifmap_width), signed(c.psum_width)
+        ifmap_addr, psum_addr = c.glb_addr_width(c.ifmap_width), c.glb_addr_width(c.psum_width)
+        members = {
+            "program": In(ProgramSignature()),
+            "done": Out(1),
+            "error": Out(1),
+            "runs": Out(1),
+            "mem_rd": Out(ReadPortSignature(MEMORY_ADDR_WIDTH, c.dram_width)),
+            "mem_wr": Out(stream.Signature(WriteRequest(MEMORY_ADDR_WIDTH, c.dram_width))),
+            "ifmap_rd": Out(ReadPortSignature(ifmap_addr, ifmap)),
+            "psum_rd": Out(ReadPortSignature(psum_addr, psum)),
+            "psum_st": Out(ReadPortSignature(psum_addr, psum)),
+            "ifmap_wr": Out(stream.Signature(WriteRequest(ifmap_addr, ifmap))),
+            "psum_ld": Out(stream.Signature(WriteRequest(psum_addr, psum))),
+            "psum_wr": Out(stream.Signature(WriteRequest(psum_addr, psum))),
+            "array": Out(ArrayControlSignature(c)),
+            "opsum": In(stream.Signature(GONWord(psum, c.array_rows, c.array_cols))),
+        }
+        for net in NETWORKS:
+            members[net] = Out(stream.Signature(GINWord(network_shape(c, net), c.row_id_width,
+                                                        c.col_id_width)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        units = {"load": LoadController(c), "execute": ExecuteController(c), "store": StoreController(c)}
+        errors = []
+        for name, unit in units.items():
+            m.submodules[name] = unit
+            decoder = InstructionDecoder(op for op, owner in UNITS.items() if owner == name)
+            m.submodules[f"{name}_decoder"] = decoder
+            wiring.connect(m, wiring.flipped(getattr(self.program, name)), decoder.program)
+            wiring.connect(m, decoder.instr, unit.instr)
+            errors.append(decoder.error)
+        load, execute, store = units["load"], units["execute"], units["store"]
+        errors.append(execute.error)
+
+        for token in Token:
+            m.submodules[f"tokens_{token.name.lower()}"] = queue = TokenQueue()
+            producer, consumer = units[TOKEN_PRODUCER[token]], units[TOKEN_CONSUMER[token]]
+            m.d.comb += [queue.push.eq(producer.push[token]), queue.pop.eq(consumer.pop[token]),
+                         consumer.tokens[token].eq(queue.available)]
+
+        barrier = Cat(unit.at_end for unit in units.values()).all()
+        m.d.comb += [unit.release.eq(barrier) for unit in units.values()]
+        m.d.comb += [self.done.eq(barrier), self.error.eq(Cat(errors).any()),
+                     self.runs.eq(execute.runs)]
+
+        m.submodules.mem_rd_arbiter = arbiter = ReadArbiter(
+            2, addr_width=MEMORY_ADDR_WIDTH, data_shape=c.dram_width)
+        wiring.connect(m, execute.mem_rd, arbiter.readers[0])
+        wiring.connect(m, load.mem_rd, arbiter.readers[1])
+        wiring.connect(m, arbiter.memory, wiring.flipped(self.mem_rd))
+        wiring.connect(m, store.mem_wr, wiring.flipped(self.mem_wr))
+        wiring.connect(m, store.psum_st, wiring.flipped(self.psum_st))
+        wiring.connect(m, load.ifmap_wr, wiring.flipped(self.ifmap_wr))
+        wiring.connect(m, load.psum_ld, wiring.flipped(self.psum_ld))
+        for name in ("ifmap_rd", "psum_rd", "psum_wr"):
+            wiring.connect(m, getattr(execute, name), wiring.flipped(getattr(self, name)))
+        wiring.connect(m, execute.array, wiring.flipped(self.array))
+        wiring.connect(m, wiring.flipped(self.opsum), execute.opsum)
+        for net in NETWORKS:
+            wiring.connect(m, getattr(execute, net), wiring.flipped(getattr(self, net)))
         return m

@@ -1,32 +1,24 @@
 """The accelerator core: the PE array, its networks, the global buffer and the controller.
 
-A host (or the testbench) streams a layer's program into ``program`` and serves the core's
-external memory requests: reads on ``mem_rd`` (addresses out, words back in order, any
-latency) and writes on ``mem_wr``. ``done`` strobes when the program ends. ``counts`` holds the
-array's counters (:data:`rowstation.hw.array.ARRAY_EVENTS` and the PE events) and the words
-moved at each level (:data:`CORE_EVENTS`); ``clear`` zeroes them.
+A host (or the testbench) streams a layer's three instruction streams into ``program`` (see
+:mod:`rowstation.gen.isa`) and serves the core's external memory requests: reads on
+``mem_rd`` (addresses out, words back in order, any latency) and writes on ``mem_wr``.
+``done`` strobes when every stream reaches ``END``. ``counts`` holds the counters
+:data:`rowstation.gen.isa.COUNTERS`; ``clear`` zeroes them.
 """
 
 from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .array import ARRAY_EVENTS, PEArray
-from .controller import MEMORY_ADDR_WIDTH, PROGRAM_WIDTH, Controller
+from ..gen.isa import ARRAY_EVENTS, CORE_EVENTS, COUNTERS, NETWORKS, PE_EVENTS
+from .array import PEArray
+from .controller import MEMORY_ADDR_WIDTH, Controller, ProgramSignature
 from .counters import EventCounters
 from .glb import GlobalBuffer, ReadPortSignature, WriteRequest
-from .pe import PEEventSignature
 
 
-__all__ = ["RowStationCore", "CORE_EVENTS", "COUNTERS"]
-
-
-#: Words crossing the external memory boundary and the global buffer's ports, program words,
-#: and passes run.
-CORE_EVENTS = ("dram_reads", "dram_writes", "glb_reads", "glb_writes", "program_words", "passes")
-
-#: Every counter of the core, in ``counts``.
-COUNTERS = PEEventSignature.EVENTS + ARRAY_EVENTS + CORE_EVENTS
+__all__ = ["RowStationCore"]
 
 _GLB_READS = ("ifmap_rd", "psum_rd", "psum_st")
 _GLB_WRITES = ("ifmap_wr", "psum_ld", "psum_wr")
@@ -37,7 +29,7 @@ class RowStationCore(wiring.Component):
         """``pe_module``: see :class:`rowstation.hw.array.PEArray`."""
         self._config, self._pe_module = config, pe_module
         super().__init__({
-            "program": In(stream.Signature(PROGRAM_WIDTH)),
+            "program": In(ProgramSignature()),
             "mem_rd": Out(ReadPortSignature(MEMORY_ADDR_WIDTH, config.dram_width)),
             "mem_wr": Out(stream.Signature(WriteRequest(MEMORY_ADDR_WIDTH, config.dram_width))),
             "done": Out(1),
@@ -62,24 +54,16 @@ class RowStationCore(wiring.Component):
         wiring.connect(m, wiring.flipped(self.mem_wr), ctrl.mem_wr)
         for name in _GLB_READS + _GLB_WRITES:
             wiring.connect(m, getattr(ctrl, name), getattr(glb, name))
-        wiring.connect(m, ctrl.cfg, array.cfg)
+        wiring.connect(m, ctrl.array, array.ctrl)
         wiring.connect(m, array.opsum, ctrl.opsum)
-        for net in ("filt", "ifmap", "psum"):
+        for net in NETWORKS:
             wiring.connect(m, getattr(ctrl, net), getattr(array, net))
-            for r in range(c.array_rows):
-                m.d.comb += getattr(array, f"{net}_row_ids")[r].eq(getattr(ctrl, f"{net}_row_ids")[r])
-                for col in range(c.array_cols):
-                    m.d.comb += getattr(array, f"{net}_col_ids")[r][col].eq(
-                        getattr(ctrl, f"{net}_col_ids")[r][col])
-        for r in range(c.array_rows):
-            for col in range(c.array_cols):
-                m.d.comb += [array.chain_bottom[r][col].eq(ctrl.chain_bottom[r][col]),
-                             array.chain_top[r][col].eq(ctrl.chain_top[r][col])]
-        m.d.comb += [ctrl.array_idle.eq(array.idle), self.done.eq(ctrl.done),
+        m.d.comb += [self.done.eq(ctrl.done),
                      self.error.eq(ctrl.error), self.unmatched.eq(array.unmatched),
                      array.clear.eq(self.clear)]
 
-        lanes = {"glb_reads": len(_GLB_READS), "glb_writes": len(_GLB_WRITES)}
+        lanes = {"glb_reads": len(_GLB_READS), "glb_writes": len(_GLB_WRITES),
+                 "program_words": len(ProgramSignature().members)}
         m.submodules.counters = counters = EventCounters(
             {name: lanes.get(name, 1) for name in CORE_EVENTS}, width=c.counter_width)
         fired = lambda s: s.valid & s.ready
@@ -89,10 +73,11 @@ class RowStationCore(wiring.Component):
             counters.events.dram_writes.eq(fired(self.mem_wr)),
             counters.events.glb_reads.eq(Cat(fired(getattr(ctrl, n).data) for n in _GLB_READS)),
             counters.events.glb_writes.eq(Cat(fired(getattr(ctrl, n)) for n in _GLB_WRITES)),
-            counters.events.program_words.eq(fired(self.program)),
+            counters.events.program_words.eq(Cat(fired(getattr(self.program, unit))
+                                                 for unit in ProgramSignature().members)),
             counters.events.passes.eq(ctrl.runs),
         ]
-        for name in PEEventSignature.EVENTS + ARRAY_EVENTS:
+        for name in PE_EVENTS + ARRAY_EVENTS:
             m.d.comb += getattr(self.counts, name).eq(getattr(array.counts, name))
         for name in CORE_EVENTS:
             m.d.comb += getattr(self.counts, name).eq(getattr(counters.counts, name))

@@ -101,10 +101,11 @@ class GlobalInputNetwork(wiring.Component):
 
 
 class GONWord(data.StructLayout):
-    """A psum on its way back to the global buffer, tagged with the PE that sent it."""
+    """A psum on its way back to the global buffer, tagged with the PE that sent it
+    (``pe = row * cols + col``)."""
 
     def __init__(self, payload_shape, rows, cols):
-        super().__init__({"row": range(rows), "col": range(cols), "data": payload_shape})
+        super().__init__({"pe": range(rows * cols), "data": payload_shape})
 
 
 class GlobalOutputNetwork(wiring.Component):
@@ -136,12 +137,9 @@ class GlobalOutputNetwork(wiring.Component):
         # The granted word as an AND-OR multiplexer (grant is one-hot).
         for index, port in enumerate(ports):
             m.d.comb += port.ready.eq(take & grant[index])
-        rows = [Cat(grant[i] for i in range(n) if i // self._cols == r).any() for r in range(self._rows)]
-        cols = [Cat(grant[i] for i in range(n) if i % self._cols == c).any() for c in range(self._cols)]
         data = [Mux(grant[i], Value.cast(port.payload).as_unsigned(), 0) for i, port in enumerate(ports)]
         word = Signal.like(self.o.payload)
-        m.d.comb += [word.row.eq(_one_hot_index(rows)), word.col.eq(_one_hot_index(cols)),
-                     word.data.eq(or_tree(data))]
+        m.d.comb += [word.pe.eq(_one_hot_index([grant[i] for i in range(n)])), word.data.eq(or_tree(data))]
         with m.If(take & arbiter.requests.any()):
             m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(word)]
         return m

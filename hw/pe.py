@@ -12,6 +12,7 @@ from amaranth import *
 from amaranth.lib import fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..gen.isa import PE_EVENTS
 from .counters import EventCounters
 
 
@@ -43,13 +44,11 @@ class PEConfigSignature(wiring.Signature):
 
 
 class PEEventSignature(wiring.Signature):
-    """One strobe per event and cycle, for counters at the PE or summed over the array."""
-
-    EVENTS = ("mac", "gated_mac", "filter_read", "filter_write", "ifmap_read", "ifmap_write",
-              "psum_read", "psum_write")
+    """One strobe per event (:data:`~rowstation.gen.isa.PE_EVENTS`) and cycle, for counters at
+    the PE or summed over the array."""
 
     def __init__(self):
-        super().__init__({name: Out(1) for name in self.EVENTS})
+        super().__init__({name: Out(1) for name in PE_EVENTS})
 
 
 def pe_members(config, *, counters=False):
@@ -65,7 +64,7 @@ def pe_members(config, *, counters=False):
     }
     if counters:
         members["clear"] = In(1)
-        members["counts"] = Out(EventCounters.counts_signature(PEEventSignature.EVENTS,
+        members["counts"] = Out(EventCounters.counts_signature(PE_EVENTS,
                                                                config.counter_width))
     return members
 
@@ -286,10 +285,10 @@ class PE(wiring.Component):
         ]
 
         if self._counters:
-            m.submodules.counters = counters = EventCounters(PEEventSignature.EVENTS,
+            m.submodules.counters = counters = EventCounters(PE_EVENTS,
                                                              width=c.counter_width)
             m.d.comb += counters.clear.eq(self.clear)
-            for name in PEEventSignature.EVENTS:
+            for name in PE_EVENTS:
                 m.d.comb += [getattr(counters.events, name).eq(getattr(events, name)),
                              getattr(self.counts, name).eq(getattr(counters.counts, name))]
         return m

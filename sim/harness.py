@@ -1,12 +1,14 @@
 """The simulation harness: the core with its program and external memory in Verilog, so a
 simulator runs whole networks without Python in the loop.
 
-``rowstation_harness`` instantiates ``rowstation_core``, feeds it the program words loaded from
-a hex file and serves its external memory (also loaded from a hex file): reads return in order
-``LATENCY`` cycles after their address is taken, with up to 16 in flight; a xorshift generator
-drops ``ready``/``valid`` on every channel with the probabilities given as plusargs. After the
-last ``END`` it writes the memory back to a hex file. Plusargs: ``memory``, ``program``, ``dump`` (file names),
-``program_length``, ``dump_words``, ``stall`` and ``idle`` (out of 256), ``seed``. The core's
+``rowstation_harness`` instantiates ``rowstation_core``, feeds it the units' instruction streams
+from one program image loaded from a hex file (the load stream's words, then the execute
+stream's, then the store stream's) and serves its external memory (also loaded from a hex
+file): reads return in order ``LATENCY`` cycles after their address is taken, with up to 16 in
+flight; xorshift generators drop ``ready``/``valid`` on every channel with the probabilities
+given as plusargs. After the last ``END`` it writes the memory back to a hex file. Plusargs:
+``memory``, ``program``, ``dump`` (file names), ``load_words``, ``execute_words``,
+``store_words``, ``dump_words``, ``stall`` and ``idle`` (out of 256), ``seed``. The core's
 status and counters are ports of the harness, so simulators need no access to internal signals.
 """
 
@@ -18,9 +20,39 @@ PROGRAM_BITS = 21   # 2M program words
 LATENCY = 4
 
 
+#: The units' streams, in the order the program image holds them.
+STREAMS = ("load", "execute", "store")
+
+
+def _program_logic():
+    """Per stream: its program counter over its part of the image, and a valid that idles."""
+    decls, ports, logic = [], [], []
+    for i, unit in enumerate(STREAMS):
+        start = " + ".join(["0"] + [f"{u}_words" for u in STREAMS[:i]])
+        end = f"{start} + {unit}_words"
+        decls.append(f"  wire {unit}_ready;\n  reg {unit}_valid;\n  reg [31:0] {unit}_pc;\n"
+                     f"  wire [31:0] {unit}_end = {end};\n"
+                     f"  wire [31:0] {unit}_next = {unit}_pc + ({unit}_valid & {unit}_ready);\n")
+        ports.append(f"    .program__{unit}__valid({unit}_valid), .program__{unit}__ready({unit}_ready), "
+                     f".program__{unit}__payload(rom[{unit}_pc]),")
+        logic.append(f"""  always @(posedge clk) begin
+    if (rst) begin
+      {unit}_pc <= {start}; {unit}_valid <= 0;
+    end else begin
+      {unit}_pc <= {unit}_next;
+      if (!{unit}_valid || {unit}_ready)
+        {unit}_valid <= {unit}_next < {unit}_end && random_program[{8 * i + 7}:{8 * i}] >= idle[7:0];
+    end
+  end
+""")
+    ended = " && ".join(f"{unit}_pc == {unit}_end" for unit in STREAMS)
+    return "".join(decls), "\n".join(ports), "".join(logic), ended
+
+
 def harness_verilog(config, counters):
     """The harness for ``config``; ``counters`` (names) are passed through as ports."""
     w = config.dram_width
+    program_decls, program_ports, program_logic, all_ended = _program_logic()
     count_ports = "".join(f", counts__{name}" for name in counters)
     count_decls = "".join(f"  output [{config.counter_width - 1}:0] counts__{name};\n" for name in counters)
     count_links = "".join(f", .counts__{name}(counts__{name})" for name in counters)
@@ -35,10 +67,12 @@ module rowstation_harness(clk, rst, bad_address, done, error, unmatched{count_po
   reg [{w - 1}:0] memory [0:DEPTH - 1];
   reg [31:0] rom [0:(1 << {PROGRAM_BITS}) - 1];
   reg [8*1024-1:0] memory_file, program_file, dump_file;
-  reg [31:0] program_length, dump_words, stall, idle, seed;
+  reg [31:0] load_words, execute_words, store_words, dump_words, stall, idle, seed;
   initial begin
     if (!$value$plusargs("memory=%s", memory_file) || !$value$plusargs("program=%s", program_file)
-        || !$value$plusargs("dump=%s", dump_file) || !$value$plusargs("program_length=%d", program_length)
+        || !$value$plusargs("dump=%s", dump_file) || !$value$plusargs("load_words=%d", load_words)
+        || !$value$plusargs("execute_words=%d", execute_words)
+        || !$value$plusargs("store_words=%d", store_words)
         || !$value$plusargs("dump_words=%d", dump_words)) begin
       $display("rowstation_harness: missing plusargs"); $finish;
     end
@@ -55,47 +89,42 @@ module rowstation_harness(clk, rst, bad_address, done, error, unmatched{count_po
       y = x ^ (x << 13); y = y ^ (y >> 17); xorshift = y ^ (y << 5);
     end
   endfunction
-  reg [31:0] random;
-  wire go_program = random[7:0] >= idle[7:0];
+  reg [31:0] random, random_program;
   wire go_address = random[15:8] >= stall[7:0];
   wire go_data = random[23:16] >= stall[7:0];
   wire go_write = random[31:24] >= stall[7:0];
 
-  wire program__ready, mem_rd__addr__valid, mem_rd__data__ready, mem_wr__valid;
+  wire mem_rd__addr__valid, mem_rd__data__ready, mem_wr__valid;
   wire [31:0] mem_rd__addr__payload;
   wire [{32 + w - 1}:0] mem_wr__payload;
-  reg program__valid, mem_rd__data__valid;
-  reg [31:0] pc;
+  reg mem_rd__data__valid;
   wire mem_rd__addr__ready;
   reg [{w - 1}:0] queue [0:15];
   reg [31:0] due [0:15];
   reg [3:0] head, tail;
   reg [4:0] count;
   reg [31:0] cycle;
-  rowstation_core core(
+{program_decls}  rowstation_core core(
     .clk(clk), .rst(rst), .clear(1'b0), .done(done), .error(error), .unmatched(unmatched),
-    .program__valid(program__valid), .program__ready(program__ready), .program__payload(rom[pc]),
+{program_ports}
     .mem_rd__addr__valid(mem_rd__addr__valid), .mem_rd__addr__ready(mem_rd__addr__ready),
     .mem_rd__addr__payload(mem_rd__addr__payload),
     .mem_rd__data__valid(mem_rd__data__valid), .mem_rd__data__ready(mem_rd__data__ready),
     .mem_rd__data__payload(queue[head]),
     .mem_wr__valid(mem_wr__valid), .mem_wr__ready(go_write), .mem_wr__payload(mem_wr__payload){count_links});
 
-  // Program: one word per cycle unless idle.
-  wire program_taken = program__valid & program__ready;
-  wire [31:0] pc_next = pc + program_taken;
+  // Programs: one word per cycle on each stream unless idle.
   always @(posedge clk) begin
     if (rst) begin
-      pc <= 0; program__valid <= 0; random <= seed | 1;
+      random <= seed | 1; random_program <= (seed ^ 32'h9e3779b9) | 1;
     end else begin
       random <= xorshift(random);
-      pc <= pc_next;
-      if (!program__valid || program_taken)
-        program__valid <= pc_next < program_length && go_program;
-      if (done && pc == program_length) $writememh(dump_file, memory, 0, dump_words - 1);
+      random_program <= xorshift(random_program);
+      if (done && {all_ended})
+        $writememh(dump_file, memory, 0, dump_words - 1);
     end
   end
-
+{program_logic}
   // External memory: reads in order after LATENCY cycles, at most 16 in flight.
   assign mem_rd__addr__ready = count < 16 && go_address;
   wire push = mem_rd__addr__valid & mem_rd__addr__ready;

@@ -8,6 +8,7 @@ Verilog of a configuration is built once into ``build_root/core-<hash>-<sim>`` a
 
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,14 +24,32 @@ from .runner import run_cocotb
 __all__ = ["run_layers_rtl"]
 
 
-def _verilog(config, build):
-    from ..hw.core import COUNTERS
+_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;$", re.M)
+
+
+def kick_processes(verilog):
+    """``verilog`` with every combinational process evaluated once at time zero.
+
+    Yosys' Verilog back end gives each module a register, initialised to 0 in its declaration,
+    that every ``always @*`` block reads, so that simulators evaluate the blocks at start. Icarus
+    Verilog applies declaration initialisers without an event, so a block whose inputs keep
+    their reset values (a ready that must be 1 before anything moves) would stay X. Toggling
+    the register after time zero's processes have started wakes every block (Icarus only:
+    Verilator evaluates everything at start and rejects delays).
+    """
+    return _TRIGGER.sub(r"\1reg \2 = 0;\n\1initial begin #0; \2 = 1; end", verilog)
+
+
+def _verilog(config, build, sim):
+    from ..gen.isa import COUNTERS
     from ..hw.export import core_verilog
 
     path = build / "rowstation_core.v"
     if not path.exists():  # the folder is named after the configuration's hash
         build.mkdir(parents=True, exist_ok=True)
-        path.write_text(core_verilog(config) + harness_verilog(config, COUNTERS))
+        core = core_verilog(config)
+        path.write_text((kick_processes(core) if sim == "icarus" else core)
+                        + harness_verilog(config, COUNTERS))
     return path
 
 
@@ -58,22 +77,24 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
     ``idle``; returns [(accumulation, counters)] in order."""
     from .. import gen, hw
     from ..gen.mapper import map_layer
+    from ..gen.isa import COUNTERS
     from ..gen.program import DramLayout, compile_layer
-    from ..hw.core import COUNTERS
 
     for name, value in (("stall", stall), ("idle", idle)):
         if not 0 <= value < 1:
             raise ValueError(f"{name} must be a probability in [0, 1), not {value}")
     # Named after the configuration and the gateware, so a changed design is rebuilt.
-    files = sorted(Path(hw.__file__).parent.glob("*.py")) + [Path(gen.__file__).parent / "program.py",
-                                                            Path(__file__).parent / "harness.py"]
+    files = sorted(Path(hw.__file__).parent.glob("*.py")) + [Path(gen.__file__).parent / "isa.py",
+                                                            Path(__file__).parent / "harness.py",
+                                                            Path(__file__)]
     source = "".join(p.read_text() for p in files)
     digest = hashlib.sha1((config.to_json() + source).encode()).hexdigest()[:12]
     build = Path(build_root).resolve() / f"core-{digest}-{sim}"
-    verilog = _verilog(config, build)
+    verilog = _verilog(config, build, sim)
     tmp = Path(tempfile.mkdtemp(prefix="run-", dir=build))  # kept if the run fails, for its log
 
-    images, words, cases, base = [], [], [], 0
+    images, cases, base = [], [], 0
+    streams = {unit: [] for unit in ("load", "execute", "store")}
     for n, item in enumerate(layers):
         x, w, b = item["x"], item["w"], item.get("b")
         layer = layer_of(x, w, stride=item["stride"], padding=item["padding"], groups=item["groups"])
@@ -81,9 +102,10 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
         layout = DramLayout.packed(layer, base)
         program = compile_layer(mapping, b, layout)
         image = dram_image(layout, layer, x, w)
-        expected = run_program(mapping, program.words, image.copy(), x, w)
+        expected = run_program(mapping, program.streams, image.copy(), x, w)
         images.append(image[base:])
-        words += program.words
+        for unit, words in program.streams.items():
+            streams[unit] += words
         base = len(image)
         cases.append({"name": str(layer), "layer": layer, "layout": layout, "macs": layer.macs,
                       "epochs": program.epochs, "expected": expected,
@@ -91,6 +113,7 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
     if base > 1 << MEMORY_BITS:
         raise ValueError(f"the layers need {base} external memory words, more than the "
                          f"simulation harness's {1 << MEMORY_BITS}")
+    words = streams["load"] + streams["execute"] + streams["store"]
     if len(words) > 1 << PROGRAM_BITS:
         raise ValueError(f"the programs have {len(words)} words, more than the simulation "
                          f"harness's {1 << PROGRAM_BITS}")
@@ -103,7 +126,8 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
         "counters": list(COUNTERS), "counter_width": config.counter_width, "pe_count": config.pe_count,
         "timeout_us": timeout_us or 1000 + 2 * (len(words) + base) + sum(c["macs"] for c in cases) // 10}))
     plusargs = [f"+memory={tmp / 'memory.hex'}", f"+program={tmp / 'program.hex'}",
-                f"+dump={tmp / 'dump.hex'}", f"+program_length={len(words)}", f"+dump_words={base}",
+                f"+dump={tmp / 'dump.hex'}", f"+dump_words={base}",
+                *(f"+{unit}_words={len(unit_words)}" for unit, unit_words in streams.items()),
                 f"+stall={round(stall * 256)}", f"+idle={round(idle * 256)}", f"+seed={seed}"]
     run_cocotb(sim=sim, verilog=verilog, toplevel="rowstation_harness",
                test_module="rowstation.sim.core_tb", build_dir=build / "sim", test_dir=tmp,

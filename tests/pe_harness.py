@@ -3,7 +3,8 @@
 import numpy as np
 from amaranth.sim import Simulator
 
-from rowstation.hw.pe import PE, PEEventSignature
+from rowstation.gen.isa import PE_EVENTS
+from rowstation.hw.pe import PE
 from rowstation.sim.pe_model import filter_words, ifmap_words, pe_events, pe_reference
 
 from amaranth_streams import drain, feed
@@ -12,7 +13,7 @@ from amaranth_streams import drain, feed
 def expected(passes):
     """Opsum words and event counts that ``passes`` [(cfg, weights, ifmap, ipsum)] must give."""
     words = np.concatenate([pe_reference(cfg, w, x, i).ravel() for cfg, w, x, i in passes])
-    counts = dict.fromkeys(PEEventSignature.EVENTS, 0)
+    counts = dict.fromkeys(PE_EVENTS, 0)
     for cfg, _, x, _ in passes:
         for name, value in pe_events(cfg, x).items():
             counts[name] += value
@@ -56,7 +57,7 @@ def simulate_pe(config, passes, *, seed=0, idle=0.0, stall=0.0, max_cycles=None,
             await ctx.tick()
         result.update(words=np.array(words, dtype=np.int64), opsum_cycles=cycles,
                       idle=ctx.get(dut.idle),
-                      counts={name: ctx.get(getattr(dut.counts, name)) for name in PEEventSignature.EVENTS})
+                      counts={name: ctx.get(getattr(dut.counts, name)) for name in PE_EVENTS})
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

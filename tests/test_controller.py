@@ -1,14 +1,17 @@
 """The controller's parts in Amaranth's simulator: the address generator walks exactly the loop
-nest of the controller model under random stalls; malformed programs raise ``error``."""
+nest of the controller model under random stalls; the read arbiter returns every word to its
+reader; END is a barrier of all units; malformed programs raise ``error``."""
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from rowstation.gen import preset
-from rowstation.gen.program import OPCODES, RegisterMap
-from rowstation.hw.controller import AddressGenerator, Controller
+from rowstation.gen.isa import Opcode, RegisterMap, encode
+from rowstation.hw.controller import UNIT_NAMES, AddressGenerator, Controller, ReadArbiter
 from rowstation.sim.controller_model import walk
+
+from amaranth_streams import drain, feed
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -48,19 +51,18 @@ def test_address_generator_walks_the_model_nest(seed):
     sim.run()
     assert got["walks"] == [want, want]
 
-def run_program(words, cycles=20):
+def run_program(streams, cycles=30):
+    """Feed each unit's words for ``cycles``; report whether ``error`` and ``done`` were seen
+    (a malformed stream may leave words unread)."""
     dut = Controller(preset("tiny"))
     seen = {"error": 0, "done": 0}
 
-    async def testbench(ctx):
-        for word in words:
-            ctx.set(dut.program.valid, 1)
-            ctx.set(dut.program.payload, word)
-            while True:
-                _, _, ready = await ctx.tick().sample(dut.program.ready)
-                if ready:
-                    break
-        ctx.set(dut.program.valid, 0)
+    def source(unit, words):
+        async def testbench(ctx):
+            await feed(ctx, getattr(dut.program, unit), words)
+        return testbench
+
+    async def monitor(ctx):
         for _ in range(cycles):
             _, _, error, done = await ctx.tick().sample(dut.error, dut.done)
             seen["error"] |= error
@@ -68,17 +70,97 @@ def run_program(words, cycles=20):
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    sim.add_testbench(testbench)
-    sim.run()
+    for unit in UNIT_NAMES:
+        sim.add_testbench(source(unit, streams.get(unit, []) + [encode(Opcode.END)]))
+    sim.add_testbench(monitor)
+    sim.run_until(cycles * 1e-6)
     return seen
+
 
 def test_writes_to_known_registers_then_end():
     regmap = RegisterMap(preset("tiny"))
-    write = OPCODES["write"] << 28
-    assert run_program([write | regmap.address("cfg_s"), 3, write | regmap.address("filt_base", 2), 7,
-                        OPCODES["end"] << 28]) == {"error": 0, "done": 1}
+    words = [encode(Opcode.WRITE, regmap.address("cfg_s")), 3,
+             encode(Opcode.WRITE, regmap.address("filt_base", 2)), 7]
+    assert run_program({"execute": words}) == {"error": 0, "done": 1}
 
-@pytest.mark.parametrize("words", [[0xF << 28], [OPCODES["write"] << 28 | RegisterMap(preset("tiny")).size, 1]],
-                         ids=["unknown opcode", "unknown register"])
-def test_malformed_program_raises_error(words):
-    assert run_program(words)["error"] == 1
+
+def test_end_waits_for_every_unit():
+    """``done`` only once every stream has reached END."""
+    dut = Controller(preset("tiny"))
+    seen = []
+
+    async def testbench(ctx):
+        await feed(ctx, dut.program.load, [encode(Opcode.END)])
+        await feed(ctx, dut.program.execute, [encode(Opcode.END)])
+        for _ in range(10):
+            _, _, done = await ctx.tick().sample(dut.done)
+            seen.append(done)
+        await feed(ctx, dut.program.store, [encode(Opcode.END)])
+        for _ in range(5):
+            _, _, done = await ctx.tick().sample(dut.done)
+            seen.append(done)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert not any(seen[:10]) and sum(seen[10:]) == 1
+
+
+@pytest.mark.parametrize("streams", [
+    {"execute": [0xF << 28]},
+    {"execute": [encode(Opcode.WRITE, RegisterMap(preset("tiny")).size), 1]},
+    {"execute": [encode(Opcode.LOAD, 0), 0, 0, 0]},
+    {"store": [encode(Opcode.FILL, 0), 0, 0, 0, 0]},
+], ids=["unknown opcode", "unknown register", "load on the execute unit", "fill on the store unit"])
+def test_malformed_program_raises_error(streams):
+    assert run_program(streams)["error"] == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_read_arbiter_returns_every_word_to_its_reader(seed):
+    """Two readers share an in-order memory with latency and random stalls on every channel:
+    each gets exactly the words of its own addresses, in order."""
+    rng = np.random.default_rng(seed)
+    dut = ReadArbiter(2, addr_width=16, data_shape=16, depth=4)
+    addresses = [[int(a) for a in rng.integers(0, 1 << 16, int(rng.integers(20, 60)))] for _ in range(2)]
+    got = {}
+
+    def reader(i):
+        async def requests(ctx):
+            await feed(ctx, dut.readers[i].addr, addresses[i], rng=np.random.default_rng(seed + 10 * i), idle=0.3)
+
+        async def responses(ctx):
+            words, _ = await drain(ctx, dut.readers[i].data, len(addresses[i]),
+                                   rng=np.random.default_rng(seed + 20 * i), stall=0.4)
+            got[i] = words
+        return requests, responses
+
+    async def memory(ctx):
+        pending = []   # (cycle due, word)
+        cycle, total = 0, sum(map(len, addresses))
+        served = 0
+        while served < total:
+            ctx.set(dut.memory.addr.ready, rng.random() >= 0.3)
+            ready_data = bool(pending) and pending[0][0] <= cycle and rng.random() >= 0.3
+            ctx.set(dut.memory.data.valid, ready_data)
+            if ready_data:
+                ctx.set(dut.memory.data.payload, pending[0][1])
+            _, _, a_valid, a_ready, addr, d_ready = await ctx.tick().sample(
+                dut.memory.addr.valid, dut.memory.addr.ready, dut.memory.addr.payload, dut.memory.data.ready)
+            if a_valid and a_ready:
+                pending.append((cycle + 3, addr ^ 0x5A5A))
+            if ready_data and d_ready:
+                pending.pop(0)
+                served += 1
+            cycle += 1
+        ctx.set(dut.memory.data.valid, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for i in range(2):
+        for bench in reader(i):
+            sim.add_testbench(bench)
+    sim.add_testbench(memory)
+    sim.run()
+    assert got == {i: [a ^ 0x5A5A for a in addresses[i]] for i in range(2)}
