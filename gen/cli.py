@@ -112,17 +112,19 @@ def cmd_run_layer(args):
                            groups=args.groups, shift=args.shift, relu=args.relu, raw=True)
     report = {"sim": args.sim, "layer": layer.to_dict(), "ofmap_shape": list(acc.shape),
               "macs": layer.macs}
+    y = acc if args.raw else requantize(acc, shift=args.shift, relu=args.relu, width=config.ifmap_width)
     if args.sim != "golden":
         from ..sim.rtl import run_layers_rtl
 
         ints = [as_int_array(name, a) if a is not None else None
                 for name, a in (("ifmap", x), ("weights", w), ("bias", b))]
+        post = {} if args.raw else {"shift": args.shift, "relu": args.relu}
         [(rtl, stats)] = run_layers_rtl(config, [dict(x=ints[0], w=ints[1], b=ints[2], stride=args.stride,
-                                                      padding=args.padding, groups=args.groups)],
+                                                      padding=args.padding, groups=args.groups, **post)],
                                         sim=args.sim, build_root=args.build_dir)
-        if not np.array_equal(rtl, acc):
-            index = tuple(int(i) for i in np.argwhere(rtl != acc)[0])
-            raise RuntimeError(f"RTL result {rtl[index]} differs from the golden model's {acc[index]} "
+        if not np.array_equal(rtl, y):
+            index = tuple(int(i) for i in np.argwhere(rtl != y)[0])
+            raise RuntimeError(f"RTL result {rtl[index]} differs from the golden model's {y[index]} "
                                f"at {index}")
         counts = stats["counters"]
         report.update({
@@ -139,11 +141,9 @@ def cmd_run_layer(args):
             "counters": counts,
             "matches_golden": True,
         })
-        acc = rtl
-    y = acc if args.raw else requantize(acc, shift=args.shift, relu=args.relu, width=config.ifmap_width)
     np.save(args.output, y)
     report.update({"requantization": None if args.raw else {"shift": args.shift, "relu": args.relu,
-                                                             "where": "host"},
+                                                             "where": "golden model" if args.sim == "golden" else "core"},
                    "config": config.to_dict(), "versions": versions()})
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")

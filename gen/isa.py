@@ -27,7 +27,8 @@ import enum
 
 
 __all__ = ["Opcode", "Region", "Token", "UNITS", "ARGUMENTS", "FIELDS", "WORD_WIDTH",
-           "TOKEN_PRODUCER", "TOKEN_CONSUMER", "encode", "decode", "LOOPS", "PE_SETTINGS",
+           "TOKEN_PRODUCER", "TOKEN_CONSUMER", "POST_FIELDS", "encode", "decode", "post_operand",
+           "decode_post", "LOOPS", "PE_SETTINGS",
            "NETWORKS", "PHASES", "RegisterBlock", "RegisterMap", "PE_EVENTS", "ARRAY_EVENTS",
            "CORE_EVENTS", "COUNTERS"]
 
@@ -39,7 +40,7 @@ class Opcode(enum.IntEnum):
     END = 0
     WRITE = 1   # WRITE reg; value
     LOAD = 2    # LOAD region; glb, dram, count
-    STORE = 3   # STORE; glb, dram, count
+    STORE = 3   # STORE post; glb, dram, count, bias_lo, bias_hi
     FILL = 4    # FILL region; glb, count, value_lo, value_hi
     RUN = 5     # RUN: one pass with the committed registers
 
@@ -67,8 +68,14 @@ TOKEN_CONSUMER = {Token.LOAD_EXECUTE: "execute", Token.EXECUTE_LOAD: "load",
                   Token.EXECUTE_STORE: "store", Token.STORE_LOAD: "load"}
 
 #: Argument words following each opcode word.
-ARGUMENTS = {Opcode.END: 0, Opcode.WRITE: 1, Opcode.LOAD: 3, Opcode.STORE: 3, Opcode.FILL: 4,
+ARGUMENTS = {Opcode.END: 0, Opcode.WRITE: 1, Opcode.LOAD: 3, Opcode.STORE: 5, Opcode.FILL: 4,
              Opcode.RUN: 0}
+
+#: Fields of a STORE's operand, low bit first: the post-processing of the psums it writes out.
+#: Each psum plus the bias is written exactly (``requantize`` clear), or requantised to the
+#: activation width: rounding right shift by ``shift`` (round half up), ReLU if ``relu``, then
+#: saturation (:func:`rowstation.sim.golden.requantize`).
+POST_FIELDS = (("shift", 6), ("relu", 1), ("requantize", 1))
 
 #: Fields of an opcode word, low bit first: (name, width).
 FIELDS = (("operand", 20), ("push", len(Token)), ("pop", len(Token)), ("opcode", 4))
@@ -110,6 +117,26 @@ def decode(word):
     return values
 
 
+def post_operand(*, shift=0, relu=False, requantize=False):
+    """The STORE operand of a post-processing setting."""
+    values = {"shift": shift, "relu": int(relu), "requantize": int(requantize)}
+    operand, at = 0, 0
+    for name, width in POST_FIELDS:
+        if not 0 <= values[name] < 1 << width:
+            raise ValueError(f"post-processing {name} {values[name]} does not fit {width} bits")
+        operand |= values[name] << at
+        at += width
+    return operand
+
+
+def decode_post(operand):
+    values, at = {}, 0
+    for name, width in POST_FIELDS:
+        values[name] = operand >> at & ((1 << width) - 1)
+        at += width
+    return values
+
+
 #: Loop levels of each stream, outermost first; "table" walks that stream's table entries.
 LOOPS = {
     "filt": ("table", "s", "c", "m"),           # DRAM weights -> filter network
@@ -147,8 +174,9 @@ class RegisterMap:
     ``filt_col_ids[pe]``; the filter stream's ``filt_count[level]``/``filt_step[level]`` and its
     table ``filt_base[i]``/``filt_tag[i]``. Data phase: the same IDs of the ifmap and psum
     networks; ``chain[pe]`` (bit 0 chain bottom, bit 1 chain top); the ifmap, psum and store
-    loop nests and tables (``store_base[pe]`` per source PE); ``store_total``, the psums the
-    pass returns. PE ``pe`` is ``row * array_cols + col``; a tag is ``row | col <<
+    loop nests and tables (``store_base[pe]`` per source PE); ``psum_zero``: the psum stream
+    carries zeros instead of reading the global buffer (a first fold); ``store_total``, the
+    psums the pass returns. PE ``pe`` is ``row * array_cols + col``; a tag is ``row | col <<
     row_id_width``.
     """
 
@@ -166,7 +194,8 @@ class RegisterMap:
                       (f"{stream}_step", len(levels), phase, False)]
             if "table" in levels:
                 specs += [(f"{stream}_base", n, phase, True), (f"{stream}_tag", n, phase, True)]
-        specs += [("store_base", n, "data", True), ("store_total", 1, "data", False)]
+        specs += [("store_base", n, "data", True), ("psum_zero", 1, "data", False),
+                  ("store_total", 1, "data", False)]
         self.blocks, address = {}, 0
         for name, count, phase, table in specs:
             self.blocks[name] = RegisterBlock(name, count, phase, table=table, address=address)

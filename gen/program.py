@@ -15,15 +15,17 @@ gives each stream's levels.
 S), ifmap (N, C, H, W) and the exact accumulation (N, M, E, F), row-major, at the bases of a
 :class:`DramLayout`. The global buffer holds ifmap rows per *epoch* and psums per *tile*
 (:mod:`rowstation.gen.allocation`): the load stream loads an epoch's rows (zero-filling only the
-padding) and fills a tile's psums with the bias, the execute stream runs the passes, and the
-store stream writes a tile's psums out after its last fold; dependency tokens let each run
-ahead as far as the buffers allow.
+padding), the execute stream runs the passes (a first fold's chain bottoms take zeros, not
+buffer reads), and the store stream writes a tile's psums out after its last fold, adding the
+bias and requantising on the way; dependency tokens let each run ahead as far as the buffers
+allow.
 """
 
 from dataclasses import dataclass, field
 
 from .allocation import Allocation, ifmap_elements
-from .isa import ARGUMENTS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, RegisterMap, Token, encode
+from .isa import ARGUMENTS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, RegisterMap, Token, encode, \
+    post_operand
 
 
 __all__ = ["PassPlan", "pass_plans", "DramLayout", "Program", "compile_layer"]
@@ -138,7 +140,8 @@ class _Writer:
         """Emit ``instructions`` [(opcode, operand, args)]: the first pops ``pop``, the last
         pushes ``push`` (an empty group that carries tokens is one instruction of no words)."""
         if not instructions and (pop or push):
-            empty = {"load": (Opcode.FILL, Region.IFMAP, (0, 0, 0, 0)), "store": (Opcode.STORE, 0, (0, 0, 0))}
+            empty = {"load": (Opcode.FILL, Region.IFMAP, (0, 0, 0, 0)),
+                     "store": (Opcode.STORE, 0, (0, 0, 0, 0, 0))}
             instructions = [empty[unit]]
         last = len(instructions) - 1
         for i, (opcode, operand, args) in enumerate(instructions):
@@ -153,13 +156,15 @@ class _Writer:
 
 
 def _merged(transfers):
-    """Consecutive (glb, dram, count) transfers joined where both addresses continue."""
+    """Consecutive (glb, dram, count, *rest) transfers joined where both addresses continue
+    and the rest (e.g. a bias) is the same."""
     out = []
-    for glb, dram, count in transfers:
-        if out and out[-1][0] + out[-1][2] == glb and out[-1][1] + out[-1][2] == dram:
-            out[-1] = (out[-1][0], out[-1][1], out[-1][2] + count)
+    for glb, dram, count, *rest in transfers:
+        last = out[-1] if out else None
+        if last and last[0] + last[2] == glb and last[1] + last[2] == dram and list(last[3:]) == rest:
+            out[-1] = (last[0], last[1], last[2] + count, *rest)
         elif count:
-            out.append((glb, dram, count))
+            out.append((glb, dram, count, *rest))
     return out
 
 
@@ -189,14 +194,26 @@ def _pass_rows(m, jobs):
     return list(rows)
 
 
-def compile_layer(mapping, bias=None, dram=None):
-    """The :class:`Program` that runs ``mapping`` (bias: one int per filter, or None)."""
+def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
+    """The :class:`Program` that runs ``mapping`` (bias: one int per filter, or None). The
+    output is the exact accumulation, or with ``shift`` requantised on chip (rounding shift,
+    ``relu``, saturation to ``ifmap_width``) as :func:`rowstation.sim.golden.requantize`."""
     c, L, m = mapping.config, mapping.layer, mapping
     alloc = m.allocation
     if alloc is None:
         raise ValueError(f"no pass of this mapping of {L} fits the global buffer: a pass needs "
                          f"{m.glb_words} words, the buffer holds {c.glb_words}")
     dram = dram or DramLayout.packed(L)
+    if shift is not None and not (isinstance(shift, int) and 0 <= shift < c.psum_width):
+        raise ValueError(f"shift must be between 0 and {c.psum_width - 1} (psum_width - 1), "
+                         f"not {shift!r}")
+    if bias is not None:
+        limit = 1 << (c.psum_width - 1)
+        bad = [int(b) for b in bias if not -limit <= int(b) < limit]
+        if len(bias) != L.M or bad:
+            raise ValueError(f"bias must hold M = {L.M} values in the signed {c.psum_width}-bit "
+                             f"range (psum_width), not {len(bias)} values" + (f" with {bad[0]}" if bad else ""))
+    post = post_operand(shift=shift or 0, relu=relu and shift is not None, requantize=shift is not None)
     out = _Writer(RegisterMap(c))
     Cg, Wp = L.C // L.G, L.W + 2 * L.P
     lanes_i, lanes_p = c.glb_lanes(c.ifmap_width), c.glb_lanes(c.psum_width)
@@ -265,18 +282,16 @@ def compile_layer(mapping, bias=None, dram=None):
             loads += ifmap_loads(e)
             if e >= alloc.ifmap_buffers:
                 pop.append(Token.EXECUTE_LOAD)
-        if first_of_tile:
-            fills = [(glb, L.F, 0 if bias is None else int(bias[f])) for glb, _, f in psum_rows(t)]
-            loads += [_fill(Region.PSUM, glb, count, value) for glb, count, value in _fills(fills)]
-            if t >= alloc.psum_buffers:
-                pop.append(Token.STORE_LOAD)
+        if first_of_tile and t >= alloc.psum_buffers:
+            pop.append(Token.STORE_LOAD)   # the tile's first fold overwrites psums being stored
         run_pop = []
-        if first_of_epoch or first_of_tile:
+        if loads or pop:
             out.group("load", loads, pop=pop, push=[Token.LOAD_EXECUTE])
             run_pop = [Token.LOAD_EXECUTE]
         ifmap_base = alloc.ifmap_base(e % alloc.ifmap_buffers) * lanes_i
         psum_base = alloc.psum_base(t % alloc.psum_buffers) * lanes_p
         _write_pass(out, m, plan, epochs[e], slots[t], ifmap_base, psum_base, dram)
+        out.write("psum_zero", int(order[i][1] == 0))
         push = []
         if last_of_epoch and e + alloc.ifmap_buffers < len(epochs):
             push.append(Token.EXECUTE_LOAD)
@@ -285,9 +300,12 @@ def compile_layer(mapping, bias=None, dram=None):
         out.op(Opcode.RUN, pop=run_pop, push=push)
         out.dram_reads += len(plan.filters) * m.pe_config.filter_words
         if last_of_tile:
-            stores = _merged((glb, addr, L.F) for glb, addr, _ in psum_rows(t))
-            out.dram_writes += sum(count for _, _, count in stores)
-            out.group("store", [(Opcode.STORE, 0, args) for args in stores], pop=[Token.EXECUTE_STORE],
+            rows = ((glb, addr, L.F, 0 if bias is None else int(bias[f]) & (1 << 64) - 1)
+                    for glb, addr, f in psum_rows(t))
+            stores = [(glb, addr, count, b & 0xFFFF_FFFF, b >> 32)
+                      for glb, addr, count, b in _merged(rows)]
+            out.dram_writes += sum(store[2] for store in stores)
+            out.group("store", [(Opcode.STORE, post, args) for args in stores], pop=[Token.EXECUTE_STORE],
                       push=[Token.STORE_LOAD] if t + alloc.psum_buffers < tiles else [])
     for unit in out.streams:
         out.streams[unit].append(encode(Opcode.END))

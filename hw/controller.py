@@ -9,7 +9,8 @@ Three units run concurrently, each from its own instruction stream (``program.lo
   phases), streams filters from external memory and ifmaps and psums from the global buffer
   into the networks, tagged for multicast, and writes each psum a chain top returns into the
   global buffer (:class:`PsumWriteback`);
-- :class:`StoreController` moves psums from the global buffer to external memory (``STORE``).
+- :class:`StoreController` moves psums from the global buffer to external memory (``STORE``),
+  adding the bias and requantising on the way (:class:`PostProcessor`).
 
 The units order their work through dependency tokens (:class:`TokenQueue`); ``END`` in every
 stream is a barrier that strobes ``done``. The load unit and the filter stream share the
@@ -21,7 +22,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..gen.isa import ARGUMENTS, FIELDS, LOOPS, NETWORKS, PE_SETTINGS, TOKEN_CONSUMER, \
+from ..gen.isa import ARGUMENTS, FIELDS, LOOPS, NETWORKS, PE_SETTINGS, POST_FIELDS, TOKEN_CONSUMER, \
     TOKEN_PRODUCER, UNITS, WORD_WIDTH, Opcode, Region, RegisterMap, Token
 from .arbiter import RoundRobin, or_tree
 from .array import ArrayControlSignature, network_shape
@@ -31,7 +32,7 @@ from .pe import PEConfigSignature
 
 
 __all__ = ["Instruction", "ProgramSignature", "InstructionDecoder", "TokenQueue", "ReadArbiter",
-           "AddressGenerator", "LoadController", "StoreController", "PsumWriteback",
+           "AddressGenerator", "LoadController", "StoreController", "PostProcessor", "PsumWriteback",
            "ExecuteController", "Controller", "MEMORY_ADDR_WIDTH", "UNIT_NAMES"]
 
 
@@ -300,11 +301,12 @@ class LoadController(_Mover):
 
 
 class StoreController(_Mover):
-    """``STORE; glb, dram, count``: ``count`` psums from the global buffer to external memory,
-    sign-extended to a word each."""
+    """``STORE post; glb, dram, count, bias_lo, bias_hi``: ``count`` psums from the global
+    buffer to external memory through the :class:`PostProcessor` (one word each)."""
 
     def __init__(self, config):
         c = config
+        self._config = c
         super().__init__({
             **_unit_members(),
             "psum_st": Out(ReadPortSignature(c.glb_addr_width(c.psum_width), signed(c.psum_width))),
@@ -316,12 +318,21 @@ class StoreController(_Mover):
         with m.If(start):
             m.d.sync += [issued.eq(0), moved.eq(0)]
         glb, mem, count = instr.args[0], instr.args[1], instr.args[2]
+        m.submodules.post = post = PostProcessor(self._config)
+        fields, at = {}, 0
+        for name, width in POST_FIELDS:
+            fields[name] = instr.operand[at:at + width]
+            at += width
         m.d.comb += [
+            post.psum.eq(self.psum_st.data.payload),
+            post.bias.eq(Cat(instr.args[3], instr.args[4])),
+            post.shift.eq(fields["shift"]), post.relu.eq(fields["relu"]),
+            post.requantize.eq(fields["requantize"]),
             self.psum_st.addr.valid.eq(executing & (issued != count)),
             self.psum_st.addr.payload.eq(glb + issued),
             self.mem_wr.valid.eq(executing & self.psum_st.data.valid),
             self.mem_wr.payload.addr.eq(mem + moved),
-            self.mem_wr.payload.data.eq(self.psum_st.data.payload),
+            self.mem_wr.payload.data.eq(post.value),
             self.psum_st.data.ready.eq(executing & self.mem_wr.ready),
             finished.eq(moved == count),
         ]
@@ -329,6 +340,45 @@ class StoreController(_Mover):
             m.d.sync += issued.eq(issued + 1)
         with m.If(self.mem_wr.valid & self.mem_wr.ready):
             m.d.sync += moved.eq(moved + 1)
+
+
+class PostProcessor(wiring.Component):
+    """An output on its way out: ``psum + bias``, exact, or with ``requantize`` rounded right
+    by ``shift`` (round half up), clamped at zero if ``relu``, and saturated to the activation
+    width (the golden model's :func:`~rowstation.sim.golden.requantize`). Combinational."""
+
+    def __init__(self, config):
+        c = config
+        self._config = c
+        super().__init__({
+            "psum": In(signed(c.psum_width)),
+            "bias": In(signed(64)),
+            "shift": In(6), "relu": In(1), "requantize": In(1),
+            "value": Out(signed(c.psum_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        total = Signal(signed(c.psum_width + 1))
+        rounded = Signal(signed(c.psum_width + 1))
+        half = Signal.like(self.shift)   # the bit that rounds: the highest one shifted out
+        m.d.comb += [
+            total.eq(self.psum + self.bias[:c.psum_width + 1].as_signed()),
+            half.eq(self.shift - 1),
+            rounded.eq(Mux(self.shift == 0, total, (total >> self.shift) + total.bit_select(half, 1))),
+        ]
+        lo, hi = -(1 << (c.ifmap_width - 1)), (1 << (c.ifmap_width - 1)) - 1
+        floor = Mux(self.relu, 0, lo)
+        with m.If(~self.requantize):
+            m.d.comb += self.value.eq(total)
+        with m.Elif(rounded < floor):
+            m.d.comb += self.value.eq(floor)
+        with m.Elif(rounded > hi):
+            m.d.comb += self.value.eq(hi)
+        with m.Else():
+            m.d.comb += self.value.eq(rounded)
+        return m
 
 
 class PsumWriteback(wiring.Component):
@@ -431,6 +481,8 @@ class ExecuteController(wiring.Component):
             return unsigned(self.count_width), 0
         if name.endswith("_step"):
             return signed(32), 0
+        if name == "psum_zero":
+            return unsigned(1), 0
         return unsigned(WORD_WIDTH), 0                          # store_total
 
     def _table_width(self, name):
@@ -509,18 +561,21 @@ class ExecuteController(wiring.Component):
             m.d.comb += [ag.counts[k].eq(active[f"{net}_count"][k]) for k in range(len(levels))]
             m.d.comb += [ag.steps[k].eq(active[f"{net}_step"][k]) for k in range(len(levels))]
             port, out = sources[net], getattr(self, net)
+            # The psum stream of a first fold carries zeros and leaves the buffer alone.
+            zero = active["psum_zero"][0] if net == "psum" else C(0)
             issue = ag.o.valid & queue.w_rdy
-            deliver = port.data.valid & queue.r_rdy
+            taken = zero | port.addr.ready
+            deliver = (zero | port.data.valid) & queue.r_rdy
             element = out.payload.data
             m.d.comb += [
-                port.addr.valid.eq(issue), port.addr.payload.eq(ag.o.payload),
-                port.data.ready.eq(out.ready & queue.r_rdy),
-                ag.o.ready.eq(queue.w_rdy & port.addr.ready),
-                queue.w_data.eq(tags.data), queue.w_en.eq(issue & port.addr.ready),
+                port.addr.valid.eq(issue & ~zero), port.addr.payload.eq(ag.o.payload),
+                port.data.ready.eq(out.ready & queue.r_rdy & ~zero),
+                ag.o.ready.eq(queue.w_rdy & taken),
+                queue.w_data.eq(tags.data), queue.w_en.eq(issue & taken),
                 out.valid.eq(deliver),
                 out.payload.row.eq(queue.r_data[:c.row_id_width]),
                 out.payload.col.eq(queue.r_data[c.row_id_width:]),
-                element.eq(port.data.payload[:len(element)]),
+                element.eq(Mux(zero, 0, port.data.payload[:len(element)])),
                 queue.r_en.eq(deliver & out.ready),
             ]
             idle[net] = ~ag.busy & ~queue.r_rdy

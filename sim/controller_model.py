@@ -3,17 +3,20 @@
 generators and the array's arithmetic, and counts the words moved at each level. The RTL must
 end with the same memory and the same counts.
 
-The units run under an adversarial schedule: one unit always goes as far ahead as its tokens
-allow (``ahead``), so a token the compiler forgot shows up as a word read before it was written
-or overwritten before it was read, which the stream checks catch.
+The units run under an adversarial schedule: each step runs the first unit, in the priority
+order ``ahead``, whose next instruction's tokens are there, so the first unit always goes as
+far ahead as its tokens allow. A token the compiler forgot then shows up, under some order, as
+a word read before it was written or overwritten before it was read, which the stream checks
+and the result catch.
 """
 
 import numpy as np
 
 from ..gen.isa import ARGUMENTS, COUNTERS, LOOPS, PE_SETTINGS, TOKEN_CONSUMER, TOKEN_PRODUCER, \
-    UNITS, Opcode, Region, RegisterMap, Token, decode
+    UNITS, Opcode, Region, RegisterMap, Token, decode, decode_post
 from ..gen.program import pass_plans
 from .dataflow import ifmap_rows, pe_streams
+from .golden import requantize
 from .pe_model import filter_words, pe_events, pe_reference
 
 
@@ -94,8 +97,8 @@ class _Registers:
 def run_program(mapping, streams, dram, x, w, *, ahead="load"):
     """Execute the ``streams`` ({unit: words}) of one layer on ``dram`` (int64 array, modified);
     returns the counts the core's counters must show (words moved at each level, network
-    transfers, PE events; not ``cycles`` or ``active_pe``). ``ahead`` names the unit that runs
-    ahead.
+    transfers, PE events; not ``cycles`` or ``active_pe``). ``ahead`` is the units' priority
+    order, or the one unit that runs ahead of the others.
 
     The passes' arithmetic follows the schedule (each PE's filter block and ifmap rows);
     every word the streams carry is checked against the tensors ``x`` and ``w`` it must come
@@ -109,7 +112,8 @@ def run_program(mapping, streams, dram, x, w, *, ahead="load"):
     xp = np.pad(x, ((0, 0), (0, 0), (L.P, L.P), (L.P, L.P)))
     tokens = dict.fromkeys(Token, 0)
     pcs = dict.fromkeys(streams, 0)
-    units = [ahead] + [u for u in ("load", "store", "execute") if u != ahead]
+    ahead = (ahead,) if isinstance(ahead, str) else tuple(ahead)
+    units = list(ahead) + [u for u in ("load", "store", "execute") if u not in ahead]
 
     def stream(name):
         levels = LOOPS[name]
@@ -168,9 +172,14 @@ def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, glb, xp,
         counts["dram_reads"] += n
         counts["glb_writes"] += n
     elif opcode == Opcode.STORE:
-        at, dst, n = args
-        for i in range(n):
-            dram[dst + i] = glb[Region.PSUM][at + i]
+        at, dst, n, lo, hi = args
+        post = decode_post(operand)
+        values = np.array([glb[Region.PSUM][at + i] for i in range(n)], dtype=np.int64)
+        values += _signed(lo | hi << 32, 64)
+        if post["requantize"]:
+            values = requantize(values, shift=post["shift"], relu=bool(post["relu"]),
+                                width=mapping.config.ifmap_width)
+        dram[dst:dst + n] = values
         counts["dram_writes"] += n
         counts["glb_reads"] += n
     elif opcode == Opcode.FILL:
@@ -202,9 +211,10 @@ def _run_pass(mapping, plan, reg, stream, dram, glb, xp, w, counts):
     want = [int(data[n, qc, col]) for n in range(L.N) for col in range(pe.row_length)
             for data in rows for qc in range(mapping.q)]
     assert ifmap == want, "ifmap stream differs from the schedule"
-    psum_in = [(glb[Region.PSUM][a], e) for a, e in stream("psum")]
+    zero = reg("psum_zero")
+    psum_in = [(0 if zero else glb[Region.PSUM][a], e) for a, e in stream("psum")]
     counts["dram_reads"] += len(filt)
-    counts["glb_reads"] += len(ifmap) + len(psum_in)
+    counts["glb_reads"] += len(ifmap) + (0 if zero else len(psum_in))
     counts["filt_transfers"] += len(filt)
     counts["ifmap_transfers"] += len(ifmap)
     counts["psum_transfers"] += len(psum_in)

@@ -72,9 +72,10 @@ def _read_hex(path, width):
 
 def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, idle=0.0, seed=1,
                    timeout_us=None):
-    """Run each layer (a dict of x, w, b, stride, padding, groups) in one simulation, external
-    memory stalling each channel with probability ``stall`` and the program stream with
-    ``idle``; returns [(accumulation, counters)] in order."""
+    """Run each layer (a dict of x, w, b, stride, padding, groups, and optionally shift and
+    relu for on-chip requantisation) in one simulation, external memory stalling each channel
+    with probability ``stall`` and the program streams with ``idle``; returns [(output,
+    counters)] in order: the exact accumulation, or the requantised output with a shift."""
     from .. import gen, hw
     from ..gen.mapper import map_layer
     from ..gen.isa import COUNTERS
@@ -100,7 +101,7 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
         layer = layer_of(x, w, stride=item["stride"], padding=item["padding"], groups=item["groups"])
         mapping = map_layer(config, layer)
         layout = DramLayout.packed(layer, base)
-        program = compile_layer(mapping, b, layout)
+        program = compile_layer(mapping, b, layout, shift=item.get("shift"), relu=item.get("relu", False))
         image = dram_image(layout, layer, x, w)
         expected = run_program(mapping, program.streams, image.copy(), x, w)
         images.append(image[base:])

@@ -8,7 +8,8 @@ from amaranth.sim import Simulator
 
 from rowstation.gen import preset
 from rowstation.gen.isa import Opcode, RegisterMap, encode
-from rowstation.hw.controller import UNIT_NAMES, AddressGenerator, Controller, ReadArbiter
+from rowstation.hw.controller import UNIT_NAMES, AddressGenerator, Controller, PostProcessor, ReadArbiter
+from rowstation.sim.golden import requantize
 from rowstation.sim.controller_model import walk
 
 from amaranth_streams import drain, feed
@@ -164,3 +165,32 @@ def test_read_arbiter_returns_every_word_to_its_reader(seed):
     sim.add_testbench(memory)
     sim.run()
     assert got == {i: [a ^ 0x5A5A for a in addresses[i]] for i in range(2)}
+
+
+def test_post_processor_matches_the_golden_requantization():
+    """Exact sums, rounding at every shift, ReLU and saturation at both ends, on random values
+    and the extremes of a 24-bit psum and its bias."""
+    config = preset("tiny")
+    dut = PostProcessor(config)
+    rng = np.random.default_rng(7)
+    top = 1 << (config.psum_width - 1)
+    cases = [(int(p), int(b), int(s), bool(r), bool(q)) for p, b, s, r, q in zip(
+        rng.integers(-top // 2, top // 2, 300), rng.integers(-top // 2, top // 2, 300),
+        rng.integers(0, config.psum_width, 300), rng.integers(0, 2, 300), rng.integers(0, 2, 300))]
+    cases += [(top - 1, 0, s, r, True) for s in (0, 1, 23) for r in (0, 1)]
+    cases += [(-top, 0, s, r, True) for s in (0, 1, 23) for r in (0, 1)]
+    cases += [(-3, 0, 1, False, True), (-5, 0, 1, False, True), (5, -8, 2, False, True)]
+
+    async def testbench(ctx):
+        for psum, bias, shift, relu, requant in cases:
+            for port, value in ((dut.psum, psum), (dut.bias, bias), (dut.shift, shift),
+                                (dut.relu, relu), (dut.requantize, requant)):
+                ctx.set(port, value)
+            want = psum + bias
+            if requant:
+                want = int(requantize(np.array([want]), shift=shift, relu=relu, width=config.ifmap_width)[0])
+            assert ctx.get(dut.value) == want, (psum, bias, shift, relu, requant)
+
+    sim = Simulator(dut)
+    sim.add_testbench(testbench)
+    sim.run()

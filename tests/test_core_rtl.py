@@ -7,7 +7,7 @@ import pytest
 
 from rowstation.gen import ConvLayer, preset
 from rowstation.hw.export import array_verilog, core_verilog
-from rowstation.sim.golden import conv2d
+from rowstation.sim.golden import conv2d, requantize
 from rowstation.sim.rtl import run_layers_rtl
 from rowstation.sim.runner import lint
 from rowstation.sim.stimulus import random_layer_arrays
@@ -40,14 +40,20 @@ RUNS = [("verilator", LAYERS, 0.0, 0.0), ("verilator", LAYERS[::-1], 0.5, 0.3),
 
 
 def run(config, specs, sim, *, stall, idle):
+    """Every other layer is requantised on chip (shift, ReLU on every fourth), the others
+    write the exact accumulation."""
     cases, wants = [], []
     for n, spec in enumerate(specs):
         layer = ConvLayer.parse(spec)
         arrays = random_layer_arrays(config, layer, seed=n, zeros=0.25)
+        post = {"shift": 2 + n, "relu": n % 4 == 1} if n % 2 else {}
         cases.append(dict(x=arrays["ifmap"], w=arrays["weights"], b=arrays["bias"], stride=layer.U,
-                          padding=layer.P, groups=layer.G))
-        wants.append((layer, conv2d(arrays["ifmap"], arrays["weights"], arrays["bias"],
-                                    stride=layer.U, padding=layer.P, groups=layer.G)))
+                          padding=layer.P, groups=layer.G, **post))
+        acc = conv2d(arrays["ifmap"], arrays["weights"], arrays["bias"], stride=layer.U,
+                     padding=layer.P, groups=layer.G)
+        if post:
+            acc = requantize(acc, width=config.ifmap_width, **post)
+        wants.append((layer, acc))
     results = run_layers_rtl(config, cases, sim=sim, build_root=BUILD, stall=stall, idle=idle)
     for (layer, want), (got, stats) in zip(wants, results):
         np.testing.assert_array_equal(got, want, err_msg=str(layer))

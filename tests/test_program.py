@@ -2,17 +2,19 @@
 model, it reproduces the convolution in external memory; its streams carry exactly the
 schedule's words (checked inside the model); the global buffer limit is enforced."""
 
+from itertools import permutations
+
 import numpy as np
 import pytest
 
 from rowstation.gen import ConvLayer, preset
 from rowstation.gen.mapper import map_layer
-from rowstation.gen.isa import ARGUMENTS, FIELDS, TOKEN_CONSUMER, Opcode, RegisterMap, Token, decode, encode
+from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, RegisterMap, Token, decode, encode
 from rowstation.gen.program import DramLayout, compile_layer
 from rowstation.sim.controller_model import dram_image, dram_output, run_program, walk
 from rowstation.sim.stimulus import random_layer_arrays
 
-from reference import conv2d_loops
+from reference import conv2d_loops, requantize_loops
 from test_mapper import LAYERS, SMALL, TINY
 
 
@@ -20,14 +22,16 @@ from test_mapper import LAYERS, SMALL, TINY
 FIELDS_AT = [(name, sum(width for _, width in FIELDS[:i])) for i, (name, _) in enumerate(FIELDS)]
 
 
-def run(config, layer, seed, **layout):
+def run(config, layer, seed, *, shift=None, relu=False, **layout):
     """The program computes the layer whichever unit runs ahead, with the same counts."""
     arrays = random_layer_arrays(config, layer, seed=seed, zeros=0.2)
     x, w, b = arrays["ifmap"], arrays["weights"], arrays["bias"]
     mapping = map_layer(config, layer)
     dram = DramLayout.packed(layer, **layout)
-    program = compile_layer(mapping, b, dram)
+    program = compile_layer(mapping, b, dram, shift=shift, relu=relu)
     want = conv2d_loops(x, w, b, layer.U, layer.P, layer.G)
+    if shift is not None:
+        want = requantize_loops(want, shift, relu, config.ifmap_width)
     results = []
     for ahead in ("load", "execute", "store"):
         memory = dram_image(dram, layer, x, w)
@@ -43,6 +47,23 @@ def run(config, layer, seed, **layout):
 @pytest.mark.parametrize("spec", LAYERS)
 def test_program_computes_the_layer(config, spec):
     run(config, ConvLayer.parse(spec), seed=len(spec), base=17)
+
+
+@pytest.mark.parametrize("shift,relu", [(0, False), (5, True), (9, False)])
+def test_program_requantizes_on_the_way_out(shift, relu):
+    run(TINY, ConvLayer.parse("N=2,C=6,H=8,W=8,M=6,R=3,S=3,P=1"), seed=2, shift=shift, relu=relu)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(shift=24), r"^shift must be between 0 and 23 \(psum_width - 1\), not 24$"),
+    (dict(bias=[1 << 23, 0]), r"^bias must hold M = 2 values in the signed 24-bit range \(psum_width\), "
+                              r"not 2 values with 8388608$"),
+    (dict(bias=[1]), r"^bias must hold M = 2 values in the signed 24-bit range \(psum_width\), not 1 values$"),
+])
+def test_compile_layer_wrong(kwargs, message):
+    mapping = map_layer(TINY, ConvLayer.parse("N=1,C=2,H=5,W=5,M=2,R=3,S=3"))
+    with pytest.raises(ValueError, match=message):
+        compile_layer(mapping, **kwargs)
 
 
 def test_psums_stay_on_chip_through_every_fold():
@@ -61,7 +82,8 @@ def test_psums_stay_on_chip_through_every_fold():
 @pytest.mark.parametrize("token", list(Token), ids=[t.name for t in Token])
 def test_the_model_catches_a_missing_token(token):
     """Dropping one kind of token from a program lets some unit run ahead over data it must
-    wait for: the model (with that unit ahead) sees a wrong word, a wrong result or a deadlock."""
+    wait for: under some priority order of the units, the model sees a wrong word, a wrong
+    result or a deadlock."""
     config = TINY.replace(glb_banks=8, glb_bank_depth=32)
     layer = ConvLayer.parse("N=1,C=16,H=6,W=6,M=8,R=3,S=3,P=1")
     arrays = random_layer_arrays(config, layer, seed=3)
@@ -82,12 +104,17 @@ def test_the_model_catches_a_missing_token(token):
                     dropped += 1
             pc += 1 + ARGUMENTS[Opcode(fields["opcode"])]
     assert dropped
-    ahead = TOKEN_CONSUMER[token]
-    memory = dram_image(DramLayout.packed(layer), layer, x, w)
-    with pytest.raises((AssertionError, KeyError, RuntimeError)):
-        run_program(mapping, streams, memory, x, w, ahead=ahead)
-        np.testing.assert_array_equal(dram_output(memory, DramLayout.packed(layer), layer),
-                                      conv2d_loops(x, w, b, layer.U, layer.P, layer.G))
+    caught = 0
+    for ahead in permutations(("load", "execute", "store")):
+        memory = dram_image(DramLayout.packed(layer), layer, x, w)
+        try:
+            run_program(mapping, streams, memory, x, w, ahead=ahead)
+        except (AssertionError, KeyError, RuntimeError):
+            caught += 1
+            continue
+        want = conv2d_loops(x, w, b, layer.U, layer.P, layer.G)
+        caught += not np.array_equal(dram_output(memory, DramLayout.packed(layer), layer), want)
+    assert caught
 
 
 def test_layer_that_does_not_fit_the_global_buffer_is_rejected():
