@@ -277,16 +277,20 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
         first_of_tile = i == 0 or tile_of[i - 1] != t
         last_of_epoch = i == len(plans) - 1 or epoch_of[i + 1] != e
         last_of_tile = i == len(plans) - 1 or tile_of[i + 1] != t
-        loads, pop = [], []
-        if first_of_epoch:
-            loads += ifmap_loads(e)
-            if e >= alloc.ifmap_buffers:
-                pop.append(Token.EXECUTE_LOAD)
-        if first_of_tile and t >= alloc.psum_buffers:
-            pop.append(Token.STORE_LOAD)   # the tile's first fold overwrites psums being stored
+        loads = ifmap_loads(e) if first_of_epoch else []
+        reused = first_of_epoch and e >= alloc.ifmap_buffers      # rows of a finished epoch
+        stored = first_of_tile and t >= alloc.psum_buffers       # psums still being stored
         run_pop = []
-        if loads or pop:
-            out.group("load", loads, pop=pop, push=[Token.LOAD_EXECUTE])
+        if loads or reused or stored:
+            # The rows load once the passes that read the buffer are done; only the pass waits
+            # for the store (its first fold overwrites the psum buffer), so that token is
+            # taken last, after the loads.
+            pop = [Token.EXECUTE_LOAD] if reused else []
+            if stored:
+                out.group("load", loads, pop=pop)
+                out.group("load", [], pop=[Token.STORE_LOAD], push=[Token.LOAD_EXECUTE])
+            else:
+                out.group("load", loads, pop=pop, push=[Token.LOAD_EXECUTE])
             run_pop = [Token.LOAD_EXECUTE]
         ifmap_base = alloc.ifmap_base(e % alloc.ifmap_buffers) * lanes_i
         psum_base = alloc.psum_base(t % alloc.psum_buffers) * lanes_p

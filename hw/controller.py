@@ -561,24 +561,35 @@ class ExecuteController(wiring.Component):
             m.d.comb += [ag.counts[k].eq(active[f"{net}_count"][k]) for k in range(len(levels))]
             m.d.comb += [ag.steps[k].eq(active[f"{net}_step"][k]) for k in range(len(levels))]
             port, out = sources[net], getattr(self, net)
+            data = port.data
+            if net == "filt":
+                # External memory is shared and answers in order: take every word as it
+                # arrives (the tag queue bounds the reads in flight to the words this queue
+                # holds), so a stalled filter network never holds up the load unit's reads.
+                m.submodules.filt_words = words = fifo.SyncFIFO(width=c.weight_width, depth=TAG_DEPTH[net])
+                m.d.comb += [words.w_data.eq(port.data.payload[:c.weight_width]),
+                             words.w_en.eq(port.data.valid), port.data.ready.eq(words.w_rdy)]
+                data = stream.Signature(signed(c.weight_width)).create(path=("filt_data",))
+                m.d.comb += [data.valid.eq(words.r_rdy), data.payload.eq(words.r_data),
+                             words.r_en.eq(data.ready)]
             # The psum stream of a first fold carries zeros and leaves the buffer alone.
             zero = active["psum_zero"][0] if net == "psum" else C(0)
             issue = ag.o.valid & queue.w_rdy
             taken = zero | port.addr.ready
-            deliver = (zero | port.data.valid) & queue.r_rdy
+            deliver = (zero | data.valid) & queue.r_rdy
             element = out.payload.data
             m.d.comb += [
                 port.addr.valid.eq(issue & ~zero), port.addr.payload.eq(ag.o.payload),
-                port.data.ready.eq(out.ready & queue.r_rdy & ~zero),
+                data.ready.eq(out.ready & queue.r_rdy & ~zero),
                 ag.o.ready.eq(queue.w_rdy & taken),
                 queue.w_data.eq(tags.data), queue.w_en.eq(issue & taken),
                 out.valid.eq(deliver),
                 out.payload.row.eq(queue.r_data[:c.row_id_width]),
                 out.payload.col.eq(queue.r_data[c.row_id_width:]),
-                element.eq(Mux(zero, 0, port.data.payload[:len(element)])),
+                element.eq(Mux(zero, 0, data.payload[:len(element)])),
                 queue.r_en.eq(deliver & out.ready),
             ]
-            idle[net] = ~ag.busy & ~queue.r_rdy
+            idle[net] = ~ag.busy & ~queue.r_rdy   # every word delivered
 
         m.submodules.writeback = writeback = PsumWriteback(c, count_width=self.count_width,
                                                            levels=len(LOOPS["store"]))
