@@ -49,15 +49,13 @@ class AcceleratorConfig:
     weight_width: int       # bits of a filter weight
     psum_width: int         # bits of a partial sum, exact accumulation
     filter_spad_depth: int  # words of the filter scratchpad in each PE (>= p*q*S)
+    filter_banks: int       # filter scratchpad banks: 2 loads the next pass while one computes
     ifmap_spad_depth: int   # words of the ifmap scratchpad in each PE (>= q*S)
     psum_spad_depth: int    # words of the psum scratchpad in each PE (>= p)
     psum_fifo_depth: int    # words of the output psum FIFO in each PE
     glb_banks: int          # global buffer banks
     glb_bank_depth: int     # words per global buffer bank
     glb_bank_width: int     # bits per global buffer word
-    filter_noc_width: int   # bits of one filter network transfer
-    ifmap_noc_width: int    # bits of one ifmap network transfer
-    psum_noc_width: int     # bits of one psum network transfer
     dram_width: int         # bits of the external memory interface
     dim_width: int          # bits of a layer dimension or loop bound in hardware descriptors
     counter_width: int      # bits of each performance counter
@@ -76,6 +74,7 @@ class AcceleratorConfig:
                    f"one {self.ifmap_width}x{self.weight_width}-bit product needs {product} bits; "
                    f"outputs are 64-bit integers")
         _check_int("filter_spad_depth", self.filter_spad_depth, 1, 4096)
+        _check_int("filter_banks", self.filter_banks, 1, 2)
         _check_int("ifmap_spad_depth", self.ifmap_spad_depth, 1, 4096)
         _check_int("psum_spad_depth", self.psum_spad_depth, 1, 4096)
         _check_int("psum_fifo_depth", self.psum_fifo_depth, 1, 64)
@@ -85,11 +84,6 @@ class AcceleratorConfig:
                              f"address calculation), not {self.glb_bank_depth}")
         _check_int("glb_bank_width", self.glb_bank_width, self.psum_width, 1024,
                    f"a global buffer word must hold one {self.psum_width}-bit psum")
-        for name, elem, elem_name in (("filter_noc_width", self.weight_width, "weight_width"),
-                                      ("ifmap_noc_width", self.ifmap_width, "ifmap_width"),
-                                      ("psum_noc_width", self.psum_width, "psum_width")):
-            _check_int(name, getattr(self, name), elem, 1024,
-                       f"a transfer must carry at least one word of {elem_name} = {elem}")
         if self.dram_width % 8 or not 8 <= self.dram_width <= 1024:
             raise ValueError(f"dram_width must be a multiple of 8 between 8 and 1024, "
                              f"not {self.dram_width}")
@@ -244,18 +238,16 @@ PRESETS = {
     "eyeriss-v1": AcceleratorConfig(
         array_rows=12, array_cols=14,
         ifmap_width=16, weight_width=16, psum_width=48,
-        filter_spad_depth=224, ifmap_spad_depth=12, psum_spad_depth=24, psum_fifo_depth=4,
+        filter_spad_depth=224, filter_banks=2, ifmap_spad_depth=12, psum_spad_depth=24, psum_fifo_depth=4,
         glb_banks=27, glb_bank_depth=512, glb_bank_width=64,
-        filter_noc_width=64, ifmap_noc_width=16, psum_noc_width=64,
         dram_width=64, dim_width=12, counter_width=48,
     ),
     # A small array with 8-bit operands for fast simulation.
     "tiny": AcceleratorConfig(
         array_rows=3, array_cols=4,
         ifmap_width=8, weight_width=8, psum_width=24,
-        filter_spad_depth=48, ifmap_spad_depth=12, psum_spad_depth=8, psum_fifo_depth=4,
+        filter_spad_depth=48, filter_banks=2, ifmap_spad_depth=12, psum_spad_depth=8, psum_fifo_depth=4,
         glb_banks=4, glb_bank_depth=256, glb_bank_width=32,
-        filter_noc_width=32, ifmap_noc_width=8, psum_noc_width=32,
         dram_width=32, dim_width=8, counter_width=32,
     ),
 }

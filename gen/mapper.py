@@ -147,9 +147,6 @@ class Mapping:
     def stats(self):
         c, L, pe = self.config, self.layer, self.pe_config
         mac_slots = L.N * L.F * self.seg * self.p * self.q
-        filter_bw = c.filter_noc_width // c.weight_width
-        ifmap_bw = c.ifmap_noc_width // c.ifmap_width
-        psum_bw = c.psum_noc_width // c.psum_width
         cycles = active = filter_words = ifmap_words = psum_words = passes = 0
         for g, k in self.pass_order():
             o_lo, o_hi = self.groups[g][0], self.groups[g][-1]
@@ -160,8 +157,8 @@ class Mapping:
             words_f = filters * pe.filter_words
             words_i = rows * L.N * self.q * pe.row_length
             words_p = (o_hi - o_lo + 1) * L.N * L.F * self.p
-            cycles += ceil(words_f / filter_bw) + PE_LATENCY + 2 * self.chain \
-                + max(mac_slots, ceil(words_i / ifmap_bw), ceil(words_p / psum_bw))
+            # The networks carry one element per transfer.
+            cycles += words_f + PE_LATENCY + 2 * self.chain + max(mac_slots, words_i, words_p)
             passes += 1
             filter_words += words_f
             ifmap_words += words_i

@@ -111,8 +111,9 @@ class PE(wiring.Component):
         c = self._config
         depth_i = c.ifmap_spad_depth
 
+        banks = c.filter_banks
         m.submodules.filter_spad = filter_spad = memory.Memory(
-            shape=signed(c.weight_width), depth=c.filter_spad_depth, init=[])
+            shape=signed(c.weight_width), depth=banks * c.filter_spad_depth, init=[])
         m.submodules.ifmap_spad = ifmap_spad = memory.Memory(
             shape=signed(c.ifmap_width), depth=depth_i, init=[])
         m.submodules.psum_spad = psum_spad = memory.Memory(
@@ -139,28 +140,48 @@ class PE(wiring.Component):
         filter_addr = Signal(range(c.filter_spad_depth))
         x_hold = Signal(signed(c.ifmap_width))
 
-        # Filter load, walking the loop counters in the order (s, q, p) of the weights. The pass
-        # setting is latched with the last weight.
+        # Filter load into a free bank, walking its own counters in the order (s, q, p) of the
+        # weights; the pass setting is latched per bank with the last weight. With two banks
+        # the next pass's weights load while the current pass computes.
+        bank_cfg = [{name: Signal.like(getattr(self.cfg, name), name=f"bank{b}_{name}")
+                     for name in PEConfigSignature(c).members} for b in range(banks)]
+        full = Signal(banks)            # per bank: weights loaded, pass not finished
+        load_bank = Signal(range(banks))
+        run_bank = Signal(range(banks))
+        load_addr = Signal(range(c.filter_spad_depth))
+        load_p = Signal.like(pf)
+        load_q = Signal.like(qc)
+        load_s = Signal.like(tap)
+        loading = ~full.bit_select(load_bank, 1)
+        running = full.bit_select(run_bank, 1)
         run = {name: Signal.like(getattr(self.cfg, name), name=f"run_{name}")
                for name in PEConfigSignature(c).members}
-        loading = Signal(init=1)
-        load_addr = Signal(range(c.filter_spad_depth))
+        for name in run:
+            m.d.comb += run[name].eq(Array(bank[name] for bank in bank_cfg)[run_bank])
         load = self.filt.valid & loading
         m.d.comb += [
             self.filt.ready.eq(loading),
-            filter_wr.addr.eq(load_addr),
+            filter_wr.addr.eq(load_addr + load_bank * c.filter_spad_depth),
             filter_wr.data.eq(self.filt.payload),
             filter_wr.en.eq(load),
         ]
         with m.If(load):
-            m.d.sync += [load_addr.eq(load_addr + 1), pf.eq(pf + 1)]
-            with m.If(pf == self.cfg.p - 1):
-                m.d.sync += [pf.eq(0), qc.eq(qc + 1)]
-                with m.If(qc == self.cfg.q - 1):
-                    m.d.sync += [qc.eq(0), tap.eq(tap + 1)]
-                    with m.If(tap == self.cfg.s - 1):
-                        m.d.sync += [tap.eq(0), load_addr.eq(0), loading.eq(0)]
-                        m.d.sync += [run[name].eq(getattr(self.cfg, name)) for name in run]
+            m.d.sync += [load_addr.eq(load_addr + 1), load_p.eq(load_p + 1)]
+            with m.If(load_p == self.cfg.p - 1):
+                m.d.sync += [load_p.eq(0), load_q.eq(load_q + 1)]
+                with m.If(load_q == self.cfg.q - 1):
+                    m.d.sync += [load_q.eq(0), load_s.eq(load_s + 1)]
+                    with m.If(load_s == self.cfg.s - 1):
+                        m.d.sync += [load_s.eq(0), load_addr.eq(0)]
+                        if banks > 1:
+                            m.d.sync += load_bank.eq(load_bank + 1)
+                        for b, bank in enumerate(bank_cfg):
+                            with m.If(load_bank == b):
+                                m.d.sync += [bank[name].eq(getattr(self.cfg, name)) for name in bank]
+        finish = Signal()   # the running pass issues its last MAC
+        m.d.sync += full.eq((full | Mux(load & (load_s == self.cfg.s - 1) & (load_q == self.cfg.q - 1)
+                                        & (load_p == self.cfg.p - 1), 1 << load_bank, 0))
+                            & ~Mux(finish, 1 << run_bank, 0))
 
         advance = Signal()
         issue = Signal()
@@ -176,12 +197,12 @@ class PE(wiring.Component):
         free = Signal()
         needs_word = pf == 0
         m.d.comb += [
-            issue.eq(~loading & advance & (~needs_word | (offset < occupancy))),
+            issue.eq(running & advance & (~needs_word | (offset < occupancy))),
             ifmap_rd.addr.eq(rd_ptr),
             x.eq(Mux(needs_word, ifmap_rd.data, x_hold)),
             gated.eq(x == 0),
             free.eq(issue & step_done & ((tap < run["u"]) | last_col)),
-            filter_rd.addr.eq(filter_addr),
+            filter_rd.addr.eq(filter_addr + run_bank * c.filter_spad_depth),
             filter_rd.en.eq(issue & ~gated),
         ]
 
@@ -210,7 +231,10 @@ class PE(wiring.Component):
                 with m.If(last_col):
                     m.d.sync += [col.eq(0), row.eq(row + 1)]
                     with m.If(row == run["rows"] - 1):
-                        m.d.sync += [row.eq(0), loading.eq(1)]
+                        m.d.comb += finish.eq(1)
+                        m.d.sync += row.eq(0)
+                        if banks > 1:
+                            m.d.sync += run_bank.eq(run_bank + 1)
 
         m.d.comb += [
             self.ifmap.ready.eq((occupancy < depth_i) | free),
@@ -268,7 +292,7 @@ class PE(wiring.Component):
             self.opsum.valid.eq(out.r_rdy),
             self.opsum.payload.eq(out.r_data),
             out.r_en.eq(self.opsum.ready),
-            self.idle.eq(loading & (load_addr == 0) & ~st1_valid & ~st2_valid & ~local.r_rdy
+            self.idle.eq(~full.any() & (load_addr == 0) & ~st1_valid & ~st2_valid & ~local.r_rdy
                          & ~out.r_rdy),
         ]
 

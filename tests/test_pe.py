@@ -15,8 +15,7 @@ CONFIGS = {
                        ifmap_spad_depth=8, psum_spad_depth=4),
     "w8": TINY,
     "w16": TINY.replace(ifmap_width=16, weight_width=16, psum_width=40, filter_spad_depth=64,
-                        ifmap_spad_depth=16, psum_spad_depth=6, glb_bank_width=64,
-                        psum_noc_width=64, filter_noc_width=32, ifmap_noc_width=16, dram_width=64),
+                        ifmap_spad_depth=16, psum_spad_depth=6, glb_bank_width=64, dram_width=64),
 }
 
 
@@ -95,3 +94,26 @@ def test_pe_cycle_count(s, u, p, q, rows):
 def test_mapper_uses_the_pe_latency():
     from rowstation.gen.mapper import PE_LATENCY
     assert PE_LATENCY == PE.LATENCY
+
+
+@pytest.mark.parametrize("banks", [1, 2])
+def test_pe_back_to_back_passes_with_one_or_two_filter_banks(banks):
+    cfgs = [PEConfig(s=3, u=1, p=2, q=2, f=4, rows=2),
+            PEConfig(s=2, u=2, p=1, q=3, f=3, rows=1, accumulate=True),
+            PEConfig(s=4, u=3, p=4, q=1, f=2, rows=3)]
+    check(TINY.replace(filter_banks=banks), cfgs, seed=9, idle=0.3, stall=0.5, zeros=0.3)
+
+
+@pytest.mark.parametrize("banks", [1, 2])
+def test_second_filter_bank_loads_the_next_pass_while_computing(banks):
+    """With two banks the next pass's weights are all in before the current pass's last
+    output; with one they wait for it."""
+    config = TINY.replace(filter_banks=banks)
+    rng = np.random.default_rng(3)
+    cfg = PEConfig(s=3, u=1, p=4, q=4, f=6, rows=1).check(config)
+    passes = [(cfg, *random_pe_pass(config, cfg, rng=rng)) for _ in range(2)]
+    result = simulate_pe(config, passes)
+    np.testing.assert_array_equal(result["words"], expected(passes)[0])
+    second_loaded = result["filt_cycles"][-1]
+    first_done = result["opsum_cycles"][cfg.rows * cfg.f * cfg.p - 1]
+    assert (second_loaded < first_done) == (banks == 2)
