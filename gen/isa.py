@@ -27,7 +27,7 @@ import enum
 
 
 __all__ = ["Opcode", "Region", "Token", "UNITS", "ARGUMENTS", "FIELDS", "WORD_WIDTH",
-           "TOKEN_PRODUCER", "TOKEN_CONSUMER", "POST_FIELDS", "encode", "decode", "post_operand",
+           "TOKEN_PRODUCER", "TOKEN_CONSUMER", "TOKEN_DEPTH", "POST_FIELDS", "encode", "decode", "post_operand",
            "decode_post", "LOOPS", "PE_SETTINGS",
            "NETWORKS", "PHASES", "RegisterBlock", "RegisterMap", "PE_EVENTS", "ARRAY_EVENTS",
            "CORE_EVENTS", "COUNTERS"]
@@ -58,6 +58,10 @@ class Token(enum.IntEnum):
     EXECUTE_STORE = 2   # an epoch's psums are final
     STORE_LOAD = 3      # an epoch's psums are in external memory: its buffer may be refilled
 
+
+#: Tokens a queue holds at most; a program never keeps more outstanding (two per ping-pong
+#: buffer is the most the compiler needs).
+TOKEN_DEPTH = 7
 
 #: The unit that runs each opcode (END is the front end's barrier).
 UNITS = {Opcode.LOAD: "load", Opcode.FILL: "load", Opcode.WRITE: "execute", Opcode.RUN: "execute",

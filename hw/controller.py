@@ -23,7 +23,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..gen.isa import ARGUMENTS, FIELDS, LOOPS, NETWORKS, PE_SETTINGS, POST_FIELDS, TOKEN_CONSUMER, \
-    TOKEN_PRODUCER, UNITS, WORD_WIDTH, Opcode, Region, RegisterMap, Token
+    TOKEN_DEPTH, TOKEN_PRODUCER, UNITS, WORD_WIDTH, Opcode, Region, RegisterMap, Token
 from .arbiter import RoundRobin, or_tree
 from .array import ArrayControlSignature, network_shape
 from .glb import ReadPortSignature, WriteRequest
@@ -60,65 +60,76 @@ class ProgramSignature(wiring.Signature):
 
 
 class InstructionDecoder(wiring.Component):
-    """Program words in, whole instructions out. ``error`` latches on an opcode that is unknown
-    or runs on another unit (the word is dropped). Nothing past an ``END`` is read before the
-    ``END`` is taken, so a layer's counters hold its own words only."""
+    """Program words in, whole instructions out, through a queue of ``depth`` instructions so
+    the next ones decode while the unit runs the current one. ``error`` latches on an opcode
+    that is unknown or runs on another unit (the word is dropped). After an ``END`` nothing is
+    read until ``resume`` (the END barrier), so a layer's counters hold its own words only."""
 
-    def __init__(self, opcodes):
+    def __init__(self, opcodes, *, depth=2):
         self._opcodes = tuple(opcodes) + (Opcode.END,)
+        self._depth = depth
         super().__init__({"program": In(stream.Signature(WORD_WIDTH)),
-                          "instr": Out(stream.Signature(Instruction())), "error": Out(1)})
+                          "instr": Out(stream.Signature(Instruction())), "resume": In(1),
+                          "error": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
-        word, out = self.program.payload, self.instr.payload
+        word = self.program.payload
+        layout = Instruction()
+        m.submodules.queue = queue = fifo.SyncFIFO(width=layout.size, depth=self._depth)
+        current = Signal(layout)
         most = max(ARGUMENTS.values())
         remaining = Signal(range(most + 1))
         index = Signal(range(most))
-        with m.If(self.instr.valid & self.instr.ready):
-            m.d.sync += self.instr.valid.eq(0)
+        full = Signal()      # ``current`` is complete and waits for the queue
+        m.d.comb += [queue.w_data.eq(current), queue.w_en.eq(full),
+                     self.instr.valid.eq(queue.r_rdy), self.instr.payload.eq(queue.r_data),
+                     queue.r_en.eq(self.instr.ready)]
+        with m.If(full & queue.w_rdy):
+            m.d.sync += full.eq(0)
         with m.FSM():
             with m.State("OPCODE"):
-                at_end = out.opcode == Opcode.END
-                m.d.comb += self.program.ready.eq(~self.instr.valid | (self.instr.ready & ~at_end))
+                m.d.comb += self.program.ready.eq(~full | queue.w_rdy)
                 with m.If(self.program.valid & self.program.ready):
                     shift = 0
                     for name, width in FIELDS:
-                        m.d.sync += getattr(out, name).eq(word[shift:shift + width])
+                        m.d.sync += getattr(current, name).eq(word[shift:shift + width])
                         shift += width
-                    with m.Switch(word[shift - len(out.opcode):shift]):
+                    with m.Switch(word[shift - len(current.opcode):shift]):
                         for opcode in self._opcodes:
                             with m.Case(opcode):
                                 if ARGUMENTS[opcode]:
                                     m.d.sync += [remaining.eq(ARGUMENTS[opcode]), index.eq(0)]
                                     m.next = "ARGS"
                                 else:
-                                    m.d.sync += self.instr.valid.eq(1)
+                                    m.d.sync += full.eq(1)
+                                if opcode == Opcode.END:
+                                    m.next = "END"
                         with m.Default():
                             m.d.sync += self.error.eq(1)
             with m.State("ARGS"):
-                m.d.comb += self.program.ready.eq(1)
-                with m.If(self.program.valid):
-                    m.d.sync += [out.args[index].eq(word), index.eq(index + 1),
+                m.d.comb += self.program.ready.eq(~full)
+                with m.If(self.program.valid & ~full):
+                    m.d.sync += [current.args[index].eq(word), index.eq(index + 1),
                                  remaining.eq(remaining - 1)]
                     with m.If(remaining == 1):
-                        m.d.sync += self.instr.valid.eq(1)
+                        m.d.sync += full.eq(1)
                         m.next = "OPCODE"
+            with m.State("END"):
+                with m.If(self.resume):
+                    m.next = "OPCODE"
         return m
 
 
 class TokenQueue(wiring.Component):
     """A dependency token queue: a count of tokens pushed and not yet popped."""
 
-    #: More tokens than any program keeps outstanding (two per ping-pong buffer).
-    DEPTH = 7
-
     def __init__(self):
         super().__init__({"push": In(1), "pop": In(1), "available": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
-        count = Signal(range(self.DEPTH + 1))
+        count = Signal(range(TOKEN_DEPTH + 1))
         m.d.sync += count.eq(count + self.push - self.pop)
         m.d.comb += self.available.eq(count != 0)
         return m
@@ -698,6 +709,7 @@ class Controller(wiring.Component):
             m.submodules[f"{name}_decoder"] = decoder
             wiring.connect(m, wiring.flipped(getattr(self.program, name)), decoder.program)
             wiring.connect(m, decoder.instr, unit.instr)
+            m.d.comb += decoder.resume.eq(unit.release)
             errors.append(decoder.error)
         load, execute, store = units["load"], units["execute"], units["store"]
         errors.append(execute.error)

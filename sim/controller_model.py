@@ -12,7 +12,7 @@ and the result catch.
 
 import numpy as np
 
-from ..gen.isa import ARGUMENTS, COUNTERS, LOOPS, PE_SETTINGS, TOKEN_CONSUMER, TOKEN_PRODUCER, \
+from ..gen.isa import ARGUMENTS, COUNTERS, LOOPS, PE_SETTINGS, TOKEN_CONSUMER, TOKEN_DEPTH, TOKEN_PRODUCER, \
     UNITS, Opcode, Region, RegisterMap, Token, decode, decode_post
 from ..gen.program import pass_plans
 from .dataflow import ifmap_rows, pe_streams
@@ -152,6 +152,9 @@ def run_program(mapping, streams, dram, x, w, *, ahead="load"):
             for t in tokens_of(fields["push"]):
                 assert TOKEN_PRODUCER[t] == unit
                 tokens[t] += 1
+                if tokens[t] > TOKEN_DEPTH:
+                    raise RuntimeError(f"{t.name} holds {tokens[t]} tokens, more than the "
+                                       f"{TOKEN_DEPTH} its queue counts")
             pcs[unit] += 1 + len(args)
             break
         else:
