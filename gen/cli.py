@@ -126,18 +126,20 @@ def cmd_run_layer(args):
             index = tuple(int(i) for i in np.argwhere(rtl != y)[0])
             raise RuntimeError(f"RTL result {rtl[index]} differs from the golden model's {y[index]} "
                                f"at {index}")
-        counts = stats["counters"]
+        counts, word = stats["counters"], config.dram_width // 8
+        predicted = stats["predicted"]
         report.update({
             "cycles": counts["cycles"],
             "pe_utilization": layer.macs / (config.pe_count * counts["cycles"]),
+            "passes": counts["passes"], "epochs": stats["epochs"], "tiles": stats["tiles"],
+            "dram_read_bytes": counts["dram_reads"] * word,
+            "dram_write_bytes": counts["dram_writes"] * word,
+            "dram_compulsory_bytes": predicted["dram_compulsory_bytes"],
+            **{name: counts[name] for name in ("glb_reads", "glb_writes", "filt_transfers",
+                                               "ifmap_transfers", "psum_transfers", "opsum_transfers")},
+            "binding": predicted["binding"],
             "active_pe_cycles": counts["active_pe"],
-            "passes": counts["passes"],
-            "epochs": stats["epochs"],
-            "dram_reads": counts["dram_reads"],
-            "dram_writes": counts["dram_writes"],
-            "glb_reads": counts["glb_reads"],
-            "glb_writes": counts["glb_writes"],
-            "noc_words": {net: counts[f"{net}_transfers"] for net in ("filt", "ifmap", "psum", "opsum")},
+            "predicted": predicted,
             "counters": counts,
             "matches_golden": True,
         })
@@ -153,19 +155,30 @@ def cmd_run_layer(args):
 
 def cmd_map(args):
     from .mapper import map_layer
+    from .performance import layer_report
+    from .program import compile_layer
 
     config = _config(args)
     mapping = map_layer(config, ConvLayer.parse(args.layer))
+    report = layer_report(mapping, compile_layer(mapping))
     if args.json:
-        L = mapping.layer
-        print(json.dumps({"layer": L.to_dict(), "E": L.E, "F": L.F,
+        L, a = mapping.layer, mapping.allocation
+        print(json.dumps({"layer": L.to_dict(), "E": L.E, "F": L.F, **report,
                           "pe": {"p": mapping.p, "q": mapping.q, "s": mapping.seg,
                                  "u": mapping.pe_stride, "f": L.F, "rows": L.N},
                           "chain": mapping.chain, "folds": mapping.chunks,
                           "chains_per_pass": mapping.chains_per_pass,
-                          "glb_words": mapping.glb_words, "predicted": mapping.stats}, indent=2))
+                          "glb_words": mapping.glb_words,
+                          "allocation": {"ifmap_buffers": a.ifmap_buffers, "psum_buffers": a.psum_buffers,
+                                         "ifmap_words": a.ifmap_words, "psum_words": a.psum_words,
+                                         "tile_groups": a.tile_groups}}, indent=2))
     else:
         print(mapping.describe())
+        print(f"model      {report['cycles']} cycles, PE utilization {report['pe_utilization']:.1%}, "
+              f"bound by {report['binding']}; {report['epochs']} epochs, {report['tiles']} tiles; "
+              f"DRAM {report['dram_read_bytes'] + report['dram_write_bytes']} bytes "
+              f"({(report['dram_read_bytes'] + report['dram_write_bytes']) / report['dram_compulsory_bytes']:.2f}x "
+              f"compulsory)")
 
 
 def _layer_argument(parser):

@@ -219,7 +219,7 @@ class Mapping:
             f"({self.chunks} fold{'s' if self.chunks > 1 else ''} through the GLB); "
             f"{self.chains_per_pass} chains per pass; {len(self.outputs)} outputs",
             f"passes     {st['passes']}, up to {used} of {self.config.pe_count} PEs active",
-            f"predicted  {st['cycles']} cycles, PE utilization {st['pe_utilization']:.1%} "
+            f"estimate   {st['cycles']} cycles for the search, PE utilization {st['pe_utilization']:.1%} "
             f"(active PEs {st['active_pe_fraction']:.1%} of the array during MACs)",
             f"traffic    filter {st['filter_noc_words']}, ifmap {st['ifmap_noc_words']}, "
             f"psum {st['psum_noc_words']} NoC words; DRAM compulsory {st['dram_words_compulsory']} words",

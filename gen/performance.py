@@ -10,11 +10,11 @@ filter bank. The access counts are not modelled here: the program's own counts a
 (:func:`rowstation.sim.controller_model.run_program` checks them).
 """
 
-from .isa import ARGUMENTS, Opcode, Token, decode
+from .isa import ARGUMENTS, NETWORKS, Opcode, Region, Token, decode
 from .program import pass_plans
 
 
-__all__ = ["COSTS", "predict_cycles"]
+__all__ = ["COSTS", "predict_cycles", "layer_report", "REPORT_KEYS"]
 
 
 #: Cycle costs of the hardware, beyond one per element moved: per instruction started (decoded
@@ -37,8 +37,10 @@ def _instructions(words):
         pc += 1 + len(args)
 
 
-def predict_cycles(mapping, program):
-    """Cycles the core takes to run ``program`` (compiled from ``mapping``), no memory stalls."""
+def predict_cycles(mapping, program, *, breakdown=None):
+    """Cycles the core takes to run ``program`` (compiled from ``mapping``), no memory stalls.
+    ``breakdown`` (a dict), if given, receives the cycles the array computed and the cycles its
+    passes waited for loads, filters and stores."""
     c, L, m = mapping.config, mapping.layer, mapping
     pe = m.pe_config
     plans = pass_plans(m)
@@ -89,6 +91,19 @@ def predict_cycles(mapping, program):
                 given[token].append(store_at)
             si += 1
 
+    def taken_store_wait(pops):
+        """Whether the load group this pass waited for ended with a store's token."""
+        index = taken[Token.LOAD_EXECUTE] - 1
+        return index in store_gated
+
+    # Load groups whose LOAD_EXECUTE token waited for a STORE_LOAD token (tile boundaries).
+    store_gated, groups = set(), 0
+    for opcode, _, _, pops, pushes, _ in load:
+        if Token.LOAD_EXECUTE in pushes:
+            if Token.STORE_LOAD in pops:
+                store_gated.add(groups)
+            groups += 1
+
     exec_at = 0          # the execute unit's decode position in time
     filter_free = 0      # the filter stream has delivered its last word
     pass_end = [0, 0]    # the end of the previous two passes
@@ -110,10 +125,17 @@ def predict_cycles(mapping, program):
         # Data phase: the previous pass is done and the popped tokens are there.
         if Token.LOAD_EXECUTE in pops:
             run_load(taken[Token.LOAD_EXECUTE] + 1)
-        start = wait(pops, max(pass_end[-1], filter_start)) + 1
+        ready = max(pass_end[-1], filter_start)
+        start = wait(pops, ready) + 1
         compute = max(slots, words_i, words_p)
         first_mac = max(start + COSTS["pass_start"], filters_in)
         end = first_mac + compute + COSTS["pass_drain"] + COSTS["chain"] * m.chain
+        if breakdown is not None:
+            waited_tokens = start - 1 - ready
+            reason = "stores" if Token.LOAD_EXECUTE in pops and taken_store_wait(pops) else "loads"
+            breakdown[reason] = breakdown.get(reason, 0) + waited_tokens
+            breakdown["filters"] = breakdown.get("filters", 0) + max(0, filters_in - start - COSTS["pass_start"])
+            breakdown["compute"] = breakdown.get("compute", 0) + compute
         exec_at = start
         pass_end = [pass_end[-1], end]
         for token in pushes:
@@ -122,3 +144,57 @@ def predict_cycles(mapping, program):
         k += 1
     run_store()
     return max(pass_end[-1], store_at, load_at) + COSTS["end"]
+
+
+#: The keys of a layer report, shared by ``rowstation map --json`` (the model) and
+#: ``rowstation run-layer --report`` (the RTL's counters).
+REPORT_KEYS = ("cycles", "macs", "pe_utilization", "passes", "epochs", "tiles", "dram_read_bytes",
+               "dram_write_bytes", "dram_compulsory_bytes", "glb_reads", "glb_writes",
+               *(f"{net}_transfers" for net in NETWORKS), "opsum_transfers", "binding")
+
+
+def _stream_counts(program):
+    """Elements the load and store streams move: (loaded, filled, stored)."""
+    loaded = filled = stored = 0
+    for opcode, operand, args, _, _, _ in _instructions(program.streams["load"]):
+        if opcode == Opcode.LOAD:
+            loaded += args[2]
+        elif opcode == Opcode.FILL:
+            filled += args[1]
+    for opcode, _, args, _, _, _ in _instructions(program.streams["store"]):
+        if opcode == Opcode.STORE:
+            stored += args[2]
+    return loaded, filled, stored
+
+
+def layer_report(mapping, program):
+    """The model's :data:`REPORT_KEYS` for ``program``: cycles from :func:`predict_cycles`,
+    access counts exact (they do not depend on the data). External memory holds one element
+    per ``dram_width``-bit word."""
+    c, L, m = mapping.config, mapping.layer, mapping
+    pe = m.pe_config
+    breakdown = {}
+    cycles = predict_cycles(m, program, breakdown=breakdown)
+    loaded, filled, stored = _stream_counts(program)
+    transfers = dict.fromkeys(("filt", "ifmap", "psum", "opsum"), 0)
+    psum_reads = 0
+    for (g, k), plan in zip(m.pass_order(), pass_plans(m)):
+        transfers["filt"] += len(plan.filters) * pe.filter_words
+        transfers["ifmap"] += len(plan.ifmap_rows) * L.N * m.q * pe.row_length
+        psums = len(plan.bottoms) * L.N * L.F * m.p
+        transfers["psum"] += psums
+        psum_reads += psums if k else 0          # a first fold's psums are zeros
+        transfers["opsum"] += len(plan.tops) * L.N * L.F * m.p
+    word = c.dram_width // 8
+    compulsory = L.M * (L.C // L.G) * L.R * L.S + L.N * L.C * L.H * L.W + L.N * L.M * L.E * L.F
+    report = {
+        "cycles": cycles, "macs": L.macs, "pe_utilization": L.macs / (c.pe_count * cycles),
+        "passes": len(m.passes), "epochs": program.epochs, "tiles": program.tiles,
+        "dram_read_bytes": program.dram_reads * word, "dram_write_bytes": program.dram_writes * word,
+        "dram_compulsory_bytes": compulsory * word,
+        "glb_reads": transfers["ifmap"] + psum_reads + stored,
+        "glb_writes": loaded + filled + transfers["opsum"],
+        **{f"{net}_transfers": count for net, count in transfers.items()},
+        "binding": max(breakdown, key=breakdown.get),
+    }
+    return report

@@ -60,6 +60,7 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
     from .. import gen, hw
     from ..gen.mapper import map_layer
     from ..gen.isa import COUNTERS
+    from ..gen.performance import layer_report
     from ..gen.program import DramLayout, compile_layer
 
     for name, value in (("stall", stall), ("idle", idle)):
@@ -90,7 +91,8 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
             streams[unit] += words
         base = len(image)
         cases.append({"name": str(layer), "layer": layer, "layout": layout, "macs": layer.macs,
-                      "epochs": program.epochs, "expected": expected,
+                      "epochs": program.epochs, "tiles": program.tiles,
+                      "predicted": layer_report(mapping, program), "expected": expected,
                       "stats": str(tmp / f"{n}-stats.json")})
     if base > 1 << MEMORY_BITS:
         raise ValueError(f"the layers need {base} external memory words, more than the "
@@ -119,6 +121,7 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
     for c in cases:
         counters = json.loads(Path(c["stats"]).read_text())
         results.append((dram_output(memory, c["layout"], c["layer"]).copy(),
-                        {"counters": counters, "epochs": c["epochs"]}))
+                        {"counters": counters, "epochs": c["epochs"], "tiles": c["tiles"],
+                         "predicted": c["predicted"]}))
     shutil.rmtree(tmp)
     return results

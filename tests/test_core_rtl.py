@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 from rowstation.gen import ConvLayer, preset
+from rowstation.gen.mapper import map_layer
+from rowstation.gen.performance import predict_cycles
+from rowstation.gen.program import compile_layer
 from rowstation.hw.export import array_verilog, core_verilog
 from rowstation.sim.golden import conv2d, requantize
 from rowstation.sim.rtl import run_layers_rtl
@@ -64,9 +67,21 @@ def run(config, specs, sim, *, stall, idle):
     return results
 
 
+#: How far the performance model's cycles may be from the RTL's without stalls (measured bound;
+#: docs/performance.md).
+MODEL_TOLERANCE = 0.08
+
+
 @pytest.mark.parametrize("sim,specs,stall,idle", RUNS, ids=["verilator", "verilator-stalls", "icarus-stalls"])
 def test_core_layers_bit_exact(sim, specs, stall, idle):
-    run(TINY, specs, sim, stall=stall, idle=idle)
+    results = run(TINY, specs, sim, stall=stall, idle=idle)
+    if stall or idle:
+        return
+    for spec, (_, stats) in zip(specs, results):
+        mapping = map_layer(TINY, ConvLayer.parse(spec))
+        predicted = predict_cycles(mapping, compile_layer(mapping))
+        measured = stats["counters"]["cycles"]
+        assert abs(predicted - measured) <= MODEL_TOLERANCE * measured, (spec, predicted, measured)
 
 
 def test_core_on_a_small_array_with_a_small_global_buffer():
