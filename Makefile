@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.rowstation-installed
 DEMO    ?= build/demo
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-all lint clean
+.PHONY: setup iverilog demo test test-all bench clean
 
 setup: $(STAMP) iverilog
 
@@ -51,6 +51,11 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -n auto -q -m ''
+
+# Benchmarks, not tests: `make bench` runs everything (about half an hour on 2 cores),
+# `make bench BENCH=--quick` the model and the tiny core only.
+bench: setup
+	$(BIN)/rowstation bench $(BENCH) -o build/bench
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -43,15 +43,15 @@ class Allocation:
 
 
 def ifmap_elements(mapping, rows):
-    """Ifmap elements of ``rows`` padded rows (q channels, all N images each)."""
+    """Ifmap elements of ``rows`` padded rows (q channels, the images of a pass each)."""
     L = mapping.layer
-    return rows * mapping.q * L.N * (L.W + 2 * L.P)
+    return rows * mapping.q * mapping.n * (L.W + 2 * L.P)
 
 
 def psum_elements(mapping, outputs):
-    """Psum elements of ``outputs`` outputs (p filters x F columns x N images each)."""
+    """Psum elements of ``outputs`` outputs (p filters x F columns x the images of a pass)."""
     L = mapping.layer
-    return outputs * L.N * mapping.p * L.F
+    return outputs * mapping.n * mapping.p * L.F
 
 
 def pass_words(mapping):

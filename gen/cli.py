@@ -181,6 +181,12 @@ def cmd_map(args):
               f"compulsory)")
 
 
+def cmd_bench(args):
+    from ..sim.bench import run_bench
+
+    run_bench(quick=args.quick, output=args.output, build=args.build_dir)
+
+
 def _layer_argument(parser):
     parser.add_argument("--layer", required=True, metavar="SPEC",
                         help='e.g. "N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4,P=0" (U, P, G optional)')
@@ -232,6 +238,17 @@ def build_parser():
     sub.add_argument("--build-dir", default="build/rtl", metavar="DIR",
                      help="simulator builds, one per configuration (default: build/rtl)")
     sub.set_defaults(run=cmd_run_layer)
+
+    sub = commands.add_parser("bench", help="the performance model on AlexNet and layers on the RTL "
+                                            "(Verilator), with the model's error")
+    sub.add_argument("--quick", action="store_true",
+                     help="model and the tiny core only (minutes); without it also AlexNet layers on "
+                          "the eyeriss-v1 core (about half an hour)")
+    sub.add_argument("-o", "--output", default="build/bench", metavar="DIR",
+                     help="where bench.json and bench.md go (default: build/bench)")
+    sub.add_argument("--build-dir", default="build/rtl", metavar="DIR",
+                     help="simulator builds, one per configuration (default: build/rtl)")
+    sub.set_defaults(run=cmd_bench)
     return parser
 
 

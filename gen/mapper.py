@@ -47,6 +47,17 @@ class Mapping:
     q: int      # channels per PE
     seg: int    # filter columns per PE (S split into S // seg segments)
     chain: int  # PEs per chain (reduction terms summed in the array per pass)
+    images: int = None  # images per pass (divides N; default all): the passes repeat per block
+
+    @property
+    def n(self):
+        """Images a pass computes (each PE's row loop)."""
+        return self.images or self.layer.N
+
+    @property
+    def blocks(self):
+        """Image blocks: the passes run once per block of :attr:`n` images."""
+        return self.layer.N // self.n
 
     # Work decomposition.
 
@@ -132,7 +143,7 @@ class Mapping:
     @property
     def pe_config(self):
         return PEConfig(s=self.seg, u=self.pe_stride, p=self.p, q=self.q, f=self.layer.F,
-                        rows=self.layer.N, accumulate=True)
+                        rows=self.n, accumulate=True)
 
     def ifmap_columns(self, sb):
         """Padded-ifmap columns a PE of segment ``sb`` reads, in stream order."""
@@ -146,7 +157,7 @@ class Mapping:
     @cached_property
     def stats(self):
         c, L, pe = self.config, self.layer, self.pe_config
-        mac_slots = L.N * L.F * self.seg * self.p * self.q
+        mac_slots = self.n * L.F * self.seg * self.p * self.q
         cycles = active = filter_words = ifmap_words = psum_words = passes = 0
         for g, k in self.pass_order():
             o_lo, o_hi = self.groups[g][0], self.groups[g][-1]
@@ -155,14 +166,17 @@ class Mapping:
             rows = self._distinct_rows(o_lo, o_hi, terms)
             active += (o_hi - o_lo + 1) * len(terms)
             words_f = filters * pe.filter_words
-            words_i = rows * L.N * self.q * pe.row_length
-            words_p = (o_hi - o_lo + 1) * L.N * L.F * self.p
+            words_i = rows * self.n * self.q * pe.row_length
+            words_p = (o_hi - o_lo + 1) * self.n * L.F * self.p
             # The networks carry one element per transfer.
             cycles += words_f + PE_LATENCY + 2 * self.chain + max(mac_slots, words_i, words_p)
             passes += 1
             filter_words += words_f
             ifmap_words += words_i
             psum_words += words_p
+        cycles, passes, active = cycles * self.blocks, passes * self.blocks, active * self.blocks
+        filter_words, ifmap_words, psum_words = (words * self.blocks for words in
+                                                 (filter_words, ifmap_words, psum_words))
         active_pe_cycles = active * mac_slots
         spad = L.macs + L.macs // self.p + 2 * L.macs   # filter read, ifmap read, psum read+write
         glb = filter_words + ifmap_words + 2 * psum_words
@@ -206,7 +220,8 @@ class Mapping:
     def lower_bound(self):
         """Cycles no pass can beat: its MAC slots, filter load excluded."""
         L = self.layer
-        return len(self.groups) * self.chunks * (L.N * L.F * self.seg * self.p * self.q + PE_LATENCY + 2 * self.chain)
+        return self.blocks * len(self.groups) * self.chunks * (
+            self.n * L.F * self.seg * self.p * self.q + PE_LATENCY + 2 * self.chain)
 
     def describe(self):
         L, st = self.layer, self.stats
@@ -229,8 +244,8 @@ class Mapping:
         return "\n".join(lines)
 
 
-def candidates(config, layer):
-    """Every legal mapping of ``layer`` on ``config``."""
+def candidates(config, layer, images=None):
+    """Every legal mapping of ``layer`` on ``config`` with ``images`` images per pass."""
     Cg, Mg = layer.C // layer.G, layer.M // layer.G
     found = []
     for seg in _divisors(layer.S, config.max_filter_width):
@@ -239,23 +254,40 @@ def candidates(config, layer):
                 # The fewest folds, balanced: a shorter chain only adds passes and GLB traffic.
                 terms = (Cg // q) * layer.R * (layer.S // seg)
                 chain = ceil(terms / ceil(terms / config.array_rows))
-                found.append(Mapping(config, layer, p, q, seg, chain))
+                found.append(Mapping(config, layer, p, q, seg, chain, images))
     return found
 
 
 def map_layer(config, layer):
-    """The best legal mapping, or ValueError naming the limit the layer exceeds."""
+    """The best legal mapping, or ValueError naming the limit the layer exceeds.
+
+    All N images share each pass (their filters are reused) when a pass of them fits the
+    global buffer; otherwise the batch is split into the largest blocks that fit, and the
+    passes repeat per block."""
     if not isinstance(layer, ConvLayer):
         raise TypeError(f"layer must be a ConvLayer, not {layer!r}")
-    for name, value in (("F", layer.F), ("N", layer.N), ("padded H", layer.H + 2 * layer.P),
+    for name, value in (("F", layer.F), ("padded H", layer.H + 2 * layer.P),
                         ("padded W", layer.W + 2 * layer.P)):
         if value > config.max_dim:
             raise ValueError(f"layer {name} = {value} exceeds {config.max_dim}, the largest value of "
                              f"dim_width = {config.dim_width} bits")
+    smallest = None
+    for images in sorted((n for n in range(1, layer.N + 1) if layer.N % n == 0 and n <= config.max_dim),
+                         reverse=True):
+        best, words = _best(config, layer, images)
+        if best is not None:
+            return best
+        smallest = words
+    raise ValueError(f"no mapping of {layer} fits the global buffer: a pass needs at least "
+                     f"{smallest} words, glb_banks x glb_bank_depth = {config.glb_banks} x "
+                     f"{config.glb_bank_depth} = {config.glb_words}")
+
+
+def _best(config, layer, images):
+    """The best mapping with ``images`` per pass, or (None, the fewest words a pass needs)."""
     # Branch and bound: a pass takes at least its MAC slots, so most candidates are never costed.
     best, best_key, smallest = None, None, None
-    capacity = config.glb_words
-    for mapping in sorted(candidates(config, layer), key=lambda m: m.lower_bound):
+    for mapping in sorted(candidates(config, layer, images), key=lambda m: m.lower_bound):
         if best is not None and mapping.lower_bound > best_key[0]:
             break
         key = (mapping.stats["cycles"], mapping.stats["energy"])
@@ -264,8 +296,4 @@ def map_layer(config, layer):
                 best, best_key = mapping, key
             elif smallest is None or mapping.glb_words < smallest:
                 smallest = mapping.glb_words
-    if best is None:
-        raise ValueError(f"no mapping of {layer} fits the global buffer: a pass needs at least "
-                         f"{smallest} words, glb_banks x glb_bank_depth = {config.glb_banks} x "
-                         f"{config.glb_bank_depth} = {capacity}")
-    return best
+    return best, smallest

@@ -39,12 +39,13 @@ def _instructions(words):
 
 def predict_cycles(mapping, program, *, breakdown=None):
     """Cycles the core takes to run ``program`` (compiled from ``mapping``), no memory stalls.
-    ``breakdown`` (a dict), if given, receives the cycles the array computed and the cycles its
-    passes waited for loads, filters and stores."""
+    ``breakdown`` (a dict), if given, receives the cycles of MAC slots, the cycles passes ran
+    longer because a network (one element per cycle) carried more words than that, and the
+    cycles passes waited for loads, filters and stores."""
     c, L, m = mapping.config, mapping.layer, mapping
     pe = m.pe_config
     plans = pass_plans(m)
-    slots = L.N * L.F * m.seg * m.p * m.q
+    slots = m.n * L.F * m.seg * m.p * m.q
 
     # Each unit's timeline: when it is free, and when each token was given.
     given = {token: [] for token in Token}
@@ -112,10 +113,10 @@ def predict_cycles(mapping, program, *, breakdown=None):
         exec_at += words     # one word decoded per cycle
         if opcode != Opcode.RUN:
             continue
-        plan = plans[k]
+        plan = plans[k % len(plans)]    # the passes repeat per block of images
         words_f = len(plan.filters) * pe.filter_words
-        words_i = len(plan.ifmap_rows) * L.N * m.q * pe.row_length
-        words_p = len(plan.bottoms) * L.N * L.F * m.p
+        words_i = len(plan.ifmap_rows) * m.n * m.q * pe.row_length
+        words_p = len(plan.bottoms) * m.n * L.F * m.p
         # Filter phase: the stream starts when free; with one filter bank the PEs take the
         # weights once they finish the previous pass, with two once the pass before that ends.
         bank_free = pass_end[-1] if c.filter_banks == 1 else pass_end[-2]
@@ -135,7 +136,9 @@ def predict_cycles(mapping, program, *, breakdown=None):
             reason = "stores" if Token.LOAD_EXECUTE in pops and taken_store_wait(pops) else "loads"
             breakdown[reason] = breakdown.get(reason, 0) + waited_tokens
             breakdown["filters"] = breakdown.get("filters", 0) + max(0, filters_in - start - COSTS["pass_start"])
-            breakdown["compute"] = breakdown.get("compute", 0) + compute
+            breakdown["macs"] = breakdown.get("macs", 0) + slots
+            network = "ifmap network" if words_i >= words_p else "psum network"
+            breakdown[network] = breakdown.get(network, 0) + compute - slots
         exec_at = start
         pass_end = [pass_end[-1], end]
         for token in pushes:
@@ -180,16 +183,18 @@ def layer_report(mapping, program):
     psum_reads = 0
     for (g, k), plan in zip(m.pass_order(), pass_plans(m)):
         transfers["filt"] += len(plan.filters) * pe.filter_words
-        transfers["ifmap"] += len(plan.ifmap_rows) * L.N * m.q * pe.row_length
-        psums = len(plan.bottoms) * L.N * L.F * m.p
+        transfers["ifmap"] += len(plan.ifmap_rows) * m.n * m.q * pe.row_length
+        psums = len(plan.bottoms) * m.n * L.F * m.p
         transfers["psum"] += psums
         psum_reads += psums if k else 0          # a first fold's psums are zeros
-        transfers["opsum"] += len(plan.tops) * L.N * L.F * m.p
+        transfers["opsum"] += len(plan.tops) * m.n * L.F * m.p
+    transfers = {net: count * m.blocks for net, count in transfers.items()}
+    psum_reads *= m.blocks
     word = c.dram_width // 8
     compulsory = L.M * (L.C // L.G) * L.R * L.S + L.N * L.C * L.H * L.W + L.N * L.M * L.E * L.F
     report = {
         "cycles": cycles, "macs": L.macs, "pe_utilization": L.macs / (c.pe_count * cycles),
-        "passes": len(m.passes), "epochs": program.epochs, "tiles": program.tiles,
+        "passes": len(m.passes) * m.blocks, "images_per_pass": m.n, "epochs": program.epochs, "tiles": program.tiles,
         "dram_read_bytes": program.dram_reads * word, "dram_write_bytes": program.dram_writes * word,
         "dram_compulsory_bytes": compulsory * word,
         "glb_reads": transfers["ifmap"] + psum_reads + stored,

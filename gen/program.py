@@ -217,7 +217,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
     out = _Writer(RegisterMap(c))
     Cg, Wp = L.C // L.G, L.W + 2 * L.P
     lanes_i, lanes_p = c.glb_lanes(c.ifmap_width), c.glb_lanes(c.psum_width)
-    block_f = L.N * m.p * L.F         # psums of one output: [n][filter][column]
+    block_f = m.n * m.p * L.F         # psums of one output: [n][filter][column]
     for name in PE_SETTINGS:
         out.write(f"cfg_{name}", int(getattr(m.pe_config, name)))
     plans = pass_plans(m)
@@ -242,42 +242,49 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
         for _, o, _ in plan.jobs:
             slots[t].setdefault(o, len(slots[t]))
 
-    def ifmap_loads(e):
+    def ifmap_loads(e, first_image):
         """Loads and padding fills of epoch ``e`` into its buffer: [n][row slot][channel][column]."""
         base = alloc.ifmap_base(e % alloc.ifmap_buffers) * lanes_i
+        rows = epochs[e % len(epochs)]
         loads, zeros = [], []
-        for n in range(L.N):
-            for slot, (g, cb, row) in enumerate(epochs[e]):
+        for n in range(m.n):
+            for slot, (g, cb, row) in enumerate(rows):
                 for qc in range(m.q):
-                    glb = base + ((n * len(epochs[e]) + slot) * m.q + qc) * Wp
+                    glb = base + ((n * len(rows) + slot) * m.q + qc) * Wp
                     if not L.P <= row < L.H + L.P:
                         zeros.append((glb, Wp, 0))
                         continue
                     channel = g * Cg + cb * m.q + qc
                     zeros.append((glb, L.P, 0))
-                    loads.append((glb + L.P, dram.ifmap + ((n * L.C + channel) * L.H + row - L.P) * L.W, L.W))
+                    image = first_image + n
+                    loads.append((glb + L.P, dram.ifmap + ((image * L.C + channel) * L.H + row - L.P) * L.W, L.W))
                     zeros.append((glb + L.P + L.W, L.P, 0))
         out.dram_reads += sum(count for _, _, count in loads)
         return ([(Opcode.LOAD, Region.IFMAP, args) for args in _merged(loads)]
                 + [_fill(Region.IFMAP, glb, count, 0) for glb, count, _ in _fills(zeros)])
 
-    def psum_rows(t):
+    def psum_rows(t, first_image):
         """(glb, dram, filter) of each F-psum row of tile ``t``'s outputs."""
         base = alloc.psum_base(t % alloc.psum_buffers) * lanes_p
-        for o, slot in slots[t].items():
+        for o, slot in slots[t % tiles].items():
             e, m0 = m.outputs[o][2], m.first_filter(m.outputs[o])
-            for n in range(L.N):
+            for n in range(m.n):
                 for pf in range(m.p):
+                    image = first_image + n
                     yield (base + slot * block_f + (n * m.p + pf) * L.F,
-                           dram.output + ((n * L.M + m0 + pf) * L.E + e) * L.F, m0 + pf)
+                           dram.output + ((image * L.M + m0 + pf) * L.E + e) * L.F, m0 + pf)
 
-    for i, plan in enumerate(plans):
-        e, t = epoch_of[i], tile_of[i]
-        first_of_epoch = i == 0 or epoch_of[i - 1] != e
-        first_of_tile = i == 0 or tile_of[i - 1] != t
-        last_of_epoch = i == len(plans) - 1 or epoch_of[i + 1] != e
-        last_of_tile = i == len(plans) - 1 or tile_of[i + 1] != t
-        loads = ifmap_loads(e) if first_of_epoch else []
+    # The passes run once per block of images; epochs and tiles are numbered across blocks,
+    # so the ping-pong buffers and their tokens carry on from one block to the next.
+    count = len(plans)
+    for i in range(m.blocks * count):
+        plan, block, j = plans[i % count], i // count, i % count
+        e, t = block * len(epochs) + epoch_of[j], block * tiles + tile_of[j]
+        first_of_epoch = j == 0 or epoch_of[j - 1] != epoch_of[j]
+        first_of_tile = j == 0 or tile_of[j - 1] != tile_of[j]
+        last_of_epoch = j == count - 1 or epoch_of[j + 1] != epoch_of[j]
+        last_of_tile = j == count - 1 or tile_of[j + 1] != tile_of[j]
+        loads = ifmap_loads(e, block * m.n) if first_of_epoch else []
         reused = first_of_epoch and e >= alloc.ifmap_buffers      # rows of a finished epoch
         stored = first_of_tile and t >= alloc.psum_buffers       # psums still being stored
         run_pop = []
@@ -294,10 +301,10 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
             run_pop = [Token.LOAD_EXECUTE]
         ifmap_base = alloc.ifmap_base(e % alloc.ifmap_buffers) * lanes_i
         psum_base = alloc.psum_base(t % alloc.psum_buffers) * lanes_p
-        _write_pass(out, m, plan, epochs[e], slots[t], ifmap_base, psum_base, dram)
-        out.write("psum_zero", int(order[i][1] == 0))
+        _write_pass(out, m, plan, epochs[epoch_of[j]], slots[tile_of[j]], ifmap_base, psum_base, dram)
+        out.write("psum_zero", int(order[j][1] == 0))
         push = []
-        if last_of_epoch and e + alloc.ifmap_buffers < len(epochs):
+        if last_of_epoch and e + alloc.ifmap_buffers < m.blocks * len(epochs):
             push.append(Token.EXECUTE_LOAD)
         if last_of_tile:
             push.append(Token.EXECUTE_STORE)
@@ -305,22 +312,23 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
         out.dram_reads += len(plan.filters) * m.pe_config.filter_words
         if last_of_tile:
             rows = ((glb, addr, L.F, 0 if bias is None else int(bias[f]) & (1 << 64) - 1)
-                    for glb, addr, f in psum_rows(t))
+                    for glb, addr, f in psum_rows(t, block * m.n))
             stores = [(glb, addr, count, b & 0xFFFF_FFFF, b >> 32)
                       for glb, addr, count, b in _merged(rows)]
             out.dram_writes += sum(store[2] for store in stores)
             out.group("store", [(Opcode.STORE, post, args) for args in stores], pop=[Token.EXECUTE_STORE],
-                      push=[Token.STORE_LOAD] if t + alloc.psum_buffers < tiles else [])
+                      push=[Token.STORE_LOAD] if t + alloc.psum_buffers < m.blocks * tiles else [])
     for unit in out.streams:
         out.streams[unit].append(encode(Opcode.END))
-    return Program(out.streams, alloc, len(epochs), tiles, out.dram_reads, out.dram_writes)
+    return Program(out.streams, alloc, m.blocks * len(epochs), m.blocks * tiles, out.dram_reads,
+                   out.dram_writes)
 
 
 def _write_pass(out, m, plan, rows, slots, ifmap_base, psum_base, dram):
     c, L = m.config, m.layer
     rw = c.row_id_width
     Cg, cols, Wp = L.C // L.G, c.array_cols, L.W + 2 * L.P
-    block_f = L.N * m.p * L.F
+    block_f = m.n * m.p * L.F
     for net in NETWORKS:
         row_ids, col_ids = plan.ids[net]
         for r in range(c.array_rows):
@@ -356,12 +364,12 @@ def _write_pass(out, m, plan, rows, slots, ifmap_base, psum_base, dram):
     slot = {row: i for i, row in enumerate(rows)}
     entries = [(ifmap_base + slot[(g, cb, row)] * m.q * s_c + sb * m.seg, 0, kid)
                for kid, (g, cb, row, sb) in enumerate(plan.ifmap_rows)]
-    loops("ifmap", [L.N, f_count, s_count, len(entries), m.q], [s_n, f_stride, 1, 0, s_c], entries)
+    loops("ifmap", [m.n, f_count, s_count, len(entries), m.q], [s_n, f_stride, 1, 0, s_c], entries)
 
     # Psums to chain bottoms and back from chain tops: [n][filter][column] per output slot.
     bottoms = [(psum_base + slots[o] * block_f, r, col) for (r, col), o in plan.bottoms]
-    loops("psum", [L.N, L.F, len(bottoms), m.p], [m.p * L.F, 1, 0, L.F], bottoms)
-    loops("store", [L.N, L.F, m.p], [m.p * L.F, 1, L.F], [])
+    loops("psum", [m.n, L.F, len(bottoms), m.p], [m.p * L.F, 1, 0, L.F], bottoms)
+    loops("store", [m.n, L.F, m.p], [m.p * L.F, 1, L.F], [])
     for (r, col), o in plan.tops.items():
         out.write("store_base", psum_base + slots[o] * block_f, r * cols + col)
-    out.write("store_total", len(plan.tops) * L.N * L.F * m.p)
+    out.write("store_total", len(plan.tops) * m.n * L.F * m.p)

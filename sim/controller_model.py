@@ -108,8 +108,7 @@ def run_program(mapping, streams, dram, x, w, *, ahead="load"):
     glb = {Region.IFMAP: {}, Region.PSUM: {}}
     counts = dict.fromkeys(c for c in COUNTERS if c not in ("cycles", "active_pe"))
     counts = {name: 0 for name in counts}
-    plans = iter(pass_plans(mapping))
-    xp = np.pad(x, ((0, 0), (0, 0), (L.P, L.P), (L.P, L.P)))
+    plans = _Passes(mapping, np.pad(x, ((0, 0), (0, 0), (L.P, L.P), (L.P, L.P))))
     tokens = dict.fromkeys(Token, 0)
     pcs = dict.fromkeys(streams, 0)
     ahead = (ahead,) if isinstance(ahead, str) else tuple(ahead)
@@ -148,7 +147,7 @@ def run_program(mapping, streams, dram, x, w, *, ahead="load"):
                 assert TOKEN_CONSUMER[t] == unit
                 tokens[t] -= 1
             _execute(mapping, opcode, fields["operand"], args, regs, stream, plans, dram, glb,
-                     xp, w, counts)
+                     w, counts)
             for t in tokens_of(fields["push"]):
                 assert TOKEN_PRODUCER[t] == unit
                 tokens[t] += 1
@@ -165,7 +164,21 @@ def run_program(mapping, streams, dram, x, w, *, ahead="load"):
             raise RuntimeError(f"the program deadlocks: units wait at {pcs} with tokens {tokens}")
 
 
-def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, glb, xp, w, counts):
+class _Passes:
+    """The passes in the order the program runs them, each with the padded ifmap of its block
+    of images (the passes repeat per block)."""
+
+    def __init__(self, mapping, xp):
+        self.plans, self.mapping, self.xp, self.index = pass_plans(mapping), mapping, xp, 0
+
+    def __next__(self):
+        block, j = divmod(self.index, len(self.plans))
+        self.index += 1
+        n = self.mapping.n
+        return self.plans[j], self.xp[block * n:(block + 1) * n]
+
+
+def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, glb, w, counts):
     if opcode == Opcode.WRITE:
         regs.write(operand, args[0])
     elif opcode == Opcode.LOAD:
@@ -193,7 +206,8 @@ def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, glb, xp,
     else:  # RUN
         for phase in ("filter", "data"):
             regs.commit(phase)
-        _run_pass(mapping, next(plans), regs, stream, dram, glb, xp, w, counts)
+        plan, xp = next(plans)
+        _run_pass(mapping, plan, regs, stream, dram, glb, xp, w, counts)
         counts["passes"] += 1
 
 
@@ -211,7 +225,7 @@ def _run_pass(mapping, plan, reg, stream, dram, glb, xp, w, counts):
     assert filt == want, "filter stream differs from the schedule"
     ifmap = [glb[Region.IFMAP][a] for a, _ in stream("ifmap")]
     rows = [ifmap_rows(mapping, xp, g, cb, row, sb) for g, cb, row, sb in plan.ifmap_rows]
-    want = [int(data[n, qc, col]) for n in range(L.N) for col in range(pe.row_length)
+    want = [int(data[n, qc, col]) for n in range(mapping.n) for col in range(pe.row_length)
             for data in rows for qc in range(mapping.q)]
     assert ifmap == want, "ifmap stream differs from the schedule"
     zero = reg("psum_zero")
@@ -229,7 +243,7 @@ def _run_pass(mapping, plan, reg, stream, dram, glb, xp, w, counts):
     held = {}
     for ((r, col), o), k in zip(plan.bottoms, range(len(plan.bottoms))):
         values = [v for v, e in psum_in if e == k]
-        held[o] = np.array(values, dtype=np.int64).reshape(L.N, L.F, p)
+        held[o] = np.array(values, dtype=np.int64).reshape(mapping.n, L.F, p)
     stored = 0
     for (r, col), o in plan.tops.items():
         output = mapping.outputs[o]

@@ -39,15 +39,17 @@ def run_mapping(mapping, x, w, bias=None):
     glb = np.zeros(L.ofmap_shape, dtype=np.int64)
     if bias is not None:
         glb += as_int_array("bias", bias, ndim=1)[None, :, None, None]
-    pe = mapping.pe_config
-    for jobs in mapping.passes:
-        held = glb.copy()
-        for _, o, k in jobs:
-            output = mapping.outputs[o]
-            m0, e = mapping.first_filter(output), output[2]
-            psum = held[:, m0:m0 + mapping.p, e, :].transpose(0, 2, 1)  # the bottom PE's ipsum
-            for term in mapping.chunk_terms(k):
-                filters, rows = pe_streams(mapping, xp, w, output, term)
-                psum = pe_reference(pe, filters, rows, psum)
-            glb[:, m0:m0 + mapping.p, e, :] = psum.transpose(0, 2, 1)
+    pe, n = mapping.pe_config, mapping.n
+    for block in range(mapping.blocks):     # the passes repeat per block of n images
+        xb, gb = xp[block * n:(block + 1) * n], glb[block * n:(block + 1) * n]
+        for jobs in mapping.passes:
+            held = gb.copy()
+            for _, o, k in jobs:
+                output = mapping.outputs[o]
+                m0, e = mapping.first_filter(output), output[2]
+                psum = held[:, m0:m0 + mapping.p, e, :].transpose(0, 2, 1)  # the bottom PE's ipsum
+                for term in mapping.chunk_terms(k):
+                    filters, rows = pe_streams(mapping, xb, w, output, term)
+                    psum = pe_reference(pe, filters, rows, psum)
+                gb[:, m0:m0 + mapping.p, e, :] = psum.transpose(0, 2, 1)
     return glb

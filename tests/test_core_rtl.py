@@ -84,8 +84,13 @@ def test_core_layers_bit_exact(sim, specs, stall, idle):
         assert abs(predicted - measured) <= MODEL_TOLERANCE * measured, (spec, predicted, measured)
 
 
+#: A batch whose pass does not fit SMALL's buffer: it runs in blocks of images.
+BATCH = "N=6,C=2,H=8,W=8,M=3,R=3,S=3,P=1"
+
+
 def test_core_on_a_small_array_with_a_small_global_buffer():
-    results = run(SMALL, LAYERS[1:3] + LAYERS[4:6], "verilator", stall=0.2, idle=0.1)
+    assert map_layer(SMALL, ConvLayer.parse(BATCH)).blocks > 1
+    results = run(SMALL, LAYERS[1:3] + LAYERS[4:6] + [BATCH], "verilator", stall=0.2, idle=0.1)
     assert max(stats["epochs"] for _, stats in results) > 1
 
 

@@ -72,8 +72,20 @@ def test_prediction_counts_every_mac():
 
 @pytest.mark.parametrize("spec,message", [
     ("N=1,C=1,H=300,W=9,M=1,R=3,S=3", r"^layer padded H = 300 exceeds 255, the largest value of dim_width = 8 bits$"),
-    ("N=256,C=1,H=9,W=9,M=1,R=3,S=3", r"^layer N = 256 exceeds 255, "),
 ])
 def test_layer_that_cannot_be_mapped(spec, message):
     with pytest.raises(ValueError, match=message):
         map_layer(TINY, ConvLayer.parse(spec))
+
+
+@pytest.mark.parametrize("config,spec", [
+    (TINY, "N=256,C=1,H=5,W=5,M=2,R=3,S=3"),    # more images than a PE's row counter holds
+    (TINY.replace(glb_banks=1, glb_bank_depth=64), "N=6,C=2,H=8,W=8,M=4,R=3,S=3,P=1"),
+])
+def test_a_batch_that_does_not_fit_a_pass_runs_in_blocks(config, spec):
+    layer = ConvLayer.parse(spec)
+    mapping = map_layer(config, layer)
+    assert mapping.n < layer.N and mapping.n <= config.max_dim and mapping.blocks * mapping.n == layer.N
+    arrays = random_layer_arrays(config, layer, seed=4, zeros=0.2)
+    x, w, b = arrays["ifmap"], arrays["weights"], arrays["bias"]
+    np.testing.assert_array_equal(run_mapping(mapping, x, w, b), conv2d_loops(x, w, b, layer.U, layer.P, layer.G))

@@ -117,6 +117,17 @@ def test_the_model_catches_a_missing_token(token):
     assert caught
 
 
+def test_a_batch_split_into_blocks_runs_as_one_program():
+    """Images beyond what a pass holds run in blocks; the ping-pong buffers carry on across
+    blocks, and the weights are read once per block."""
+    config = TINY.replace(glb_banks=1, glb_bank_depth=64)
+    layer = ConvLayer.parse("N=6,C=2,H=8,W=8,M=4,R=3,S=3,P=1")
+    program, counts = run(config, layer, seed=3, shift=4, relu=True)
+    mapping = map_layer(config, layer)
+    assert mapping.blocks > 1 and counts["passes"] == mapping.blocks * len(mapping.passes)
+    assert program.dram_writes == layer.N * layer.M * layer.E * layer.F
+
+
 def test_layer_that_does_not_fit_the_global_buffer_is_rejected():
     config = TINY.replace(glb_banks=1, glb_bank_depth=16)
     with pytest.raises(ValueError, match=r"^no mapping of N=1,C=2,H=12,W=12,M=4,R=3,S=3,U=1,P=0,G=1 "
