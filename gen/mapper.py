@@ -14,6 +14,7 @@ Among legal (p, q, segment width, chain length), the mapper picks the fewest pre
 then the least energy by the brief's access-cost model.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from math import ceil
@@ -93,7 +94,7 @@ class Mapping:
     def group_rows(self, group, chunk):
         """Distinct ifmap rows (per image, q channels each) of pass group ``group`` in ``chunk``."""
         outputs = self.groups[group]
-        return self._distinct_rows(outputs[0], outputs[-1], self.chunk_terms(chunk))
+        return self._distinct_rows(outputs[0], outputs[-1], chunk)
 
     @cached_property
     def allocation(self):
@@ -163,7 +164,7 @@ class Mapping:
             o_lo, o_hi = self.groups[g][0], self.groups[g][-1]
             terms = self.chunk_terms(k)
             filters = (o_hi // L.E - o_lo // L.E + 1) * len(terms)
-            rows = self._distinct_rows(o_lo, o_hi, terms)
+            rows = self._distinct_rows(o_lo, o_hi, k)
             active += (o_hi - o_lo + 1) * len(terms)
             words_f = filters * pe.filter_words
             words_i = rows * self.n * self.q * pe.row_length
@@ -192,28 +193,51 @@ class Mapping:
             "dram_words_compulsory": dram, "energy": energy,
         }
 
-    def _distinct_rows(self, o_lo, o_hi, terms):
-        """Distinct ifmap rows (g, cb, e*U + r, sb) of outputs o_lo..o_hi and ``terms``."""
+    @cached_property
+    def _chunk_spans(self):
+        """Per chunk: the index of its kind in ``_span_kinds``, chunks of one kind having the
+        same filter-row spans (r0, r1) as often, one per (cb, sb) of their terms."""
+        kinds, index = [], []
+        for k in range(self.chunks):
+            rows = {}  # (cb, sb) -> (r0, r1), contiguous within a chunk
+            for cb, r, sb in self.chunk_terms(k):
+                r0, r1 = rows.get((cb, sb), (r, r))
+                rows[(cb, sb)] = (min(r0, r), max(r1, r))
+            kind = tuple(sorted(Counter(rows.values()).items()))
+            if kind not in kinds:
+                kinds.append(kind)
+            index.append(kinds.index(kind))
+        self.__dict__["_span_kinds"] = kinds
+        return index
+
+    @cached_property
+    def _rows_cache(self):
+        return {}
+
+    def _distinct_rows(self, o_lo, o_hi, k):
+        """Distinct ifmap rows (g, cb, e*U + r, sb) of outputs o_lo..o_hi in chunk ``k``."""
         L = self.layer
         blocks = (L.M // L.G) // self.p
         e_spans = {}  # group -> e intervals
         for gm in range(o_lo // L.E, o_hi // L.E + 1):
             lo, hi = max(0, o_lo - gm * L.E), min(L.E - 1, o_hi - gm * L.E)
             e_spans.setdefault(gm // blocks, []).append((lo, hi))
-        r_spans = {}  # (cb, sb) -> (r0, r1), contiguous within a chunk
-        for cb, r, sb in terms:
-            r0, r1 = r_spans.get((cb, sb), (r, r))
-            r_spans[(cb, sb)] = (min(r0, r), max(r1, r))
+        kind = self._chunk_spans[k]
+        key = (tuple(map(tuple, e_spans.values())), kind)
+        if key in self._rows_cache:
+            return self._rows_cache[key]
         total = 0
         for spans in e_spans.values():
-            for r0, r1 in r_spans.values():
+            for (r0, r1), count in self._span_kinds[kind]:
                 if L.U > r1 - r0 + 1:  # rows of different e never coincide
-                    total += sum(hi - lo + 1 for lo, hi in spans) * (r1 - r0 + 1)
+                    total += count * sum(hi - lo + 1 for lo, hi in spans) * (r1 - r0 + 1)
                     continue
-                end = -1
+                end, rows = -1, 0
                 for lo, hi in sorted((lo * L.U + r0, hi * L.U + r1) for lo, hi in spans):
-                    total += max(0, hi - max(lo, end + 1) + 1)
+                    rows += max(0, hi - max(lo, end + 1) + 1)
                     end = max(end, hi)
+                total += count * rows
+        self._rows_cache[key] = total
         return total
 
     @property
