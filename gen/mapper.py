@@ -15,7 +15,7 @@ then the least energy by the brief's access-cost model.
 """
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from math import ceil
 
@@ -285,9 +285,10 @@ def candidates(config, layer, images=None):
 def map_layer(config, layer):
     """The best legal mapping, or ValueError naming the limit the layer exceeds.
 
-    All N images share each pass (their filters are reused) when a pass of them fits the
-    global buffer; otherwise the batch is split into the largest blocks that fit, and the
-    passes repeat per block."""
+    The images of a batch may share each pass (their filters are reused) or run in blocks of
+    fewer images, the passes repeating per block: among the best mappings of the block sizes
+    that fit the global buffer, the performance model's fewest cycles (then the larger block)
+    win."""
     if not isinstance(layer, ConvLayer):
         raise TypeError(f"layer must be a ConvLayer, not {layer!r}")
     for name, value in (("F", layer.F), ("padded H", layer.H + 2 * layer.P),
@@ -295,16 +296,30 @@ def map_layer(config, layer):
         if value > config.max_dim:
             raise ValueError(f"layer {name} = {value} exceeds {config.max_dim}, the largest value of "
                              f"dim_width = {config.dim_width} bits")
-    smallest = None
+    found, smallest = [], None
     for images in sorted((n for n in range(1, layer.N + 1) if layer.N % n == 0 and n <= config.max_dim),
                          reverse=True):
-        best, words = _best(config, layer, images)
-        if best is not None:
-            return best
-        smallest = words
-    raise ValueError(f"no mapping of {layer} fits the global buffer: a pass needs at least "
-                     f"{smallest} words, glb_banks x glb_bank_depth = {config.glb_banks} x "
-                     f"{config.glb_bank_depth} = {config.glb_words}")
+        mapping, words = _best(config, layer, images)
+        if mapping is None:
+            smallest = words
+        else:
+            found.append(mapping)
+    best = found[0] if len(found) == 1 else min(found, key=_modelled_cycles, default=None)
+    if best is None:
+        raise ValueError(f"no mapping of {layer} fits the global buffer: a pass needs at least "
+                         f"{smallest} words, glb_banks x glb_bank_depth = {config.glb_banks} x "
+                         f"{config.glb_bank_depth} = {config.glb_words}")
+    return best
+
+
+def _modelled_cycles(mapping):
+    """The performance model's cycles of one block of images, times the blocks."""
+    from .performance import predict_cycles
+    from .program import compile_layer
+
+    block = Mapping(mapping.config, replace(mapping.layer, N=mapping.n), mapping.p, mapping.q,
+                    mapping.seg, mapping.chain)
+    return predict_cycles(block, compile_layer(block)) * mapping.blocks
 
 
 def _best(config, layer, images):

@@ -37,6 +37,26 @@ def _instructions(words):
         pc += 1 + len(args)
 
 
+def _runs(words):
+    """Per RUN of an execute stream: (words up to and including it since the previous RUN,
+    its pop set, its push set). Register writes are only counted."""
+    runs, pc, since, run, write = [], 0, 0, int(Opcode.RUN), int(Opcode.WRITE)
+    end = len(words)
+    while pc < end:
+        opcode = words[pc] >> 28
+        if opcode == write:
+            pc += 2
+            since += 2
+            continue
+        if opcode == run:
+            fields = decode(words[pc])
+            runs.append((since + 1, {t for t in Token if fields["pop"] >> t & 1},
+                         {t for t in Token if fields["push"] >> t & 1}))
+            since = 0
+        pc += 1 + ARGUMENTS[Opcode(opcode)]
+    return runs
+
+
 def predict_cycles(mapping, program, *, breakdown=None):
     """Cycles the core takes to run ``program`` (compiled from ``mapping``), no memory stalls.
     ``breakdown`` (a dict), if given, receives the cycles of MAC slots, the cycles passes ran
@@ -59,7 +79,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
 
     load = [i for i in _instructions(program.streams["load"]) if i[0] != Opcode.END]
     store = [i for i in _instructions(program.streams["store"]) if i[0] != Opcode.END]
-    execute = list(_instructions(program.streams["execute"]))
+    execute = _runs(program.streams["execute"])
 
     # The load and store units depend on the execute unit's tokens and it on theirs; replay
     # all three in one pass over the execute stream, running the others as far as they can.
@@ -109,10 +129,8 @@ def predict_cycles(mapping, program, *, breakdown=None):
     filter_free = 0      # the filter stream has delivered its last word
     pass_end = [0, 0]    # the end of the previous two passes
     k = 0
-    for opcode, _, args, pops, pushes, words in execute:
+    for words, pops, pushes in execute:
         exec_at += words     # one word decoded per cycle
-        if opcode != Opcode.RUN:
-            continue
         plan = plans[k % len(plans)]    # the passes repeat per block of images
         words_f = len(plan.filters) * pe.filter_words
         words_i = len(plan.ifmap_rows) * m.n * m.q * pe.row_length
