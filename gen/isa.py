@@ -93,16 +93,29 @@ def _mask(tokens):
     return mask
 
 
+def _pack(fields, values, what=""):
+    """``values`` ({name: int}) packed by ``fields`` ((name, width), low bit first)."""
+    word, shift = 0, 0
+    for name, width in fields:
+        if not 0 <= values[name] < 1 << width:
+            raise ValueError(f"{what}{name} {values[name]} does not fit {width} bits")
+        word |= values[name] << shift
+        shift += width
+    return word
+
+
+def _unpack(fields, word):
+    values, shift = {}, 0
+    for name, width in fields:
+        values[name] = word >> shift & ((1 << width) - 1)
+        shift += width
+    return values
+
+
 def encode(opcode, operand=0, *, pop=(), push=()):
     """The opcode word of ``opcode`` with ``operand`` and the token sets ``pop``/``push``."""
     opcode = Opcode(opcode)
-    values = {"operand": operand, "push": _mask(push), "pop": _mask(pop), "opcode": opcode}
-    word, shift = 0, 0
-    for name, width in FIELDS:
-        if not 0 <= values[name] < 1 << width:
-            raise ValueError(f"{name} {values[name]} does not fit {width} bits")
-        word |= values[name] << shift
-        shift += width
+    word = _pack(FIELDS, {"operand": operand, "push": _mask(push), "pop": _mask(pop), "opcode": opcode})
     for token in (*pop, *push):
         unit = UNITS.get(opcode)
         role = TOKEN_CONSUMER if token in pop else TOKEN_PRODUCER
@@ -114,31 +127,18 @@ def encode(opcode, operand=0, *, pop=(), push=()):
 
 def decode(word):
     """``{field: value}`` of an opcode word (the opcode as an int; it may be unknown)."""
-    values, shift = {}, 0
-    for name, width in FIELDS:
-        values[name] = word >> shift & ((1 << width) - 1)
-        shift += width
-    return values
+    return _unpack(FIELDS, word)
 
 
 def post_operand(*, shift=0, relu=False, requantize=False):
     """The STORE operand of a post-processing setting."""
-    values = {"shift": shift, "relu": int(relu), "requantize": int(requantize)}
-    operand, at = 0, 0
-    for name, width in POST_FIELDS:
-        if not 0 <= values[name] < 1 << width:
-            raise ValueError(f"post-processing {name} {values[name]} does not fit {width} bits")
-        operand |= values[name] << at
-        at += width
-    return operand
+    return _pack(POST_FIELDS, {"shift": shift, "relu": int(relu), "requantize": int(requantize)},
+                 "post-processing ")
 
 
 def decode_post(operand):
-    values, at = {}, 0
-    for name, width in POST_FIELDS:
-        values[name] = operand >> at & ((1 << width) - 1)
-        at += width
-    return values
+    """``{field: value}`` of a STORE operand."""
+    return _unpack(POST_FIELDS, operand)
 
 
 #: Loop levels of each stream, outermost first; "table" walks that stream's table entries.
