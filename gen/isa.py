@@ -30,7 +30,7 @@ __all__ = ["Opcode", "Region", "Token", "UNITS", "ARGUMENTS", "FIELDS", "WORD_WI
            "TOKEN_PRODUCER", "TOKEN_CONSUMER", "TOKEN_DEPTH", "POST_FIELDS", "encode", "decode", "post_operand",
            "decode_post", "LOOPS", "PE_SETTINGS",
            "NETWORKS", "PHASES", "RegisterBlock", "RegisterMap", "PE_EVENTS", "ARRAY_EVENTS",
-           "CORE_EVENTS", "COUNTERS"]
+           "CORE_EVENTS", "COUNTERS", "c_definitions"]
 
 
 WORD_WIDTH = 32
@@ -239,3 +239,23 @@ CORE_EVENTS = ("dram_reads", "dram_writes", "glb_reads", "glb_writes", "program_
 
 #: Every counter of the core, in port order.
 COUNTERS = PE_EVENTS + ARRAY_EVENTS + CORE_EVENTS
+
+
+def c_definitions(config, prefix):
+    """C ``#define`` lines of the instruction set for ``config``: opcodes, field positions,
+    tokens, post-processing fields, and the register map's blocks (first address, entries)."""
+    lines = [f"/* Instruction set ({__name__}) */"]
+    lines += [f"#define {prefix}_OP_{op.name} {int(op)}u" for op in Opcode]
+    lines += [f"#define {prefix}_ARGS_{op.name} {count}u" for op, count in ARGUMENTS.items()]
+    for group, fields in (("FIELD", FIELDS), ("POST", POST_FIELDS)):
+        shift = 0
+        for name, width in fields:
+            lines += [f"#define {prefix}_{group}_{name.upper()}_SHIFT {shift}u",
+                      f"#define {prefix}_{group}_{name.upper()}_WIDTH {width}u"]
+            shift += width
+    lines += [f"#define {prefix}_TOKEN_{token.name} {int(token)}u" for token in Token]
+    lines += [f"#define {prefix}_REGION_{region.name} {int(region)}u" for region in Region]
+    for block in RegisterMap(config).blocks.values():
+        lines += [f"#define {prefix}_REG_{block.name.upper()} {block.address}u",
+                  f"#define {prefix}_REG_{block.name.upper()}_ENTRIES {block.count}u"]
+    return lines

@@ -4,6 +4,7 @@ import pytest
 
 from rowstation.gen import AcceleratorConfig, PEConfig, PRESETS, preset, resolve_config
 from rowstation.gen.config import c_header
+from rowstation.gen.isa import Opcode, RegisterMap
 
 
 def test_presets_hold_their_published_parameters():
@@ -85,6 +86,11 @@ def test_artefacts_carry_the_configuration():
     assert data["derived"]["pe_count"] == 168
     header = c_header(config)
     assert "#define ROWSTATION_ARRAY_ROWS 12u" in header and "#define ROWSTATION_PSUM_WIDTH 48u" in header
+    # The instruction set, from the module the compiler and the gateware use.
+    regmap = RegisterMap(config)
+    assert f"#define ROWSTATION_REG_STORE_TOTAL {regmap.address('store_total')}u" in header
+    assert f"#define ROWSTATION_OP_STORE {int(Opcode.STORE)}u" in header
+    assert "#define ROWSTATION_FIELD_OPCODE_SHIFT 28u" in header
 
 
 @pytest.mark.parametrize("kwargs,error,message", [
