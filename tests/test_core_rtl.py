@@ -84,6 +84,17 @@ def test_core_layers_bit_exact(sim, specs, stall, idle):
         assert abs(predicted - measured) <= MODEL_TOLERANCE * measured, (spec, predicted, measured)
 
 
+#: 16-bit operands on a tall narrow array, an odd number of buffer banks, one filter bank.
+WIDE = TINY.replace(array_rows=4, array_cols=2, ifmap_width=16, weight_width=16, psum_width=40,
+                    filter_spad_depth=32, filter_banks=1, ifmap_spad_depth=9, psum_spad_depth=4,
+                    glb_bank_width=64, dram_width=64, glb_banks=5, glb_bank_depth=64)
+
+
+def test_core_with_16_bit_operands_one_filter_bank_and_five_banks():
+    run(WIDE, ["N=2,C=3,H=7,W=7,M=4,R=3,S=3,P=1", "N=1,C=4,H=9,W=6,M=6,R=2,S=3,U=2,G=2",
+               "N=1,C=2,H=6,W=13,M=2,R=4,S=5,P=1"], "verilator", stall=0.3, idle=0.2)
+
+
 #: A batch whose pass does not fit SMALL's buffer: it runs in blocks of images.
 BATCH = "N=6,C=2,H=8,W=8,M=3,R=3,S=3,P=1"
 
