@@ -242,26 +242,30 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
         for _, o, _ in plan.jobs:
             slots[t].setdefault(o, len(slots[t]))
 
+    # An ifmap buffer is zeroed once, where the layer's epochs use it; afterwards loads write
+    # only the data columns of rows inside the ifmap, so the padding columns stay zero and only
+    # a padding row's data columns (which an earlier epoch may have loaded) are filled again.
+    used = max(ifmap_elements(m, len(rows)) for rows in epochs)
+
     def ifmap_loads(e, first_image):
         """Loads and padding fills of epoch ``e`` into its buffer: [n][row slot][channel][column]."""
         base = alloc.ifmap_base(e % alloc.ifmap_buffers) * lanes_i
         rows = epochs[e % len(epochs)]
-        loads, zeros = [], []
+        loads, zeros = [], [(base, used, 0)] if L.P and e < alloc.ifmap_buffers else []
         for n in range(m.n):
             for slot, (g, cb, row) in enumerate(rows):
                 for qc in range(m.q):
                     glb = base + ((n * len(rows) + slot) * m.q + qc) * Wp
                     if not L.P <= row < L.H + L.P:
-                        zeros.append((glb, Wp, 0))
+                        if e >= alloc.ifmap_buffers:
+                            zeros.append((glb + L.P, L.W, 0))
                         continue
                     channel = g * Cg + cb * m.q + qc
-                    zeros.append((glb, L.P, 0))
                     image = first_image + n
                     loads.append((glb + L.P, dram.ifmap + ((image * L.C + channel) * L.H + row - L.P) * L.W, L.W))
-                    zeros.append((glb + L.P + L.W, L.P, 0))
         out.dram_reads += sum(count for _, _, count in loads)
-        return ([(Opcode.LOAD, Region.IFMAP, args) for args in _merged(loads)]
-                + [_fill(Region.IFMAP, glb, count, 0) for glb, count, _ in _fills(zeros)])
+        return ([_fill(Region.IFMAP, glb, count, 0) for glb, count, _ in _fills(zeros)]
+                + [(Opcode.LOAD, Region.IFMAP, args) for args in _merged(loads)])
 
     def psum_rows(t, first_image):
         """(glb, dram, filter) of each F-psum row of tile ``t``'s outputs."""
