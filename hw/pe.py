@@ -12,7 +12,7 @@ from amaranth import *
 from amaranth.lib import fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..gen.isa import PE_EVENTS
+from ..gen.isa import PE_EVENTS, PE_SETTINGS
 from .counters import EventCounters
 
 
@@ -32,15 +32,10 @@ class PEConfigSignature(wiring.Signature):
     """
 
     def __init__(self, config):
-        super().__init__({
-            "s": Out(range(config.max_filter_width + 1)),
-            "u": Out(range(config.max_filter_width + 1)),
-            "p": Out(range(config.psum_spad_depth + 1)),
-            "q": Out(range(config.ifmap_spad_depth + 1)),
-            "f": Out(config.dim_width),
-            "rows": Out(config.dim_width),
-            "accumulate": Out(1),
-        })
+        shapes = {"s": range(config.max_filter_width + 1), "u": range(config.max_filter_width + 1),
+                  "p": range(config.psum_spad_depth + 1), "q": range(config.ifmap_spad_depth + 1),
+                  "f": config.dim_width, "rows": config.dim_width, "accumulate": 1}
+        super().__init__({name: Out(shapes[name]) for name in PE_SETTINGS})
 
 
 class PEEventSignature(wiring.Signature):

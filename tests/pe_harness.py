@@ -3,7 +3,7 @@
 import numpy as np
 from amaranth.sim import Simulator
 
-from rowstation.gen.isa import PE_EVENTS
+from rowstation.gen.isa import PE_EVENTS, PE_SETTINGS
 from rowstation.hw.pe import PE
 from rowstation.sim.pe_model import filter_words, ifmap_words, pe_events, pe_reference
 
@@ -32,7 +32,7 @@ def simulate_pe(config, passes, *, seed=0, idle=0.0, stall=0.0, max_cycles=None,
     async def control(ctx):
         cycles, elapsed = [], 0
         for cfg, weights, _, _ in passes:
-            for name in ("s", "u", "p", "q", "f", "rows", "accumulate"):
+            for name in PE_SETTINGS:
                 ctx.set(getattr(dut.cfg, name), int(getattr(cfg, name)))
             fed = await feed(ctx, dut.filt, filter_words(weights), rng=rng, idle=idle)
             cycles += [elapsed + cycle for cycle in fed]   # cycles since the start

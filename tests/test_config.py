@@ -117,3 +117,10 @@ def test_pe_config_that_does_not_fit(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         PEConfig(**args).check(PRESETS["tiny"])
+
+
+def test_pe_settings_are_the_pe_config_fields():
+    """The register map, the PE's signature and the compiler take the settings from one list."""
+    from dataclasses import fields
+    from rowstation.gen.isa import PE_SETTINGS
+    assert PE_SETTINGS == tuple(field.name for field in fields(PEConfig))
