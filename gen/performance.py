@@ -1,8 +1,9 @@
 """The performance model: cycles of a compiled layer, replayed as the controller runs it.
 
 The three units are followed instruction by instruction with the costs the hardware has
-(:mod:`rowstation.hw.controller`): a ``LOAD`` of ``n`` words takes ``n`` cycles plus the memory
-latency, a ``FILL`` ``n`` cycles, a ``STORE`` ``n`` cycles, each plus a fixed start cost; a
+(:mod:`rowstation.hw.controller`): the load unit issues a ``LOAD``'s ``n`` addresses in ``n``
+cycles and writes its words as they return after the memory latency, a ``FILL`` ``n`` words, a
+``STORE`` takes ``n`` cycles, each instruction plus a fixed start cost; a
 pass takes its MAC slots (or its longest stream, one element per cycle per network) plus the
 pipeline fill and drain of its chains. The units meet where the program's dependency tokens
 make them wait; the filter stream of a pass overlaps the previous pass when the PEs have a free
@@ -21,8 +22,8 @@ __all__ = ["COSTS", "predict_cycles", "layer_report", "REPORT_KEYS"]
 #: ahead while the previous one runs), a LOAD's external memory latency, and per pass the
 #: start (data commit to first MAC) and the drain (last MAC to last psum stored), plus per PE of
 #: a chain. Fitted to Verilator runs of the test layers on ``tiny`` (``docs/performance.md``).
-COSTS = {"instruction": 4, "memory_latency": 4, "pass_start": 6, "pass_drain": 5,
-         "chain": 2, "end": 3}
+COSTS = {"instruction": 2, "memory_latency": 2, "pass_start": 8, "pass_drain": 9,
+         "chain": 4, "end": 0}
 
 
 def _instructions(words):
@@ -86,17 +87,25 @@ def predict_cycles(mapping, program, *, breakdown=None):
     load_at, store_at = 0, 0
     li = si = 0
 
+    write_at = 0   # the load unit's write stage (it trails the issue stage)
+
     def run_load(until_token_count):
-        """Run the load unit until it has given ``until_token_count`` LOAD_EXECUTE tokens."""
-        nonlocal load_at, li
+        """Run the load unit until it has given ``until_token_count`` LOAD_EXECUTE tokens: its
+        issue stage takes instructions back to back (a LOAD issues one address per cycle), its
+        write stage writes their words in order as they return (a FILL's at one per cycle)."""
+        nonlocal load_at, write_at, li
         while len(given[Token.LOAD_EXECUTE]) < until_token_count:
             opcode, _, args, pops, pushes, _ = load[li]
-            start = wait(pops, load_at)
-            count = args[2] if opcode == Opcode.LOAD else args[1]
-            latency = COSTS["memory_latency"] if opcode == Opcode.LOAD and count else 0
-            load_at = start + COSTS["instruction"] + count + latency
+            start = wait(pops, load_at) + COSTS["instruction"]
+            if opcode == Opcode.LOAD:
+                count = args[2]
+                load_at = start + count
+                write_at = max(write_at, start + COSTS["memory_latency"]) + count
+            else:
+                load_at = start
+                write_at = max(write_at, start) + args[1]
             for token in pushes:
-                given[token].append(load_at)
+                given[token].append(write_at)
             li += 1
 
     def run_store():
@@ -164,7 +173,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
         run_store()
         k += 1
     run_store()
-    return max(pass_end[-1], store_at, load_at) + COSTS["end"]
+    return max(pass_end[-1], store_at, write_at) + COSTS["end"]
 
 
 #: The keys of a layer report, shared by ``rowstation map --json`` (the model) and

@@ -259,9 +259,18 @@ class _Mover(wiring.Component):
         return m
 
 
-class LoadController(_Mover):
+class LoadController(wiring.Component):
     """``LOAD region; glb, dram, count``: ``count`` words from external memory into the global
-    buffer; ``FILL region; glb, count, lo, hi``: ``count`` copies of a constant."""
+    buffer; ``FILL region; glb, count, lo, hi``: ``count`` copies of a constant.
+
+    Two stages, so the memory latency of one LOAD overlaps the next: the issue stage takes an
+    instruction (once its popped tokens are there), queues a write descriptor for it and issues
+    its addresses back to back; the write stage takes the descriptors in order, writes the
+    returning words (or the constant) into the buffer, and pushes the instruction's tokens when
+    its last write is done."""
+
+    #: Write descriptors queued between the stages.
+    DEPTH = 4
 
     def __init__(self, config):
         c = config
@@ -274,41 +283,66 @@ class LoadController(_Mover):
             "psum_ld": Out(stream.Signature(WriteRequest(c.glb_addr_width(c.psum_width), psum))),
         })
 
-    def execute(self, m, instr, start, executing, finished):
-        issued = Signal(WORD_WIDTH)   # addresses issued (LOAD) or words written (FILL)
-        moved = Signal(WORD_WIDTH)    # words arrived (LOAD)
-        with m.If(start):
-            m.d.sync += [issued.eq(0), moved.eq(0)]
-        glb, mem, count = instr.args[0], instr.args[1], instr.args[2]
-        fill_count, fill_value = instr.args[1], Cat(instr.args[2], instr.args[3])
-        loading = executing & (instr.opcode == Opcode.LOAD)
-        filling = executing & (instr.opcode == Opcode.FILL)
+    def elaborate(self, platform):
+        m = Module()
+        instr = self.instr.payload
+        descriptor = data.StructLayout({"load": 1, "region": 1, "glb": WORD_WIDTH, "count": WORD_WIDTH,
+                                        "value": 64, "push": len(Token)})
+        m.submodules.writes = writes = fifo.SyncFIFOBuffered(width=descriptor.size, depth=self.DEPTH)
+
+        # Issue stage.
+        is_end, is_load = instr.opcode == Opcode.END, instr.opcode == Opcode.LOAD
+        count = Mux(is_load, instr.args[2], instr.args[1])
+        issuing, issued = Signal(), Signal(WORD_WIDTH)
+        start = Signal()
+        queued = Signal(descriptor)
         m.d.comb += [
-            self.mem_rd.addr.valid.eq(loading & (issued != count)),
-            self.mem_rd.addr.payload.eq(mem + issued),
-            finished.eq(Mux(instr.opcode == Opcode.LOAD, moved == count, issued == fill_count)),
+            start.eq(self.instr.valid & ~is_end & ~issuing & writes.w_rdy
+                     & ((instr.pop & ~self.tokens) == 0)),
+            self.pop.eq(Mux(start, instr.pop, 0)),
+            queued.load.eq(is_load), queued.region.eq(instr.operand[0]), queued.glb.eq(instr.args[0]),
+            queued.count.eq(count), queued.value.eq(Cat(instr.args[2], instr.args[3])),
+            queued.push.eq(instr.push),
+            writes.w_data.eq(queued), writes.w_en.eq(start),
+            self.mem_rd.addr.valid.eq(issuing),
+            self.mem_rd.addr.payload.eq(instr.args[1] + issued),
         ]
+        with m.If(start):
+            with m.If(is_load & (count != 0)):
+                m.d.sync += [issuing.eq(1), issued.eq(0)]
+            with m.Else():
+                m.d.comb += self.instr.ready.eq(1)
         with m.If(self.mem_rd.addr.valid & self.mem_rd.addr.ready):
             m.d.sync += issued.eq(issued + 1)
+            with m.If(issued == count - 1):
+                m.d.sync += issuing.eq(0)
+                m.d.comb += self.instr.ready.eq(1)
+
+        # Write stage.
+        head = Signal(descriptor)
+        moved = Signal(WORD_WIDTH)
+        m.d.comb += head.eq(writes.r_data)
+        done = writes.r_rdy & (moved == head.count)
+        with m.If(done):
+            m.d.sync += moved.eq(0)
+            m.d.comb += [writes.r_en.eq(1), self.push.eq(head.push)]
         for region, port in ((Region.IFMAP, self.ifmap_wr), (Region.PSUM, self.psum_ld)):
-            mine = instr.operand[0] == region
-            with m.If(loading & mine):
+            active = writes.r_rdy & ~done & (head.region == region)
+            with m.If(active):
                 m.d.comb += [
-                    port.valid.eq(self.mem_rd.data.valid),
-                    port.payload.addr.eq(glb + moved),
-                    port.payload.data.eq(self.mem_rd.data.payload[:len(port.payload.data)]),
-                    self.mem_rd.data.ready.eq(port.ready),
+                    port.valid.eq(Mux(head.load, self.mem_rd.data.valid, 1)),
+                    port.payload.addr.eq(head.glb + moved),
+                    port.payload.data.eq(Mux(head.load, self.mem_rd.data.payload, head.value)[:len(port.payload.data)]),
                 ]
-            with m.If(filling & mine):
-                m.d.comb += [
-                    port.valid.eq(issued != fill_count),
-                    port.payload.addr.eq(glb + issued),
-                    port.payload.data.eq(fill_value[:len(port.payload.data)]),
-                ]
+                with m.If(head.load):
+                    m.d.comb += self.mem_rd.data.ready.eq(port.ready)
                 with m.If(port.valid & port.ready):
-                    m.d.sync += issued.eq(issued + 1)
-        with m.If(self.mem_rd.data.valid & self.mem_rd.data.ready):
-            m.d.sync += moved.eq(moved + 1)
+                    m.d.sync += moved.eq(moved + 1)
+
+        m.d.comb += self.at_end.eq(self.instr.valid & is_end & ~issuing & (writes.w_level == 0))
+        with m.If(self.at_end & self.release):
+            m.d.comb += self.instr.ready.eq(1)
+        return m
 
 
 class StoreController(_Mover):
