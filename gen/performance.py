@@ -7,7 +7,8 @@ cycles and writes its words as they return after the memory latency, a ``FILL`` 
 pass takes its MAC slots (or its longest stream, one element per cycle per network) plus the
 pipeline fill and drain of its chains. The units meet where the program's dependency tokens
 make them wait; the filter stream of a pass overlaps the previous pass when the PEs have a free
-filter bank. The access counts are not modelled here: the program's own counts are exact
+filter bank; external memory serves one read per cycle to the loads and the filter stream
+together. The access counts are not modelled here: the program's own counts are exact
 (:func:`rowstation.sim.controller_model.run_program` checks them).
 """
 
@@ -62,7 +63,8 @@ def predict_cycles(mapping, program, *, breakdown=None):
     """Cycles the core takes to run ``program`` (compiled from ``mapping``), no memory stalls.
     ``breakdown`` (a dict), if given, receives the cycles of MAC slots, the cycles passes ran
     longer because a network (one element per cycle) carried more words than that, and the
-    cycles passes waited for loads, filters and stores."""
+    cycles passes waited for loads, filters and stores; and "memory port" when the reads of
+    external memory (one word per cycle) take longer than all of that."""
     c, L, m = mapping.config, mapping.layer, mapping
     pe = m.pe_config
     plans = pass_plans(m)
@@ -173,7 +175,13 @@ def predict_cycles(mapping, program, *, breakdown=None):
         run_store()
         k += 1
     run_store()
-    return max(pass_end[-1], store_at, write_at) + COSTS["end"]
+    # External memory answers one read per cycle, shared by the loads and the filter stream:
+    # the run takes at least its reads.
+    reads = program.dram_reads + COSTS["memory_latency"]
+    end = max(pass_end[-1], store_at, write_at)
+    if breakdown is not None and reads > end:
+        breakdown["memory port"] = reads - end
+    return max(end, reads) + COSTS["end"]
 
 
 #: The keys of a layer report, shared by ``rowstation map --json`` (the model) and
@@ -198,7 +206,10 @@ def _stream_counts(program):
 
 
 def _binding(breakdown):
-    """"macs" when MAC slots take most of the time, else what the passes lost most to."""
+    """"memory port" when the reads of external memory set the time, else "macs" when MAC slots
+    take most of it, else what the passes lost most to."""
+    if "memory port" in breakdown:
+        return "memory port"
     others = {name: cycles for name, cycles in breakdown.items() if name != "macs"}
     if sum(others.values()) <= breakdown.get("macs", 0):
         return "macs"
