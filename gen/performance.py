@@ -12,7 +12,7 @@ together. The access counts are not modelled here: the program's own counts are 
 (:func:`rowstation.sim.controller_model.run_program` checks them).
 """
 
-from .isa import ARGUMENTS, NETWORKS, Opcode, Region, Token, decode
+from .isa import ARGUMENTS, NETWORKS, Opcode, Token, decode
 from .program import pass_plans
 
 
