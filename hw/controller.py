@@ -122,15 +122,21 @@ class InstructionDecoder(wiring.Component):
 
 
 class TokenQueue(wiring.Component):
-    """A dependency token queue: a count of tokens pushed and not yet popped."""
+    """A dependency token queue: a count of tokens pushed and not yet popped. ``overflow``
+    latches when a push finds it full (:data:`~rowstation.gen.isa.TOKEN_DEPTH`): a malformed
+    program, refused rather than counted wrong."""
 
     def __init__(self):
-        super().__init__({"push": In(1), "pop": In(1), "available": Out(1)})
+        super().__init__({"push": In(1), "pop": In(1), "available": Out(1), "overflow": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         count = Signal(range(TOKEN_DEPTH + 1))
-        m.d.sync += count.eq(count + self.push - self.pop)
+        full = (count == TOKEN_DEPTH) & ~self.pop
+        with m.If(self.push & full):
+            m.d.sync += self.overflow.eq(1)
+        with m.Else():
+            m.d.sync += count.eq(count + self.push - self.pop)
         m.d.comb += self.available.eq(count != 0)
         return m
 
@@ -704,7 +710,8 @@ class _TableReader:
 
 class Controller(wiring.Component):
     """The three units with their decoders, token queues and the END barrier; see the module
-    documentation. ``error`` latches on a malformed program."""
+    documentation. ``error`` latches on a malformed program (an unknown or misplaced opcode, an
+    unknown register, a token queue overflowing)."""
 
     def __init__(self, config):
         c = config
@@ -753,6 +760,7 @@ class Controller(wiring.Component):
             producer, consumer = units[TOKEN_PRODUCER[token]], units[TOKEN_CONSUMER[token]]
             m.d.comb += [queue.push.eq(producer.push[token]), queue.pop.eq(consumer.pop[token]),
                          consumer.tokens[token].eq(queue.available)]
+            errors.append(queue.overflow)
 
         barrier = Cat(unit.at_end for unit in units.values()).all()
         m.d.comb += [unit.release.eq(barrier) for unit in units.values()]

@@ -7,7 +7,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from rowstation.gen import preset
-from rowstation.gen.isa import Opcode, RegisterMap, encode
+from rowstation.gen.isa import TOKEN_DEPTH, Opcode, RegisterMap, Token, encode
 from rowstation.hw.controller import UNIT_NAMES, AddressGenerator, Controller, PostProcessor, ReadArbiter
 from rowstation.sim.golden import requantize
 from rowstation.sim.controller_model import walk
@@ -52,7 +52,7 @@ def test_address_generator_walks_the_model_nest(seed):
     sim.run()
     assert got["walks"] == [want, want]
 
-def run_program(streams, cycles=30):
+def run_program(streams, cycles=80):
     """Feed each unit's words for ``cycles``; report whether ``error`` and ``done`` were seen
     (a malformed stream may leave words unread)."""
     dut = Controller(preset("tiny"))
@@ -113,7 +113,11 @@ def test_end_waits_for_every_unit():
     {"execute": [encode(Opcode.WRITE, RegisterMap(preset("tiny")).size), 1]},
     {"execute": [encode(Opcode.LOAD, 0), 0, 0, 0]},
     {"store": [encode(Opcode.FILL, 0), 0, 0, 0, 0]},
-], ids=["unknown opcode", "unknown register", "load on the execute unit", "fill on the store unit"])
+    # More LOAD_EXECUTE tokens than a queue counts, none taken.
+    {"load": [word for _ in range(TOKEN_DEPTH + 1)
+              for word in (encode(Opcode.FILL, 0, push=[Token.LOAD_EXECUTE]), 0, 0, 0, 0)]},
+], ids=["unknown opcode", "unknown register", "load on the execute unit", "fill on the store unit",
+        "token queue overflow"])
 def test_malformed_program_raises_error(streams):
     assert run_program(streams)["error"] == 1
 
