@@ -137,6 +137,8 @@ def cmd_run_layer(args):
             "dram_compulsory_bytes": predicted["dram_compulsory_bytes"],
             **{name: counts[name] for name in ("glb_reads", "glb_writes", "filt_transfers",
                                                "ifmap_transfers", "psum_transfers", "opsum_transfers")},
+            "spad_reads": sum(counts[f"{spad}_read"] for spad in ("filter", "ifmap", "psum")),
+            "spad_writes": sum(counts[f"{spad}_write"] for spad in ("filter", "ifmap", "psum")),
             "binding": predicted["binding"],
             "active_pe_cycles": counts["active_pe"],
             "predicted": predicted,

@@ -188,7 +188,8 @@ def predict_cycles(mapping, program, *, breakdown=None):
 #: ``rowstation run-layer --report`` (the RTL's counters).
 REPORT_KEYS = ("cycles", "macs", "pe_utilization", "passes", "epochs", "tiles", "dram_read_bytes",
                "dram_write_bytes", "dram_compulsory_bytes", "glb_reads", "glb_writes",
-               *(f"{net}_transfers" for net in NETWORKS), "opsum_transfers", "binding")
+               *(f"{net}_transfers" for net in NETWORKS), "opsum_transfers", "spad_reads",
+               "spad_writes", "binding")
 
 
 def _stream_counts(program):
@@ -218,7 +219,8 @@ def _binding(breakdown):
 
 def layer_report(mapping, program):
     """The model's :data:`REPORT_KEYS` for ``program``: cycles from :func:`predict_cycles`,
-    access counts exact (they do not depend on the data). External memory holds one element
+    access counts exact (they do not depend on the data) but for the scratchpads', which are
+    those of an ifmap without zeros (zeros, the padding's included, only lower them). External memory holds one element
     per ``dram_width``-bit word."""
     c, L, m = mapping.config, mapping.layer, mapping
     pe = m.pe_config
@@ -227,6 +229,14 @@ def layer_report(mapping, program):
     loaded, filled, stored = _stream_counts(program)
     transfers = dict.fromkeys(("filt", "ifmap", "psum", "opsum"), 0)
     psum_reads = 0
+    # Scratchpad accesses of one PE's pass with no zero ifmap (zeros gate filter reads and
+    # psum accesses, so the RTL counts at most these): per output and filter, s*q steps read
+    # the ifmap once, the filter p times, and the psum spad between the first and last step.
+    steps = m.n * L.F * pe.s * pe.q
+    per_pe = {"reads": steps + steps * pe.p + 2 * m.n * L.F * (pe.s * pe.q - 1) * pe.p // 2,
+              "writes": pe.filter_words + m.n * pe.q * pe.row_length
+                        + m.n * L.F * (pe.s * pe.q - 1) * pe.p}
+    spad = dict.fromkeys(per_pe, 0)
     for (g, k), plan in zip(m.pass_order(), pass_plans(m)):
         transfers["filt"] += len(plan.filters) * pe.filter_words
         transfers["ifmap"] += len(plan.ifmap_rows) * m.n * m.q * pe.row_length
@@ -234,6 +244,8 @@ def layer_report(mapping, program):
         transfers["psum"] += psums
         psum_reads += psums if k else 0          # a first fold's psums are zeros
         transfers["opsum"] += len(plan.tops) * m.n * L.F * m.p
+        for kind in spad:
+            spad[kind] += len(plan.assign) * per_pe[kind]
     transfers = {net: count * m.blocks for net, count in transfers.items()}
     psum_reads *= m.blocks
     word = c.dram_width // 8
@@ -246,6 +258,7 @@ def layer_report(mapping, program):
         "glb_reads": transfers["ifmap"] + psum_reads + stored,
         "glb_writes": loaded + filled + transfers["opsum"],
         **{f"{net}_transfers": count for net, count in transfers.items()},
+        "spad_reads": spad["reads"] * m.blocks, "spad_writes": spad["writes"] * m.blocks,
         "binding": _binding(breakdown),
     }
     return report
