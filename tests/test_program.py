@@ -10,6 +10,7 @@ import pytest
 from rowstation.gen import ConvLayer, preset
 from rowstation.gen.mapper import map_layer
 from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, RegisterMap, Token, decode, encode
+from rowstation.gen.performance import layer_report
 from rowstation.gen.program import DramLayout, compile_layer
 from rowstation.sim.controller_model import dram_image, dram_output, run_program, walk
 from rowstation.sim.stimulus import random_layer_arrays
@@ -169,3 +170,18 @@ def test_instruction_words_round_trip():
 def test_instruction_encoding_wrong(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("spec", ["N=1,C=4,H=9,W=6,M=6,R=2,S=3,U=2,G=2", "N=2,C=3,H=5,W=5,M=5,R=1,S=1",
+                                  "N=1,C=1,H=4,W=16,M=2,R=2,S=14"])
+def test_model_counts_scratchpad_accesses_of_an_ifmap_without_zeros(spec):
+    layer = ConvLayer.parse(spec)
+    arrays = random_layer_arrays(TINY, layer, seed=6)
+    x, w = arrays["ifmap"], arrays["weights"]
+    x[x == 0] = 1
+    mapping = map_layer(TINY, layer)
+    program = compile_layer(mapping)
+    counts = run_program(mapping, program.streams, dram_image(DramLayout.packed(layer), layer, x, w), x, w)
+    report = layer_report(mapping, program)
+    for kind in ("read", "write"):
+        assert report[f"spad_{kind}s"] == sum(counts[f"{spad}_{kind}"] for spad in ("filter", "ifmap", "psum"))
