@@ -31,7 +31,6 @@ class Allocation:
     ifmap_words: int    # words of one ifmap buffer
     psum_words: int     # words of one psum buffer
     tile_groups: int    # pass groups whose psums share a psum buffer
-    words: int          # words the largest pass needs on its own (ifmap rows and psums)
 
     def ifmap_base(self, index):
         """First word of ifmap buffer ``index``."""
@@ -74,8 +73,7 @@ def allocate(mapping):
     c = mapping.config
     lanes_p = c.glb_lanes(c.psum_width)
     ifmap_words, smallest = pass_words(mapping)
-    words = ifmap_words + smallest
-    if words > c.glb_words:
+    if ifmap_words + smallest > c.glb_words:
         return None
     for ifmap_buffers, psum_buffers in ((2, 2), (2, 1), (1, 1)):
         for aligned in (True, False):
@@ -92,5 +90,5 @@ def allocate(mapping):
                                 // psum_elements(mapping, mapping.chains_per_pass)))
             if len(mapping.groups) == 1:
                 groups = 1
-            return Allocation(ifmap_buffers, psum_buffers, size, psum_words, groups, words)
+            return Allocation(ifmap_buffers, psum_buffers, size, psum_words, groups)
     raise AssertionError("one buffer of each kind fits when the largest pass fits")  # pragma: no cover

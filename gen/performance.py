@@ -35,7 +35,7 @@ def _instructions(words):
         opcode = Opcode(fields["opcode"])
         args = words[pc + 1:pc + 1 + ARGUMENTS[opcode]]
         tokens = {name: {t for t in Token if fields[name] >> t & 1} for name in ("pop", "push")}
-        yield opcode, fields["operand"], args, tokens["pop"], tokens["push"], 1 + len(args)
+        yield opcode, fields["operand"], args, tokens["pop"], tokens["push"]
         pc += 1 + len(args)
 
 
@@ -97,7 +97,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
         write stage writes their words in order as they return (a FILL's at one per cycle)."""
         nonlocal load_at, write_at, li
         while len(given[Token.LOAD_EXECUTE]) < until_token_count:
-            opcode, _, args, pops, pushes, _ = load[li]
+            opcode, _, args, pops, pushes = load[li]
             start = wait(pops, load_at) + COSTS["instruction"]
             if opcode == Opcode.LOAD:
                 count = args[2]
@@ -114,7 +114,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
         """Run the store unit as far as its EXECUTE_STORE tokens allow."""
         nonlocal store_at, si
         while si < len(store):
-            opcode, _, args, pops, pushes, _ = store[si]
+            opcode, _, args, pops, pushes = store[si]
             if Token.EXECUTE_STORE in pops and taken[Token.EXECUTE_STORE] >= len(given[Token.EXECUTE_STORE]):
                 return
             start = wait(pops, store_at)
@@ -123,14 +123,14 @@ def predict_cycles(mapping, program, *, breakdown=None):
                 given[token].append(store_at)
             si += 1
 
-    def taken_store_wait(pops):
+    def waited_for_store():
         """Whether the load group this pass waited for ended with a store's token."""
         index = taken[Token.LOAD_EXECUTE] - 1
         return index in store_gated
 
     # Load groups whose LOAD_EXECUTE token waited for a STORE_LOAD token (tile boundaries).
     store_gated, groups = set(), 0
-    for opcode, _, _, pops, pushes, _ in load:
+    for opcode, _, _, pops, pushes in load:
         if Token.LOAD_EXECUTE in pushes:
             if Token.STORE_LOAD in pops:
                 store_gated.add(groups)
@@ -162,7 +162,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
         end = first_mac + compute + COSTS["pass_drain"] + COSTS["chain"] * m.chain
         if breakdown is not None:
             waited_tokens = start - 1 - ready
-            reason = "stores" if Token.LOAD_EXECUTE in pops and taken_store_wait(pops) else "loads"
+            reason = "stores" if Token.LOAD_EXECUTE in pops and waited_for_store() else "loads"
             breakdown[reason] = breakdown.get(reason, 0) + waited_tokens
             breakdown["filters"] = breakdown.get("filters", 0) + max(0, filters_in - start - COSTS["pass_start"])
             breakdown["macs"] = breakdown.get("macs", 0) + slots
@@ -195,12 +195,12 @@ REPORT_KEYS = ("cycles", "macs", "pe_utilization", "passes", "epochs", "tiles", 
 def _stream_counts(program):
     """Elements the load and store streams move: (loaded, filled, stored)."""
     loaded = filled = stored = 0
-    for opcode, operand, args, _, _, _ in _instructions(program.streams["load"]):
+    for opcode, _, args, _, _ in _instructions(program.streams["load"]):
         if opcode == Opcode.LOAD:
             loaded += args[2]
         elif opcode == Opcode.FILL:
             filled += args[1]
-    for opcode, _, args, _, _, _ in _instructions(program.streams["store"]):
+    for opcode, _, args, _, _ in _instructions(program.streams["store"]):
         if opcode == Opcode.STORE:
             stored += args[2]
     return loaded, filled, stored

@@ -117,11 +117,6 @@ class Program:
     dram_reads: int      # words the LOADs and the filter streams read
     dram_writes: int     # words the STOREs write
 
-    @property
-    def size(self):
-        """Words of all streams."""
-        return sum(len(words) for words in self.streams.values())
-
 
 class _Writer:
     """Emits the units' instructions; plain registers only where the value changes, tables
