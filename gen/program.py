@@ -165,13 +165,8 @@ def _merged(transfers):
 
 def _fills(runs):
     """Consecutive (glb, count, value) fills joined where the address continues with the same value."""
-    out = []
-    for glb, count, value in runs:
-        if out and out[-1][0] + out[-1][1] == glb and out[-1][2] == value:
-            out[-1] = (out[-1][0], out[-1][1] + count, value)
-        elif count:
-            out.append((glb, count, value))
-    return out
+    return [(glb, count, value) for glb, _, count, value in _merged((glb, glb, count, value)
+                                                                   for glb, count, value in runs)]
 
 
 def _fill(region, glb, count, value):
