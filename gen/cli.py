@@ -162,7 +162,7 @@ def cmd_map(args):
 
     config = _config(args)
     mapping = map_layer(config, ConvLayer.parse(args.layer))
-    report = layer_report(mapping, compile_layer(mapping))
+    report = layer_report(mapping, compile_layer(mapping, shift=None if args.raw else 0))
     if args.json:
         L, a = mapping.layer, mapping.allocation
         print(json.dumps({"layer": L.to_dict(), "E": L.E, "F": L.F, **report,
@@ -221,6 +221,8 @@ def build_parser():
                               help="print the mapping of a layer and its predicted cycles")
     _layer_argument(sub)
     sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_argument("--raw", action="store_true",
+                     help="the output is the exact accumulation, not requantised to the activation width")
     sub.set_defaults(run=cmd_map)
 
     sub = commands.add_parser("run-layer", parents=[common], help="run one convolution layer")

@@ -56,7 +56,8 @@ class AcceleratorConfig:
     glb_banks: int          # global buffer banks
     glb_bank_depth: int     # words per global buffer bank
     glb_bank_width: int     # bits per global buffer word
-    dram_width: int         # bits of the external memory interface
+    dram_width: int         # bits of the external memory interface (a word)
+    dram_burst: int         # most words of one external memory burst (bursts never cross a multiple)
     dim_width: int          # bits of a layer dimension or loop bound in hardware descriptors
     counter_width: int      # bits of each performance counter
 
@@ -84,12 +85,16 @@ class AcceleratorConfig:
                              f"address calculation), not {self.glb_bank_depth}")
         _check_int("glb_bank_width", self.glb_bank_width, self.psum_width, 1024,
                    f"a global buffer word must hold one {self.psum_width}-bit psum")
-        if self.dram_width % 8 or not 8 <= self.dram_width <= 1024:
-            raise ValueError(f"dram_width must be a multiple of 8 between 8 and 1024, "
+        if self.dram_width & (self.dram_width - 1) or not 8 <= self.dram_width <= 1024:
+            raise ValueError(f"dram_width must be a power of 2 between 8 and 1024, "
                              f"not {self.dram_width}")
-        if self.dram_width < self.psum_width:
+        if self.dram_width < self.memory_width(self.psum_width):
             raise ValueError(f"dram_width = {self.dram_width} must hold one psum of psum_width = "
-                             f"{self.psum_width} bits (external memory holds an element per word)")
+                             f"{self.psum_width} bits, stored in {self.memory_width(self.psum_width)}")
+        if self.dram_burst & (self.dram_burst - 1) or not 1 <= self.dram_burst <= 256 \
+                or self.dram_burst * self.dram_width > 4096 * 8:
+            raise ValueError(f"dram_burst must be a power of 2 between 1 and 256 words of at most "
+                             f"4096 bytes (an AXI4 burst), not {self.dram_burst}")
         _check_int("dim_width", self.dim_width, 4, 16)
         _check_int("counter_width", self.counter_width, 16, 64)
 
@@ -116,6 +121,12 @@ class AcceleratorConfig:
     @property
     def unused_col_id(self):
         return (1 << self.col_id_width) - 1
+
+    @staticmethod
+    def memory_width(width):
+        """Bits an element of ``width`` bits takes in external memory: the smallest power of two
+        of at least 8 that holds it, sign-extended (int8, int16, int32 or int64 tensors)."""
+        return max(8, 1 << (width - 1).bit_length())
 
     def glb_lanes(self, width):
         """Elements of ``width`` bits per global buffer word: the largest power of two that fits."""
@@ -240,7 +251,7 @@ PRESETS = {
         ifmap_width=16, weight_width=16, psum_width=48,
         filter_spad_depth=224, filter_banks=2, ifmap_spad_depth=12, psum_spad_depth=24, psum_fifo_depth=4,
         glb_banks=27, glb_bank_depth=512, glb_bank_width=64,
-        dram_width=64, dim_width=12, counter_width=48,
+        dram_width=64, dram_burst=16, dim_width=12, counter_width=48,
     ),
     # A small array with 8-bit operands for fast simulation.
     "tiny": AcceleratorConfig(
@@ -248,7 +259,7 @@ PRESETS = {
         ifmap_width=8, weight_width=8, psum_width=24,
         filter_spad_depth=48, filter_banks=2, ifmap_spad_depth=12, psum_spad_depth=8, psum_fifo_depth=4,
         glb_banks=4, glb_bank_depth=256, glb_bank_width=32,
-        dram_width=32, dim_width=8, counter_width=32,
+        dram_width=32, dram_burst=16, dim_width=8, counter_width=32,
     ),
 }
 

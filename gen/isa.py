@@ -143,7 +143,6 @@ def decode_post(operand):
 
 #: Loop levels of each stream, outermost first; "table" walks that stream's table entries.
 LOOPS = {
-    "filt": ("table", "s", "c", "m"),           # DRAM weights -> filter network
     "ifmap": ("n", "f", "s", "table", "c"),     # GLB ifmap rows -> ifmap network
     "psum": ("n", "x", "table", "m"),           # GLB psums -> chain bottoms
     "store": ("n", "x", "m"),                   # chain tops -> GLB psums, per source PE
@@ -175,8 +174,8 @@ class RegisterMap:
     """Addresses of the controller's registers, built from the configuration.
 
     Filter phase: ``cfg_<setting>`` (:data:`PE_SETTINGS`); ``filt_row_ids[row]``,
-    ``filt_col_ids[pe]``; the filter stream's ``filt_count[level]``/``filt_step[level]`` and its
-    table ``filt_base[i]``/``filt_tag[i]``. Data phase: the same IDs of the ifmap and psum
+    ``filt_col_ids[pe]``; the filter stream: ``filt_entries`` runs of ``filt_words`` weights,
+    run ``i`` read from the external memory byte address ``filt_base[i]`` and tagged ``filt_tag[i]``. Data phase: the same IDs of the ifmap and psum
     networks; ``chain[pe]`` (bit 0 chain bottom, bit 1 chain top); the ifmap, psum and store
     loop nests and tables (``store_base[pe]`` per source PE); ``psum_zero``: the psum stream
     carries zeros instead of reading the global buffer (a first fold); ``store_total``, the
@@ -192,12 +191,13 @@ class RegisterMap:
             phase = "filter" if net == "filt" else "data"
             specs += [(f"{net}_row_ids", rows, phase, False), (f"{net}_col_ids", n, phase, False)]
         specs.append(("chain", n, "data", False))
+        specs += [("filt_entries", 1, "filter", False), ("filt_words", 1, "filter", False),
+                  ("filt_base", n, "filter", True), ("filt_tag", n, "filter", True)]
         for stream, levels in LOOPS.items():
-            phase = "filter" if stream == "filt" else "data"
-            specs += [(f"{stream}_count", len(levels), phase, False),
-                      (f"{stream}_step", len(levels), phase, False)]
+            specs += [(f"{stream}_count", len(levels), "data", False),
+                      (f"{stream}_step", len(levels), "data", False)]
             if "table" in levels:
-                specs += [(f"{stream}_base", n, phase, True), (f"{stream}_tag", n, phase, True)]
+                specs += [(f"{stream}_base", n, "data", True), (f"{stream}_tag", n, "data", True)]
         specs += [("store_base", n, "data", True), ("psum_zero", 1, "data", False),
                   ("store_total", 1, "data", False)]
         self.blocks, address = {}, 0

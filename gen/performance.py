@@ -248,13 +248,14 @@ def layer_report(mapping, program):
             spad[kind] += len(plan.assign) * per_pe[kind]
     transfers = {net: count * m.blocks for net, count in transfers.items()}
     psum_reads *= m.blocks
-    word = c.dram_width // 8
-    compulsory = L.M * (L.C // L.G) * L.R * L.S + L.N * L.C * L.H * L.W + L.N * L.M * L.E * L.F
+    word, layout = c.dram_width // 8, program.layout
+    compulsory = (L.M * (L.C // L.G) * L.R * L.S * layout.weight_bytes + L.N * L.C * L.H * L.W * layout.ifmap_bytes
+                  + L.N * L.M * L.E * L.F * layout.output_bytes)
     report = {
         "cycles": cycles, "macs": L.macs, "pe_utilization": L.macs / (c.pe_count * cycles),
         "passes": len(m.passes) * m.blocks, "images_per_pass": m.n, "epochs": program.epochs, "tiles": program.tiles,
         "dram_read_bytes": program.dram_reads * word, "dram_write_bytes": program.dram_writes * word,
-        "dram_compulsory_bytes": compulsory * word,
+        "dram_compulsory_bytes": compulsory,
         "glb_reads": transfers["ifmap"] + psum_reads + stored,
         "glb_writes": loaded + filled + transfers["opsum"],
         **{f"{net}_transfers": count for net, count in transfers.items()},

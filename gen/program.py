@@ -11,9 +11,11 @@ count and a *step* (what the address gains when that level advances and the inne
 one level may walk a table of (base address, tag) entries. :data:`~rowstation.gen.isa.LOOPS`
 gives each stream's levels.
 
-**Memory.** External memory holds one element per word (sign-extended): weights (M, C/G, R,
-S), ifmap (N, C, H, W) and the exact accumulation (N, M, E, F), row-major, at the bases of a
-:class:`DramLayout`. The global buffer holds ifmap rows per *epoch* and psums per *tile*
+**Memory.** External memory is byte-addressed (:mod:`rowstation.hw.memory`); each tensor lies
+packed at its elements' memory width from the byte address a :class:`DramLayout` gives: the
+ifmap (N, C, H, W) and the output (N, M, E, F, requantised or the exact accumulation)
+row-major, the weights in filter blocks, each block one run in the order the filter network
+carries it (:func:`weight_order`; the host arranges them so). The global buffer holds ifmap rows per *epoch* and psums per *tile*
 (:mod:`rowstation.gen.allocation`): the load stream loads an epoch's rows (zero-filling only the
 padding), the execute stream runs the passes (a first fold's chain bottoms take zeros, not
 buffer reads), and the store stream writes a tile's psums out after its last fold, adding the
@@ -28,7 +30,8 @@ from .isa import ARGUMENTS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, Regist
     post_operand
 
 
-__all__ = ["PassPlan", "pass_plans", "DramLayout", "Program", "compile_layer"]
+__all__ = ["PassPlan", "pass_plans", "DramLayout", "filter_block", "weight_order", "words_spanned", "Program",
+           "compile_layer"]
 
 
 @dataclass
@@ -93,29 +96,78 @@ def _steps(counts, strides):
 
 @dataclass(frozen=True)
 class DramLayout:
-    """Word addresses of the layer's tensors in external memory (one element per word)."""
+    """Byte addresses of the layer's tensors in external memory, and their elements' bytes."""
 
     weights: int
     ifmap: int
     output: int
+    end: int                 # the first byte after the output
+    weight_bytes: int
+    ifmap_bytes: int
+    output_bytes: int
 
     @classmethod
-    def packed(cls, layer, base=0):
-        """Weights, ifmap and output one after the other from ``base``."""
-        L = layer
-        weights = L.M * (L.C // L.G) * L.R * L.S
-        ifmap = L.N * L.C * L.H * L.W
-        return cls(base, base + weights, base + weights + ifmap)
+    def packed(cls, config, layer, base=0, *, requantized=False):
+        """Weights, ifmap and output one after the other from ``base``, each from a word
+        boundary; the output at the activation's memory width if ``requantized``, else at the
+        psum's (the exact accumulation)."""
+        L, word = layer, config.dram_width // 8
+        sizes = [config.memory_width(width) // 8 for width in
+                 (config.weight_width, config.ifmap_width,
+                  config.ifmap_width if requantized else config.psum_width)]
+        bases, at = [], base
+        for count, size in zip((L.M * (L.C // L.G) * L.R * L.S, L.N * L.C * L.H * L.W,
+                                L.N * L.M * L.E * L.F), sizes):
+            at = -(-at // word) * word
+            bases.append(at)
+            at += count * size
+        return cls(*bases, at, *sizes)
+
+
+def filter_block(mapping, key):
+    """Index of the filter block ``key`` (g, mb, cb, r, sb) in external memory, where the
+    weights lie block after block (:func:`weight_order`)."""
+    m, L = mapping, mapping.layer
+    g, mb, cb, rr, sb = key
+    blocks = ((L.M // L.G) // m.p, (L.C // L.G) // m.q, L.R, L.S // m.seg)
+    index = g
+    for value, count in zip((mb, cb, rr, sb), blocks):
+        index = index * count + value
+    return index
+
+
+def weight_order(mapping):
+    """Flat indices into the weights (M, C/G, R, S) in the order external memory holds them:
+    the filter blocks of :func:`filter_block` one after another, each in the order the filter
+    network carries it (filter row tap, channel, filter), so each block is one run."""
+    m, L = mapping, mapping.layer
+    Cg = L.C // L.G
+    order = []
+    for g in range(L.G):
+        for mb in range((L.M // L.G) // m.p):
+            m0 = m.first_filter((g, mb, 0))
+            for cb in range(Cg // m.q):
+                for rr in range(L.R):
+                    for sb in range(L.S // m.seg):
+                        order += [(((m0 + f) * Cg + cb * m.q + ch) * L.R + rr) * L.S + sb * m.seg + s
+                                  for s in range(m.seg) for ch in range(m.q) for f in range(m.p)]
+    return order
+
+
+def words_spanned(addr, count, size, word):
+    """External memory words that ``count`` elements of ``size`` bytes from ``addr`` touch."""
+    return (addr + count * size - 1) // word - addr // word + 1 if count else 0
 
 
 @dataclass
 class Program:
     streams: dict        # unit ("load", "execute", "store") -> 32-bit words
+    layout: DramLayout
     allocation: Allocation
     epochs: int
     tiles: int
-    dram_reads: int      # words the LOADs and the filter streams read
-    dram_writes: int     # words the STOREs write
+    dram_reads: int      # external memory words the LOADs and the filter streams read
+    dram_writes: int     # external memory words the STOREs write
 
 
 class _Writer:
@@ -150,13 +202,13 @@ class _Writer:
             self.op(Opcode.WRITE, address, value)
 
 
-def _merged(transfers):
+def _merged(transfers, size=1):
     """Consecutive (glb, dram, count, *rest) transfers joined where both addresses continue
-    and the rest (e.g. a bias) is the same."""
+    (``dram`` in bytes, elements of ``size`` bytes) and the rest (e.g. a bias) is the same."""
     out = []
     for glb, dram, count, *rest in transfers:
         last = out[-1] if out else None
-        if last and last[0] + last[2] == glb and last[1] + last[2] == dram and list(last[3:]) == rest:
+        if last and last[0] + last[2] == glb and last[1] + last[2] * size == dram and list(last[3:]) == rest:
             out[-1] = (last[0], last[1], last[2] + count, *rest)
         elif count:
             out.append((glb, dram, count, *rest))
@@ -193,7 +245,8 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
     if alloc is None:
         raise ValueError(f"no pass of this mapping of {L} fits the global buffer: a pass needs "
                          f"{m.glb_words} words, the buffer holds {c.glb_words}")
-    dram = dram or DramLayout.packed(L)
+    dram = dram or DramLayout.packed(c, L, requantized=shift is not None)
+    word = c.dram_width // 8
     if shift is not None and not (isinstance(shift, int) and 0 <= shift < c.psum_width):
         raise ValueError(f"shift must be between 0 and {c.psum_width - 1} (psum_width - 1), "
                          f"not {shift!r}")
@@ -252,10 +305,12 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
                         continue
                     channel = g * Cg + cb * m.q + qc
                     image = first_image + n
-                    loads.append((glb + L.P, dram.ifmap + ((image * L.C + channel) * L.H + row - L.P) * L.W, L.W))
-        out.dram_reads += sum(count for _, _, count in loads)
+                    index = ((image * L.C + channel) * L.H + row - L.P) * L.W
+                    loads.append((glb + L.P, dram.ifmap + index * dram.ifmap_bytes, L.W))
+        loads = _merged(loads, dram.ifmap_bytes)
+        out.dram_reads += sum(words_spanned(addr, count, dram.ifmap_bytes, word) for _, addr, count in loads)
         return ([_fill(Region.IFMAP, glb, count, 0) for glb, count, _ in _fills(zeros)]
-                + [(Opcode.LOAD, Region.IFMAP, args) for args in _merged(loads)])
+                + [(Opcode.LOAD, Region.IFMAP, args) for args in loads])
 
     def psum_rows(t, first_image):
         """(glb, dram, filter) of each F-psum row of tile ``t``'s outputs."""
@@ -265,8 +320,9 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
             for n in range(m.n):
                 for pf in range(m.p):
                     image = first_image + n
+                    index = ((image * L.M + m0 + pf) * L.E + e) * L.F
                     yield (base + slot * block_f + (n * m.p + pf) * L.F,
-                           dram.output + ((image * L.M + m0 + pf) * L.E + e) * L.F, m0 + pf)
+                           dram.output + index * dram.output_bytes, m0 + pf)
 
     # The passes run once per block of images; epochs and tiles are numbered across blocks,
     # so the ping-pong buffers and their tokens carry on from one block to the next.
@@ -303,25 +359,29 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
         if last_of_tile:
             push.append(Token.EXECUTE_STORE)
         out.op(Opcode.RUN, pop=run_pop, push=push)
-        out.dram_reads += len(plan.filters) * m.pe_config.filter_words
+        filter_run = m.pe_config.filter_words * dram.weight_bytes
+        out.dram_reads += sum(words_spanned(dram.weights + filter_block(m, key) * filter_run,
+                                            m.pe_config.filter_words, dram.weight_bytes, word)
+                              for _, _, key in plan.filters)
         if last_of_tile:
             rows = ((glb, addr, L.F, 0 if bias is None else int(bias[f]) & (1 << 64) - 1)
                     for glb, addr, f in psum_rows(t, block * m.n))
             stores = [(glb, addr, count, b & 0xFFFF_FFFF, b >> 32)
-                      for glb, addr, count, b in _merged(rows)]
-            out.dram_writes += sum(store[2] for store in stores)
+                      for glb, addr, count, b in _merged(rows, dram.output_bytes)]
+            out.dram_writes += sum(words_spanned(addr, count, dram.output_bytes, word)
+                                   for _, addr, count, _, _ in stores)
             out.group("store", [(Opcode.STORE, post, args) for args in stores], pop=[Token.EXECUTE_STORE],
                       push=[Token.STORE_LOAD] if t + alloc.psum_buffers < m.blocks * tiles else [])
     for unit in out.streams:
         out.streams[unit].append(encode(Opcode.END))
-    return Program(out.streams, alloc, m.blocks * len(epochs), m.blocks * tiles, out.dram_reads,
+    return Program(out.streams, dram, alloc, m.blocks * len(epochs), m.blocks * tiles, out.dram_reads,
                    out.dram_writes)
 
 
 def _write_pass(out, m, plan, rows, slots, ifmap_base, psum_base, dram):
     c, L = m.config, m.layer
     rw = c.row_id_width
-    Cg, cols, Wp = L.C // L.G, c.array_cols, L.W + 2 * L.P
+    cols, Wp = c.array_cols, L.W + 2 * L.P
     block_f = m.n * m.p * L.F
     for net in NETWORKS:
         row_ids, col_ids = plan.ids[net]
@@ -341,12 +401,13 @@ def _write_pass(out, m, plan, rows, slots, ifmap_base, psum_base, dram):
             out.write(f"{stream}_base", base, i)
             out.write(f"{stream}_tag", row | col << rw, i)
 
-    # Filters: weights (M, Cg, R, S) read from external memory, taps outer, filters inner.
-    filters = []
-    for r, kid, (g, mb, cb, rr, sb) in plan.filters:
-        m0 = m.first_filter((g, mb, 0))
-        filters.append((dram.weights + ((m0 * Cg + cb * m.q) * L.R + rr) * L.S + sb * m.seg, r, kid))
-    loops("filt", [len(filters), m.seg, m.q, m.p], [0, 1, L.R * L.S, Cg * L.R * L.S], filters)
+    # Filters: a run of each filter block from external memory (:func:`weight_order`).
+    words = m.pe_config.filter_words
+    out.write("filt_entries", len(plan.filters))
+    out.write("filt_words", words)
+    for i, (r, kid, key) in enumerate(plan.filters):
+        out.write("filt_base", dram.weights + filter_block(m, key) * words * dram.weight_bytes, i)
+        out.write("filt_tag", r | kid << rw, i)
 
     # Ifmap rows, column by column across rows so the PEs of a chain advance together; the
     # epoch's buffer is [n][row slot][channel][column].

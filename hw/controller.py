@@ -13,8 +13,9 @@ Three units run concurrently, each from its own instruction stream (``program.lo
   adding the bias and requantising on the way (:class:`PostProcessor`).
 
 The units order their work through dependency tokens (:class:`TokenQueue`); ``END`` in every
-stream is a barrier that strobes ``done``. The load unit and the filter stream share the
-external memory read port through a :class:`ReadArbiter`.
+stream is a barrier that strobes ``done``. The load unit and the filter stream read external memory
+(:mod:`rowstation.hw.memory`) each through an element reader, sharing the read port through a
+:class:`~rowstation.hw.memory.BurstArbiter`; the store unit writes through an element writer.
 """
 
 from amaranth import *
@@ -24,24 +25,23 @@ from amaranth.lib.wiring import In, Out
 
 from ..gen.isa import ARGUMENTS, FIELDS, LOOPS, NETWORKS, PE_SETTINGS, POST_FIELDS, TOKEN_CONSUMER, \
     TOKEN_DEPTH, TOKEN_PRODUCER, UNITS, WORD_WIDTH, Opcode, Region, RegisterMap, Token
-from .arbiter import RoundRobin, or_tree
+from .arbiter import or_tree
 from .array import ArrayControlSignature, network_shape
 from .glb import ReadPortSignature, WriteRequest
+from .memory import ADDR_WIDTH, RUNS_QUEUED, BurstArbiter, ElementReader, ElementWriter, MemoryReadSignature, \
+    MemoryWriteSignature
 from .noc import GINWord, GONWord
 from .pe import PEConfigSignature
 
 
-__all__ = ["Instruction", "ProgramSignature", "InstructionDecoder", "TokenQueue", "ReadArbiter",
+__all__ = ["Instruction", "ProgramSignature", "InstructionDecoder", "TokenQueue",
            "AddressGenerator", "LoadController", "StoreController", "PostProcessor", "PsumWriteback",
-           "ExecuteController", "Controller", "MEMORY_ADDR_WIDTH", "UNIT_NAMES"]
+           "ExecuteController", "Controller", "UNIT_NAMES"]
 
 
-MEMORY_ADDR_WIDTH = 32  # external memory word addresses
 UNIT_NAMES = ("load", "execute", "store")
-#: Reads the external memory may have in flight towards the controller.
-MEMORY_READS_IN_FLIGHT = 16
-#: Tag queue depth of each stream: covers the latency of its source at one word per cycle.
-TAG_DEPTH = {"filt": 8, "ifmap": 2, "psum": 2}
+#: Tag queue depth of the global buffer's streams: covers its latency at one word per cycle.
+TAG_DEPTH = 2
 
 
 class Instruction(data.StructLayout):
@@ -141,47 +141,6 @@ class TokenQueue(wiring.Component):
         return m
 
 
-class ReadArbiter(wiring.Component):
-    """Shares one in-order read port among ``count`` readers: addresses by round robin (a
-    granted address is held until the memory takes it), data back to the reader whose address
-    was taken, through a queue of sources (``depth`` reads in flight)."""
-
-    def __init__(self, count, *, addr_width, data_shape, depth=MEMORY_READS_IN_FLIGHT):
-        self._count, self._depth = count, depth
-        super().__init__({"readers": In(ReadPortSignature(addr_width, data_shape)).array(count),
-                          "memory": Out(ReadPortSignature(addr_width, data_shape))})
-
-    def elaborate(self, platform):
-        m = Module()
-        n, readers, memory = self._count, self.readers, self.memory
-        m.submodules.arbiter = arbiter = RoundRobin(n)
-        m.submodules.sources = sources = fifo.SyncFIFO(width=max(1, (n - 1).bit_length()),
-                                                       depth=self._depth)
-        held, locked = Signal(n), Signal()
-        grant = Mux(locked, held, arbiter.grant)
-        requests = Cat(reader.addr.valid for reader in readers)
-        m.d.comb += [
-            arbiter.requests.eq(Mux(sources.w_rdy & ~locked, requests, 0)),
-            arbiter.advance.eq(memory.addr.ready),
-            memory.addr.valid.eq(grant.any()),
-            memory.addr.payload.eq(or_tree(Mux(grant[i], readers[i].addr.payload, 0) for i in range(n))),
-            sources.w_en.eq(memory.addr.valid & memory.addr.ready),
-            sources.w_data.eq(or_tree(Mux(grant[i], i, 0) for i in range(n))),
-        ]
-        m.d.sync += [held.eq(grant), locked.eq(memory.addr.valid & ~memory.addr.ready)]
-        for i, reader in enumerate(readers):
-            mine = sources.r_rdy & (sources.r_data == i)
-            m.d.comb += [reader.addr.ready.eq(grant[i] & memory.addr.ready),
-                         reader.data.valid.eq(memory.data.valid & mine),
-                         reader.data.payload.eq(memory.data.payload)]
-        m.d.comb += [
-            memory.data.ready.eq(or_tree(reader.data.ready & sources.r_rdy & (sources.r_data == i)
-                                         for i, reader in enumerate(readers))),
-            sources.r_en.eq(memory.data.valid & memory.data.ready),
-        ]
-        return m
-
-
 def _loop_advance(index, counts, steps):
     """Next indices, address change and "was last" of a loop nest (outermost first)."""
     last = [index[k] == counts[k] - 1 for k in range(len(index))]
@@ -240,40 +199,21 @@ def _unit_members():
     }
 
 
-class _Mover(wiring.Component):
-    """A unit whose instructions each run to completion before the next starts (load, store)."""
-
-    def elaborate(self, platform):
-        m = Module()
-        instr = self.instr.payload
-        executing, finished = Signal(), Signal()
-        start = Signal()
-        is_end = instr.opcode == Opcode.END
-        m.d.comb += [
-            start.eq(self.instr.valid & ~is_end & ~executing & ((instr.pop & ~self.tokens) == 0)),
-            self.pop.eq(Mux(start, instr.pop, 0)),
-            self.at_end.eq(self.instr.valid & is_end),
-        ]
-        with m.If(start):
-            m.d.sync += executing.eq(1)
-        with m.If(executing & finished):
-            m.d.sync += executing.eq(0)
-            m.d.comb += [self.push.eq(instr.push), self.instr.ready.eq(1)]
-        with m.If(self.at_end & self.release):
-            m.d.comb += self.instr.ready.eq(1)
-        self.execute(m, instr, start, executing, finished)
-        return m
+def _size(config, width):
+    """The run size (log2 bytes) of elements of ``width`` bits in external memory."""
+    return (config.memory_width(width) // 8).bit_length() - 1
 
 
 class LoadController(wiring.Component):
-    """``LOAD region; glb, dram, count``: ``count`` words from external memory into the global
-    buffer; ``FILL region; glb, count, lo, hi``: ``count`` copies of a constant.
+    """``LOAD region; glb, dram, count``: ``count`` elements from the external memory byte
+    address ``dram`` into the global buffer; ``FILL region; glb, count, lo, hi``: ``count``
+    copies of a constant.
 
     Two stages, so the memory latency of one LOAD overlaps the next: the issue stage takes an
-    instruction (once its popped tokens are there), queues a write descriptor for it and issues
-    its addresses back to back; the write stage takes the descriptors in order, writes the
-    returning words (or the constant) into the buffer, and pushes the instruction's tokens when
-    its last write is done."""
+    instruction (once its popped tokens are there), queues a write descriptor for it and hands
+    its run to the :class:`~rowstation.hw.memory.ElementReader`; the write stage takes the
+    descriptors in order, writes the run's elements (or the constant) into the buffer, and
+    pushes the instruction's tokens when its last write is done."""
 
     #: Write descriptors queued between the stages.
     DEPTH = 4
@@ -284,45 +224,42 @@ class LoadController(wiring.Component):
         ifmap, psum = signed(c.ifmap_width), signed(c.psum_width)
         super().__init__({
             **_unit_members(),
-            "mem_rd": Out(ReadPortSignature(MEMORY_ADDR_WIDTH, c.dram_width)),
+            "mem_rd": Out(MemoryReadSignature(c.dram_width)),
             "ifmap_wr": Out(stream.Signature(WriteRequest(c.glb_addr_width(c.ifmap_width), ifmap))),
             "psum_ld": Out(stream.Signature(WriteRequest(c.glb_addr_width(c.psum_width), psum))),
         })
 
     def elaborate(self, platform):
         m = Module()
+        c = self._config
         instr = self.instr.payload
         descriptor = data.StructLayout({"load": 1, "region": 1, "glb": WORD_WIDTH, "count": WORD_WIDTH,
                                         "value": 64, "push": len(Token)})
         m.submodules.writes = writes = fifo.SyncFIFOBuffered(width=descriptor.size, depth=self.DEPTH)
+        m.submodules.reader = reader = ElementReader(width=c.dram_width, burst=c.dram_burst,
+                                                     element_width=c.memory_width(c.psum_width))
+        wiring.connect(m, reader.memory, wiring.flipped(self.mem_rd))
 
         # Issue stage.
         is_end, is_load = instr.opcode == Opcode.END, instr.opcode == Opcode.LOAD
-        count = Mux(is_load, instr.args[2], instr.args[1])
-        issuing, issued = Signal(), Signal(WORD_WIDTH)
+        region = instr.operand[0]
         start = Signal()
         queued = Signal(descriptor)
         m.d.comb += [
-            start.eq(self.instr.valid & ~is_end & ~issuing & writes.w_rdy
+            start.eq(self.instr.valid & ~is_end & writes.w_rdy & (~is_load | reader.runs.ready)
                      & ((instr.pop & ~self.tokens) == 0)),
             self.pop.eq(Mux(start, instr.pop, 0)),
-            queued.load.eq(is_load), queued.region.eq(instr.operand[0]), queued.glb.eq(instr.args[0]),
-            queued.count.eq(count), queued.value.eq(Cat(instr.args[2], instr.args[3])),
-            queued.push.eq(instr.push),
+            self.instr.ready.eq(start),
+            queued.load.eq(is_load), queued.region.eq(region), queued.glb.eq(instr.args[0]),
+            queued.count.eq(Mux(is_load, instr.args[2], instr.args[1])),
+            queued.value.eq(Cat(instr.args[2], instr.args[3])), queued.push.eq(instr.push),
             writes.w_data.eq(queued), writes.w_en.eq(start),
-            self.mem_rd.addr.valid.eq(issuing),
-            self.mem_rd.addr.payload.eq(instr.args[1] + issued),
+            reader.runs.valid.eq(self.instr.valid & is_load & writes.w_rdy
+                                 & ((instr.pop & ~self.tokens) == 0)),
+            reader.runs.payload.addr.eq(instr.args[1]), reader.runs.payload.count.eq(instr.args[2]),
+            reader.runs.payload.size.eq(Mux(region == Region.IFMAP, _size(c, c.ifmap_width),
+                                            _size(c, c.psum_width))),
         ]
-        with m.If(start):
-            with m.If(is_load & (count != 0)):
-                m.d.sync += [issuing.eq(1), issued.eq(0)]
-            with m.Else():
-                m.d.comb += self.instr.ready.eq(1)
-        with m.If(self.mem_rd.addr.valid & self.mem_rd.addr.ready):
-            m.d.sync += issued.eq(issued + 1)
-            with m.If(issued == count - 1):
-                m.d.sync += issuing.eq(0)
-                m.d.comb += self.instr.ready.eq(1)
 
         # Write stage.
         head = Signal(descriptor)
@@ -336,24 +273,27 @@ class LoadController(wiring.Component):
             active = writes.r_rdy & ~done & (head.region == region)
             with m.If(active):
                 m.d.comb += [
-                    port.valid.eq(Mux(head.load, self.mem_rd.data.valid, 1)),
+                    port.valid.eq(Mux(head.load, reader.elements.valid, 1)),
                     port.payload.addr.eq(head.glb + moved),
-                    port.payload.data.eq(Mux(head.load, self.mem_rd.data.payload, head.value)[:len(port.payload.data)]),
+                    port.payload.data.eq(Mux(head.load, reader.elements.payload, head.value)[:len(port.payload.data)]),
                 ]
                 with m.If(head.load):
-                    m.d.comb += self.mem_rd.data.ready.eq(port.ready)
+                    m.d.comb += reader.elements.ready.eq(port.ready)
                 with m.If(port.valid & port.ready):
                     m.d.sync += moved.eq(moved + 1)
 
-        m.d.comb += self.at_end.eq(self.instr.valid & is_end & ~issuing & (writes.w_level == 0))
+        m.d.comb += self.at_end.eq(self.instr.valid & is_end & (writes.w_level == 0))
         with m.If(self.at_end & self.release):
             m.d.comb += self.instr.ready.eq(1)
         return m
 
 
-class StoreController(_Mover):
+class StoreController(wiring.Component):
     """``STORE post; glb, dram, count, bias_lo, bias_hi``: ``count`` psums from the global
-    buffer to external memory through the :class:`PostProcessor` (one word each)."""
+    buffer through the :class:`PostProcessor` to the external memory byte address ``dram``,
+    packed at the activation's memory width when requantised, else the psum's. A STORE ends
+    (its tokens are pushed) when its last psum has left the buffer; the unit is at ``END`` once
+    every write's response is back."""
 
     def __init__(self, config):
         c = config
@@ -361,36 +301,60 @@ class StoreController(_Mover):
         super().__init__({
             **_unit_members(),
             "psum_st": Out(ReadPortSignature(c.glb_addr_width(c.psum_width), signed(c.psum_width))),
-            "mem_wr": Out(stream.Signature(WriteRequest(MEMORY_ADDR_WIDTH, c.dram_width))),
+            "mem_wr": Out(MemoryWriteSignature(c.dram_width)),
+            "error": Out(1),
         })
 
-    def execute(self, m, instr, start, executing, finished):
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        instr = self.instr.payload
+        m.submodules.writer = writer = ElementWriter(width=c.dram_width, burst=c.dram_burst,
+                                                     element_width=c.memory_width(c.psum_width))
+        m.submodules.post = post = PostProcessor(c)
+        wiring.connect(m, writer.memory, wiring.flipped(self.mem_wr))
+        executing, queued = Signal(), Signal()   # a STORE runs; its run is with the writer
         issued, moved = Signal(WORD_WIDTH), Signal(WORD_WIDTH)
-        with m.If(start):
-            m.d.sync += [issued.eq(0), moved.eq(0)]
         glb, mem, count = instr.args[0], instr.args[1], instr.args[2]
-        m.submodules.post = post = PostProcessor(self._config)
         fields, at = {}, 0
         for name, width in POST_FIELDS:
             fields[name] = instr.operand[at:at + width]
             at += width
+        is_end = instr.opcode == Opcode.END
+        start = self.instr.valid & ~is_end & ~executing & ((instr.pop & ~self.tokens) == 0)
+        finished = executing & queued & (moved == count)
         m.d.comb += [
+            self.pop.eq(Mux(start, instr.pop, 0)),
             post.psum.eq(self.psum_st.data.payload),
             post.bias.eq(Cat(instr.args[3], instr.args[4])),
             post.shift.eq(fields["shift"]), post.relu.eq(fields["relu"]),
             post.requantize.eq(fields["requantize"]),
+            writer.runs.valid.eq(executing & ~queued),
+            writer.runs.payload.addr.eq(mem), writer.runs.payload.count.eq(count),
+            writer.runs.payload.size.eq(Mux(fields["requantize"], _size(c, c.ifmap_width),
+                                            _size(c, c.psum_width))),
             self.psum_st.addr.valid.eq(executing & (issued != count)),
             self.psum_st.addr.payload.eq(glb + issued),
-            self.mem_wr.valid.eq(executing & self.psum_st.data.valid),
-            self.mem_wr.payload.addr.eq(mem + moved),
-            self.mem_wr.payload.data.eq(post.value),
-            self.psum_st.data.ready.eq(executing & self.mem_wr.ready),
-            finished.eq(moved == count),
+            writer.elements.valid.eq(executing & self.psum_st.data.valid),
+            writer.elements.payload.eq(post.value),
+            self.psum_st.data.ready.eq(executing & writer.elements.ready),
+            self.at_end.eq(self.instr.valid & is_end & writer.idle),
+            self.error.eq(writer.error),
         ]
+        with m.If(start):
+            m.d.sync += [executing.eq(1), queued.eq(0), issued.eq(0), moved.eq(0)]
+        with m.If(writer.runs.valid & writer.runs.ready):
+            m.d.sync += queued.eq(1)
         with m.If(self.psum_st.addr.valid & self.psum_st.addr.ready):
             m.d.sync += issued.eq(issued + 1)
-        with m.If(self.mem_wr.valid & self.mem_wr.ready):
+        with m.If(writer.elements.valid & writer.elements.ready):
             m.d.sync += moved.eq(moved + 1)
+        with m.If(finished):
+            m.d.sync += executing.eq(0)
+            m.d.comb += [self.push.eq(instr.push), self.instr.ready.eq(1)]
+        with m.If(self.at_end & self.release):
+            m.d.comb += self.instr.ready.eq(1)
+        return m
 
 
 class PostProcessor(wiring.Component):
@@ -498,13 +462,13 @@ class ExecuteController(wiring.Component):
         self.regmap = RegisterMap(c)
         self.count_width = max(c.dim_width, c.pe_count.bit_length(), c.filter_spad_depth.bit_length(),
                                c.ifmap_spad_depth.bit_length(), c.psum_spad_depth.bit_length())
-        self.addr_widths = {"filt": MEMORY_ADDR_WIDTH, "ifmap": c.glb_addr_width(c.ifmap_width),
+        self.addr_widths = {"filt": ADDR_WIDTH, "ifmap": c.glb_addr_width(c.ifmap_width),
                             "psum": c.glb_addr_width(c.psum_width)}
         psum = signed(c.psum_width)
         members = {
             **_unit_members(),
             "array": Out(ArrayControlSignature(c)),
-            "mem_rd": Out(ReadPortSignature(MEMORY_ADDR_WIDTH, c.dram_width)),
+            "mem_rd": Out(MemoryReadSignature(c.dram_width)),
             "ifmap_rd": Out(ReadPortSignature(self.addr_widths["ifmap"], signed(c.ifmap_width))),
             "psum_rd": Out(ReadPortSignature(self.addr_widths["psum"], psum)),
             "psum_wr": Out(stream.Signature(WriteRequest(self.addr_widths["psum"], psum))),
@@ -528,7 +492,7 @@ class ExecuteController(wiring.Component):
             return unsigned(c.col_id_width), c.unused_col_id   # receive nothing
         if name == "chain":
             return unsigned(2), 3                               # chains open
-        if name.endswith("_count"):
+        if name.endswith("_count") or name in ("filt_entries", "filt_words"):
             return unsigned(self.count_width), 0
         if name.endswith("_step"):
             return signed(32), 0
@@ -595,34 +559,59 @@ class ExecuteController(wiring.Component):
                 chain = active["chain"][r * cols + col]
                 m.d.comb += [array.chain_bottom[r][col].eq(chain[0]), array.chain_top[r][col].eq(chain[1])]
 
-        # Streams: address generator -> source (tag queued) -> tagged word into the network.
-        sources = {"filt": self.mem_rd, "ifmap": self.ifmap_rd, "psum": self.psum_rd}
-        idle = {}
-        for net in NETWORKS:
+        # The filter stream: per table entry, a run of weights from external memory, tagged.
+        m.submodules.filt_reader = reader = ElementReader(width=c.dram_width, burst=c.dram_burst,
+                                                          element_width=c.memory_width(c.weight_width))
+        wiring.connect(m, reader.memory, wiring.flipped(self.mem_rd))
+        m.submodules.filt_tags = filt_tags = fifo.SyncFIFO(width=c.row_id_width + c.col_id_width,
+                                                           depth=RUNS_QUEUED)
+        entry, walking = Signal(range(c.pe_count + 1)), Signal()
+        entries, words = active["filt_entries"][0], active["filt_words"][0]
+        bases, tags = tables["filt_base"], tables["filt_tag"]
+        m.d.comb += [bases(entry), tags(entry),
+                     reader.runs.valid.eq(walking & filt_tags.w_rdy),
+                     reader.runs.payload.addr.eq(bases.data), reader.runs.payload.count.eq(words),
+                     reader.runs.payload.size.eq(_size(c, c.weight_width)),
+                     filt_tags.w_data.eq(tags.data), filt_tags.w_en.eq(reader.runs.valid & reader.runs.ready)]
+        with m.If(commit["filter"]):
+            m.d.sync += [entry.eq(0), walking.eq(1)]
+        with m.Elif(reader.runs.valid & reader.runs.ready):
+            m.d.sync += entry.eq(entry + 1)
+            with m.If(entry == entries - 1):
+                m.d.sync += walking.eq(0)
+        sent = Signal.like(words)
+        out = self.filt
+        m.d.comb += [out.valid.eq(reader.elements.valid & filt_tags.r_rdy),
+                     out.payload.row.eq(filt_tags.r_data[:c.row_id_width]),
+                     out.payload.col.eq(filt_tags.r_data[c.row_id_width:]),
+                     out.payload.data.eq(reader.elements.payload[:c.weight_width]),
+                     reader.elements.ready.eq(out.ready & filt_tags.r_rdy)]
+        with m.If(out.valid & out.ready):
+            with m.If(sent == words - 1):
+                m.d.sync += sent.eq(0)
+                m.d.comb += filt_tags.r_en.eq(1)
+            with m.Else():
+                m.d.sync += sent.eq(sent + 1)
+        idle = {"filt": ~walking & ~filt_tags.r_rdy}
+
+        # The global buffer's streams: address generator -> source (tag queued) -> tagged
+        # word into the network.
+        sources = {"ifmap": self.ifmap_rd, "psum": self.psum_rd}
+        for net in ("ifmap", "psum"):
             levels = LOOPS[net]
             ag = AddressGenerator(levels=len(levels), table_level=levels.index("table"),
                                   count_width=self.count_width, addr_width=self.addr_widths[net],
                                   table_depth=c.pe_count)
             m.submodules[f"{net}_ag"] = ag
             m.submodules[f"{net}_tags"] = queue = fifo.SyncFIFO(width=c.row_id_width + c.col_id_width,
-                                                                 depth=TAG_DEPTH[net])
+                                                                 depth=TAG_DEPTH)
             bases, tags = tables[f"{net}_base"], tables[f"{net}_tag"]
             m.d.comb += [bases(ag.entry), tags(ag.entry), ag.base.eq(bases.data),
-                         ag.start.eq(commit["filter" if net == "filt" else "data"])]
+                         ag.start.eq(commit["data"])]
             m.d.comb += [ag.counts[k].eq(active[f"{net}_count"][k]) for k in range(len(levels))]
             m.d.comb += [ag.steps[k].eq(active[f"{net}_step"][k]) for k in range(len(levels))]
             port, out = sources[net], getattr(self, net)
             data = port.data
-            if net == "filt":
-                # External memory is shared and answers in order: take every word as it
-                # arrives (the tag queue bounds the reads in flight to the words this queue
-                # holds), so a stalled filter network never holds up the load unit's reads.
-                m.submodules.filt_words = words = fifo.SyncFIFO(width=c.weight_width, depth=TAG_DEPTH[net])
-                m.d.comb += [words.w_data.eq(port.data.payload[:c.weight_width]),
-                             words.w_en.eq(port.data.valid), port.data.ready.eq(words.w_rdy)]
-                data = stream.Signature(signed(c.weight_width)).create(path=("filt_data",))
-                m.d.comb += [data.valid.eq(words.r_rdy), data.payload.eq(words.r_data),
-                             words.r_en.eq(data.ready)]
             # The psum stream of a first fold carries zeros and leaves the buffer alone.
             zero = active["psum_zero"][0] if net == "psum" else C(0)
             issue = ag.o.valid & queue.w_rdy
@@ -711,7 +700,7 @@ class _TableReader:
 class Controller(wiring.Component):
     """The three units with their decoders, token queues and the END barrier; see the module
     documentation. ``error`` latches on a malformed program (an unknown or misplaced opcode, an
-    unknown register, a token queue overflowing)."""
+    unknown register, a token queue overflowing) or a write response that is not OKAY."""
 
     def __init__(self, config):
         c = config
@@ -723,8 +712,8 @@ class Controller(wiring.Component):
             "done": Out(1),
             "error": Out(1),
             "runs": Out(1),
-            "mem_rd": Out(ReadPortSignature(MEMORY_ADDR_WIDTH, c.dram_width)),
-            "mem_wr": Out(stream.Signature(WriteRequest(MEMORY_ADDR_WIDTH, c.dram_width))),
+            "mem_rd": Out(MemoryReadSignature(c.dram_width)),
+            "mem_wr": Out(MemoryWriteSignature(c.dram_width)),
             "ifmap_rd": Out(ReadPortSignature(ifmap_addr, ifmap)),
             "psum_rd": Out(ReadPortSignature(psum_addr, psum)),
             "psum_st": Out(ReadPortSignature(psum_addr, psum)),
@@ -753,7 +742,7 @@ class Controller(wiring.Component):
             m.d.comb += decoder.resume.eq(unit.release)
             errors.append(decoder.error)
         load, execute, store = units["load"], units["execute"], units["store"]
-        errors.append(execute.error)
+        errors += [execute.error, store.error]
 
         for token in Token:
             m.submodules[f"tokens_{token.name.lower()}"] = queue = TokenQueue()
@@ -767,8 +756,7 @@ class Controller(wiring.Component):
         m.d.comb += [self.done.eq(barrier), self.error.eq(Cat(errors).any()),
                      self.runs.eq(execute.runs)]
 
-        m.submodules.mem_rd_arbiter = arbiter = ReadArbiter(
-            2, addr_width=MEMORY_ADDR_WIDTH, data_shape=c.dram_width)
+        m.submodules.mem_rd_arbiter = arbiter = BurstArbiter(2, width=c.dram_width)
         wiring.connect(m, execute.mem_rd, arbiter.readers[0])
         wiring.connect(m, load.mem_rd, arbiter.readers[1])
         wiring.connect(m, arbiter.memory, wiring.flipped(self.mem_rd))

@@ -1,21 +1,22 @@
 """The accelerator core: the PE array, its networks, the global buffer and the controller.
 
 A host (or the testbench) streams a layer's three instruction streams into ``program`` (see
-:mod:`rowstation.gen.isa`) and serves the core's external memory requests: reads on
-``mem_rd`` (addresses out, words back in order, any latency) and writes on ``mem_wr``.
-``done`` strobes when every stream reaches ``END``. ``counts`` holds the counters
+:mod:`rowstation.gen.isa`) and serves the core's external memory bursts (see
+:mod:`rowstation.hw.memory`): reads on ``mem_rd``, writes on ``mem_wr``. ``done`` strobes when
+every stream reaches ``END`` and every write's response is back. ``counts`` holds the counters
 :data:`rowstation.gen.isa.COUNTERS`; ``clear`` zeroes them.
 """
 
 from amaranth import *
-from amaranth.lib import stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..gen.isa import ARRAY_EVENTS, CORE_EVENTS, COUNTERS, NETWORKS, PE_EVENTS
 from .array import PEArray
-from .controller import MEMORY_ADDR_WIDTH, Controller, ProgramSignature
+from .controller import Controller, ProgramSignature
 from .counters import EventCounters
-from .glb import GlobalBuffer, ReadPortSignature, WriteRequest
+from .glb import GlobalBuffer
+from .memory import MemoryReadSignature, MemoryWriteSignature
 
 
 __all__ = ["RowStationCore"]
@@ -30,8 +31,8 @@ class RowStationCore(wiring.Component):
         self._config, self._pe_module = config, pe_module
         super().__init__({
             "program": In(ProgramSignature()),
-            "mem_rd": Out(ReadPortSignature(MEMORY_ADDR_WIDTH, config.dram_width)),
-            "mem_wr": Out(stream.Signature(WriteRequest(MEMORY_ADDR_WIDTH, config.dram_width))),
+            "mem_rd": Out(MemoryReadSignature(config.dram_width)),
+            "mem_wr": Out(MemoryWriteSignature(config.dram_width)),
             "done": Out(1),
             "error": Out(1),
             "unmatched": Out(1),
@@ -70,7 +71,7 @@ class RowStationCore(wiring.Component):
         m.d.comb += [
             counters.clear.eq(self.clear),
             counters.events.dram_reads.eq(fired(self.mem_rd.data)),
-            counters.events.dram_writes.eq(fired(self.mem_wr)),
+            counters.events.dram_writes.eq(fired(self.mem_wr.data)),
             counters.events.glb_reads.eq(Cat(fired(getattr(ctrl, n).data) for n in _GLB_READS)),
             counters.events.glb_writes.eq(Cat(fired(getattr(ctrl, n)) for n in _GLB_WRITES)),
             counters.events.program_words.eq(Cat(fired(getattr(self.program, unit))

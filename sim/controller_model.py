@@ -14,27 +14,41 @@ import numpy as np
 
 from ..gen.isa import ARGUMENTS, COUNTERS, LOOPS, PE_SETTINGS, TOKEN_CONSUMER, TOKEN_DEPTH, TOKEN_PRODUCER, \
     UNITS, Opcode, Region, RegisterMap, Token, decode, decode_post
-from ..gen.program import pass_plans
+from ..gen.program import pass_plans, weight_order, words_spanned
 from .dataflow import ifmap_rows, pe_streams
 from .golden import requantize
 from .pe_model import filter_words, pe_events, pe_reference
 
 
-__all__ = ["dram_image", "dram_output", "walk", "run_program"]
+__all__ = ["read_elements", "write_elements", "dram_image", "dram_output", "walk", "run_program"]
 
 
-def dram_image(layout, layer, x, w):
-    """External memory holding weights ``w`` and ifmap ``x`` at ``layout``, output zeroed."""
-    L = layer
-    dram = np.zeros(layout.output + L.N * L.M * L.E * L.F, dtype=np.int64)
-    dram[layout.weights:layout.weights + w.size] = np.asarray(w).ravel()
-    dram[layout.ifmap:layout.ifmap + x.size] = np.asarray(x).ravel()
-    return dram
+_TYPES = {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}
 
 
-def dram_output(dram, layout, layer):
-    """The accumulation (N, M, E, F) the program stored."""
-    return dram[layout.output:layout.output + int(np.prod(layer.ofmap_shape))].reshape(layer.ofmap_shape)
+def read_elements(memory, addr, count, size):
+    """``count`` signed elements of ``size`` bytes from byte ``addr`` of ``memory`` (uint8)."""
+    return memory[addr:addr + count * size].view(_TYPES[size]).astype(np.int64)
+
+
+def write_elements(memory, addr, values, size):
+    memory[addr:addr + len(values) * size] = np.asarray(values, dtype=np.int64).astype(_TYPES[size]).view(np.uint8)
+
+
+def dram_image(mapping, layout, x, w):
+    """External memory (bytes, up to ``layout.end``) holding the weights ``w`` (arranged as
+    :func:`~rowstation.gen.program.weight_order` says) and the ifmap ``x`` at ``layout``,
+    everything else zero."""
+    memory = np.zeros(layout.end, dtype=np.uint8)
+    write_elements(memory, layout.weights, np.asarray(w).ravel()[weight_order(mapping)], layout.weight_bytes)
+    write_elements(memory, layout.ifmap, np.asarray(x).ravel(), layout.ifmap_bytes)
+    return memory
+
+
+def dram_output(memory, layout, layer):
+    """The output (N, M, E, F) the program stored."""
+    count = int(np.prod(layer.ofmap_shape))
+    return read_elements(memory, layout.output, count, layout.output_bytes).reshape(layer.ofmap_shape)
 
 
 def walk(counts, steps, table=None, table_level=None):
@@ -95,7 +109,8 @@ class _Registers:
 
 
 def run_program(mapping, streams, dram, x, w, *, ahead="load"):
-    """Execute the ``streams`` ({unit: words}) of one layer on ``dram`` (int64 array, modified);
+    """Execute the ``streams`` ({unit: words}) of one layer on ``dram`` (bytes, a uint8 array,
+    modified);
     returns the counts the core's counters must show (words moved at each level, network
     transfers, PE events; not ``cycles`` or ``active_pe``). ``ahead`` is the units' priority
     order, or the one unit that runs ahead of the others.
@@ -177,14 +192,20 @@ class _Passes:
         return self.plans[j], self.xp[block * n:(block + 1) * n]
 
 
+def _bytes(config, width):
+    return config.memory_width(width) // 8
+
+
 def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, glb, w, counts):
+    c = mapping.config
     if opcode == Opcode.WRITE:
         regs.write(operand, args[0])
     elif opcode == Opcode.LOAD:
         at, src, n = args
-        for i in range(n):
-            glb[Region(operand)][at + i] = int(dram[src + i])
-        counts["dram_reads"] += n
+        size = _bytes(c, c.ifmap_width if operand == Region.IFMAP else c.psum_width)
+        for i, value in enumerate(read_elements(dram, src, n, size)):
+            glb[Region(operand)][at + i] = int(value)
+        counts["dram_reads"] += words_spanned(src, n, size, c.dram_width // 8)
         counts["glb_writes"] += n
     elif opcode == Opcode.STORE:
         at, dst, n, lo, hi = args
@@ -193,9 +214,10 @@ def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, glb, w, 
         values += _signed(lo | hi << 32, 64)
         if post["requantize"]:
             values = requantize(values, shift=post["shift"], relu=bool(post["relu"]),
-                                width=mapping.config.ifmap_width)
-        dram[dst:dst + n] = values
-        counts["dram_writes"] += n
+                                width=c.ifmap_width)
+        size = _bytes(c, c.ifmap_width if post["requantize"] else c.psum_width)
+        write_elements(dram, dst, values, size)
+        counts["dram_writes"] += words_spanned(dst, n, size, c.dram_width // 8)
         counts["glb_reads"] += n
     elif opcode == Opcode.FILL:
         at, n, lo, hi = args
@@ -216,7 +238,12 @@ def _run_pass(mapping, plan, reg, stream, dram, glb, xp, w, counts):
     for name in PE_SETTINGS:
         assert reg(f"cfg_{name}") == int(getattr(pe, name)), name
     # The streams must carry exactly the schedule's words.
-    filt = [int(dram[a]) for a, _ in stream("filt")]
+    size, word = _bytes(c, c.weight_width), c.dram_width // 8
+    filt, reads = [], 0
+    for entry in range(reg("filt_entries")):
+        base = reg("filt_base", entry)
+        filt += [int(v) for v in read_elements(dram, base, reg("filt_words"), size)]
+        reads += words_spanned(base, reg("filt_words"), size, word)
     want = []
     for _, _, (g, mb, cb, rr, sb) in plan.filters:
         block, _ = pe_streams(mapping, xp, w, (g, mb, 0), (cb, rr, sb))
@@ -229,7 +256,7 @@ def _run_pass(mapping, plan, reg, stream, dram, glb, xp, w, counts):
     assert ifmap == want, "ifmap stream differs from the schedule"
     zero = reg("psum_zero")
     psum_in = [(0 if zero else glb[Region.PSUM][a], e) for a, e in stream("psum")]
-    counts["dram_reads"] += len(filt)
+    counts["dram_reads"] += reads
     counts["glb_reads"] += len(ifmap) + (0 if zero else len(psum_in))
     counts["filt_transfers"] += len(filt)
     counts["ifmap_transfers"] += len(ifmap)

@@ -4,8 +4,9 @@ simulator runs whole networks without Python in the loop.
 ``rowstation_harness`` instantiates ``rowstation_core``, feeds it the units' instruction streams
 from one program image loaded from a hex file (the load stream's words, then the execute
 stream's, then the store stream's) and serves its external memory (also loaded from a hex
-file): reads return in order ``LATENCY`` cycles after their address is taken, with up to 16 in
-flight; xorshift generators drop ``ready``/``valid`` on every channel with the probabilities
+file, ``dram_width``-bit words): up to 8 read bursts in flight, each returning its words in
+order from ``LATENCY`` cycles after its command; up to 8 write bursts, written as their strobes
+say, a response after each burst's last word; xorshift generators drop ``ready``/``valid`` on every channel with the probabilities
 given as plusargs. After the last ``END`` it writes the memory back to a hex file. Plusargs:
 ``memory``, ``program``, ``dump`` (file names), ``load_words``, ``execute_words``,
 ``store_words``, ``dump_words``, ``stall`` and ``idle`` (out of 256), ``seed``. The core's
@@ -52,6 +53,7 @@ def _program_logic():
 def harness_verilog(config, counters):
     """The harness for ``config``; ``counters`` (names) are passed through as ports."""
     w = config.dram_width
+    WORD_SHIFT = (w // 8 - 1).bit_length()
     program_decls, program_ports, program_logic, all_ended = _program_logic()
     count_ports = "".join(f", counts__{name}" for name in counters)
     count_decls = "".join(f"  output [{config.counter_width - 1}:0] counts__{name};\n" for name in counters)
@@ -94,24 +96,33 @@ module rowstation_harness(clk, rst, bad_address, done, error, unmatched{count_po
   wire go_data = random[23:16] >= stall[7:0];
   wire go_write = random[31:24] >= stall[7:0];
 
-  wire mem_rd__addr__valid, mem_rd__data__ready, mem_wr__valid;
-  wire [31:0] mem_rd__addr__payload;
-  wire [{32 + w - 1}:0] mem_wr__payload;
-  reg mem_rd__data__valid;
-  wire mem_rd__addr__ready;
-  reg [{w - 1}:0] queue [0:15];
-  reg [31:0] due [0:15];
-  reg [3:0] head, tail;
-  reg [4:0] count;
-  reg [31:0] cycle;
+  // External memory: bursts of words, read and write queues of 8 bursts each.
+  wire mem_rd__cmd__valid, mem_rd__data__ready, mem_wr__cmd__valid, mem_wr__data__valid, mem_wr__resp__ready;
+  wire [39:0] mem_rd__cmd__payload, mem_wr__cmd__payload;
+  wire [{w + w // 8 - 1}:0] mem_wr__data__payload;
+  reg rd_valid, resp_valid;
+  reg [{w - 1}:0] rd_data;
+  reg [31:0] rd_addr [0:7], rd_due [0:7], wr_addr [0:7];
+  reg [7:0] rd_length [0:7], wr_length [0:7], rd_beat, wr_beat;
+  reg [2:0] rd_head, rd_tail, wr_head, wr_tail;
+  reg [3:0] rd_count, wr_count;
+  reg [31:0] owed, cycle;
+  wire mem_rd__cmd__ready = rd_count < 8 && go_address;
+  wire mem_wr__cmd__ready = wr_count < 8 && go_address;
+  wire mem_wr__data__ready = wr_count != 0 && go_write;
 {program_decls}  rowstation_core core(
     .clk(clk), .rst(rst), .clear(1'b0), .done(done), .error(error), .unmatched(unmatched),
 {program_ports}
-    .mem_rd__addr__valid(mem_rd__addr__valid), .mem_rd__addr__ready(mem_rd__addr__ready),
-    .mem_rd__addr__payload(mem_rd__addr__payload),
-    .mem_rd__data__valid(mem_rd__data__valid), .mem_rd__data__ready(mem_rd__data__ready),
-    .mem_rd__data__payload(queue[head]),
-    .mem_wr__valid(mem_wr__valid), .mem_wr__ready(go_write), .mem_wr__payload(mem_wr__payload){count_links});
+    .mem_rd__cmd__valid(mem_rd__cmd__valid), .mem_rd__cmd__ready(mem_rd__cmd__ready),
+    .mem_rd__cmd__payload(mem_rd__cmd__payload),
+    .mem_rd__data__valid(rd_valid), .mem_rd__data__ready(mem_rd__data__ready),
+    .mem_rd__data__payload(rd_data),
+    .mem_wr__cmd__valid(mem_wr__cmd__valid), .mem_wr__cmd__ready(mem_wr__cmd__ready),
+    .mem_wr__cmd__payload(mem_wr__cmd__payload),
+    .mem_wr__data__valid(mem_wr__data__valid), .mem_wr__data__ready(mem_wr__data__ready),
+    .mem_wr__data__payload(mem_wr__data__payload),
+    .mem_wr__resp__valid(resp_valid), .mem_wr__resp__ready(mem_wr__resp__ready),
+    .mem_wr__resp__payload(2'b00){count_links});
 
   // Programs: one word per cycle on each stream unless idle.
   always @(posedge clk) begin
@@ -125,30 +136,60 @@ module rowstation_harness(clk, rst, bad_address, done, error, unmatched{count_po
     end
   end
 {program_logic}
-  // External memory: reads in order after LATENCY cycles, at most 16 in flight.
-  assign mem_rd__addr__ready = count < 16 && go_address;
-  wire push = mem_rd__addr__valid & mem_rd__addr__ready;
-  wire pop = mem_rd__data__valid & mem_rd__data__ready;
-  wire [3:0] head_next = head + pop;
+  // Reads: a burst's words in order, from LATENCY cycles after its command.
+  wire rd_push = mem_rd__cmd__valid && mem_rd__cmd__ready;
+  wire rd_next = (!rd_valid || mem_rd__data__ready) && rd_count != 0 && cycle >= rd_due[rd_head] && go_data;
+  wire rd_last = rd_next && rd_beat == rd_length[rd_head];
+  wire [31:0] rd_word = rd_addr[rd_head] + rd_beat;
+  // Writes: a burst's words after its command, byte by byte as the strobes say; a response
+  // per burst after its last word.
+  wire wr_take = mem_wr__data__valid && mem_wr__data__ready;
+  wire wr_last = wr_take && wr_beat == wr_length[wr_head];
+  wire [31:0] wr_word = wr_addr[wr_head] + wr_beat;
+  wire resp_take = resp_valid && mem_wr__resp__ready;
+  wire [{w - 1}:0] merged;
+  genvar b;
+  generate
+    for (b = 0; b < {w // 8}; b = b + 1) begin : strobe
+      assign merged[8 * b +: 8] = mem_wr__data__payload[{w} + b] ? mem_wr__data__payload[8 * b +: 8]
+                                                               : memory[wr_word[{MEMORY_BITS - 1}:0]][8 * b +: 8];
+    end
+  endgenerate
   always @(posedge clk) begin
     if (rst) begin
-      head <= 0; tail <= 0; count <= 0; cycle <= 0; mem_rd__data__valid <= 0; bad_address <= 0;
+      rd_head <= 0; rd_tail <= 0; rd_count <= 0; rd_beat <= 0; rd_valid <= 0;
+      wr_head <= 0; wr_tail <= 0; wr_count <= 0; wr_beat <= 0; resp_valid <= 0; owed <= 0;
+      cycle <= 0; bad_address <= 0;
     end else begin
       cycle <= cycle + 1;
-      if (push) begin
-        queue[tail] <= memory[mem_rd__addr__payload[{MEMORY_BITS - 1}:0]];
-        due[tail] <= cycle + {LATENCY};
-        tail <= tail + 1;
-        if (mem_rd__addr__payload >= DEPTH) bad_address <= 1;
+      if (rd_push) begin
+        rd_addr[rd_tail] <= mem_rd__cmd__payload[31:{WORD_SHIFT}];
+        rd_length[rd_tail] <= mem_rd__cmd__payload[39:32];
+        rd_due[rd_tail] <= cycle + {LATENCY};
+        rd_tail <= rd_tail + 1;
+        if (mem_rd__cmd__payload[31:{WORD_SHIFT}] + mem_rd__cmd__payload[39:32] >= DEPTH) bad_address <= 1;
       end
-      count <= count + push - pop;
-      head <= head_next;
-      if (!mem_rd__data__valid || pop)
-        mem_rd__data__valid <= count - pop != 0 && cycle >= due[head_next] && go_data;
-      if (mem_wr__valid && go_write) begin
-        memory[mem_wr__payload[{MEMORY_BITS - 1}:0]] <= mem_wr__payload[{32 + w - 1}:32];
-        if (mem_wr__payload[31:0] >= DEPTH) bad_address <= 1;
+      rd_count <= rd_count + rd_push - rd_last;
+      if (!rd_valid || mem_rd__data__ready) rd_valid <= rd_next;
+      if (rd_next) begin
+        rd_data <= memory[rd_word[{MEMORY_BITS - 1}:0]];
+        rd_beat <= rd_last ? 0 : rd_beat + 1;
+        if (rd_last) rd_head <= rd_head + 1;
       end
+      if (mem_wr__cmd__valid && mem_wr__cmd__ready) begin
+        wr_addr[wr_tail] <= mem_wr__cmd__payload[31:{WORD_SHIFT}];
+        wr_length[wr_tail] <= mem_wr__cmd__payload[39:32];
+        wr_tail <= wr_tail + 1;
+        if (mem_wr__cmd__payload[31:{WORD_SHIFT}] + mem_wr__cmd__payload[39:32] >= DEPTH) bad_address <= 1;
+      end
+      wr_count <= wr_count + (mem_wr__cmd__valid && mem_wr__cmd__ready) - wr_last;
+      if (wr_take) begin
+        memory[wr_word[{MEMORY_BITS - 1}:0]] <= merged;
+        wr_beat <= wr_last ? 0 : wr_beat + 1;
+        if (wr_last) wr_head <= wr_head + 1;
+      end
+      owed <= owed + wr_last - resp_take;
+      if (!resp_valid || resp_take) resp_valid <= owed + wr_last - resp_take != 0 && go_write;
     end
   end
 endmodule

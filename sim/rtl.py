@@ -40,15 +40,22 @@ def _hex(words, width):
     return "".join(f"{int(word) & mask:0{digits}x}\n" for word in words)
 
 
+def _words(memory, width):
+    """Little-endian ``width``-bit words of the bytes ``memory`` (zero-padded to a word)."""
+    size = width // 8
+    padded = np.zeros(-(-len(memory) // size) * size, dtype=np.uint8)
+    padded[:len(memory)] = memory
+    return [int.from_bytes(padded[i:i + size].tobytes(), "little") for i in range(0, len(padded), size)]
+
+
 def _read_hex(path, width):
-    """Words of a ``$writememh`` file (comments and blank lines skipped), sign-extended."""
-    values = []
+    """The bytes of the words of a ``$writememh`` file (comments and blank lines skipped)."""
+    out = bytearray()
     for line in Path(path).read_text().splitlines():
         line = line.split("//")[0].strip()
         if line:
-            value = int(line, 16)
-            values.append(value - (1 << width) if value >> (width - 1) else value)
-    return np.array(values, dtype=np.int64)
+            out += int(line, 16).to_bytes(width // 8, "little")
+    return np.frombuffer(bytes(out), dtype=np.uint8)
 
 
 def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, idle=0.0, seed=1,
@@ -82,9 +89,9 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
         x, w, b = item["x"], item["w"], item.get("b")
         layer = layer_of(x, w, stride=item["stride"], padding=item["padding"], groups=item["groups"])
         mapping = map_layer(config, layer)
-        layout = DramLayout.packed(layer, base)
+        layout = DramLayout.packed(config, layer, base, requantized=item.get("shift") is not None)
         program = compile_layer(mapping, b, layout, shift=item.get("shift"), relu=item.get("relu", False))
-        image = dram_image(layout, layer, x, w)
+        image = dram_image(mapping, layout, x, w)
         expected = run_program(mapping, program.streams, image.copy(), x, w)
         images.append(image[base:])
         for unit, words in program.streams.items():
@@ -94,14 +101,16 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
                       "epochs": program.epochs, "tiles": program.tiles,
                       "predicted": layer_report(mapping, program), "expected": expected,
                       "stats": str(tmp / f"{n}-stats.json")})
-    if base > 1 << MEMORY_BITS:
-        raise ValueError(f"the layers need {base} external memory words, more than the "
-                         f"simulation harness's {1 << MEMORY_BITS}")
+    capacity = (1 << MEMORY_BITS) * config.dram_width // 8
+    if base > capacity:
+        raise ValueError(f"the layers need {base} bytes of external memory, more than the "
+                         f"simulation harness's {capacity}")
     words = streams["load"] + streams["execute"] + streams["store"]
     if len(words) > 1 << PROGRAM_BITS:
         raise ValueError(f"the programs have {len(words)} words, more than the simulation "
                          f"harness's {1 << PROGRAM_BITS}")
-    (tmp / "memory.hex").write_text(_hex(np.concatenate(images), config.dram_width))
+    memory_words = _words(np.concatenate(images), config.dram_width)
+    (tmp / "memory.hex").write_text(_hex(memory_words, config.dram_width))
     (tmp / "program.hex").write_text(_hex(words, 32))
     case = tmp / "case.json"
     # A generous bound (10 ns cycles) so a deadlock fails instead of hanging.
@@ -110,7 +119,7 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
         "counters": list(COUNTERS), "counter_width": config.counter_width, "pe_count": config.pe_count,
         "timeout_us": timeout_us or 1000 + 2 * (len(words) + base) + sum(c["macs"] for c in cases) // 10}))
     plusargs = [f"+memory={tmp / 'memory.hex'}", f"+program={tmp / 'program.hex'}",
-                f"+dump={tmp / 'dump.hex'}", f"+dump_words={base}",
+                f"+dump={tmp / 'dump.hex'}", f"+dump_words={len(memory_words)}",
                 *(f"+{unit}_words={len(unit_words)}" for unit, unit_words in streams.items()),
                 f"+stall={round(stall * 256)}", f"+idle={round(idle * 256)}", f"+seed={seed}"]
     run_cocotb(sim=sim, verilog=verilog, toplevel="rowstation_harness",

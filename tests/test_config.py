@@ -37,8 +37,10 @@ def test_config_is_frozen_and_comparable():
     (dict(filter_spad_depth=0), ValueError, r"^filter_spad_depth must be between 1 and 4096, not 0$"),
     (dict(glb_bank_depth=300), ValueError, r"^glb_bank_depth must be a power of 2 of at least 2 \(to simplify address calculation\), not 300$"),
     (dict(glb_bank_width=16), ValueError, r"^glb_bank_width must be between 24 and 1024 \(a global buffer word must hold one 24-bit psum\), not 16$"),
-    (dict(dram_width=12), ValueError, r"^dram_width must be a multiple of 8 between 8 and 1024, not 12$"),
-    (dict(dram_width=16), ValueError, r"^dram_width = 16 must hold one psum of psum_width = 24 bits \(external memory holds an element per word\)$"),
+    (dict(dram_width=24), ValueError, r"^dram_width must be a power of 2 between 8 and 1024, not 24$"),
+    (dict(dram_width=16), ValueError, r"^dram_width = 16 must hold one psum of psum_width = 24 bits, stored in 32$"),
+    (dict(dram_burst=12), ValueError, r"^dram_burst must be a power of 2 between 1 and 256 words of at most 4096 bytes \(an AXI4 burst\), not 12$"),
+    (dict(dram_burst=2048), ValueError, r"^dram_burst must be a power of 2 .*not 2048$"),
     (dict(dim_width=3), ValueError, r"^dim_width must be between 4 and 16, not 3$"),
     (dict(counter_width=8), ValueError, r"^counter_width must be between 16 and 64, not 8$"),
 ])

@@ -8,11 +8,11 @@ from amaranth.sim import Simulator
 
 from rowstation.gen import preset
 from rowstation.gen.isa import TOKEN_DEPTH, Opcode, RegisterMap, Token, encode
-from rowstation.hw.controller import UNIT_NAMES, AddressGenerator, Controller, PostProcessor, ReadArbiter
+from rowstation.hw.controller import UNIT_NAMES, AddressGenerator, Controller, PostProcessor
 from rowstation.sim.golden import requantize
 from rowstation.sim.controller_model import walk
 
-from amaranth_streams import drain, feed
+from amaranth_streams import feed
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -120,55 +120,6 @@ def test_end_waits_for_every_unit():
         "token queue overflow"])
 def test_malformed_program_raises_error(streams):
     assert run_program(streams)["error"] == 1
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_read_arbiter_returns_every_word_to_its_reader(seed):
-    """Two readers share an in-order memory with latency and random stalls on every channel:
-    each gets exactly the words of its own addresses, in order."""
-    rng = np.random.default_rng(seed)
-    dut = ReadArbiter(2, addr_width=16, data_shape=16, depth=4)
-    addresses = [[int(a) for a in rng.integers(0, 1 << 16, int(rng.integers(20, 60)))] for _ in range(2)]
-    got = {}
-
-    def reader(i):
-        async def requests(ctx):
-            await feed(ctx, dut.readers[i].addr, addresses[i], rng=np.random.default_rng(seed + 10 * i), idle=0.3)
-
-        async def responses(ctx):
-            words, _ = await drain(ctx, dut.readers[i].data, len(addresses[i]),
-                                   rng=np.random.default_rng(seed + 20 * i), stall=0.4)
-            got[i] = words
-        return requests, responses
-
-    async def memory(ctx):
-        pending = []   # (cycle due, word)
-        cycle, total = 0, sum(map(len, addresses))
-        served = 0
-        while served < total:
-            ctx.set(dut.memory.addr.ready, rng.random() >= 0.3)
-            ready_data = bool(pending) and pending[0][0] <= cycle and rng.random() >= 0.3
-            ctx.set(dut.memory.data.valid, ready_data)
-            if ready_data:
-                ctx.set(dut.memory.data.payload, pending[0][1])
-            _, _, a_valid, a_ready, addr, d_ready = await ctx.tick().sample(
-                dut.memory.addr.valid, dut.memory.addr.ready, dut.memory.addr.payload, dut.memory.data.ready)
-            if a_valid and a_ready:
-                pending.append((cycle + 3, addr ^ 0x5A5A))
-            if ready_data and d_ready:
-                pending.pop(0)
-                served += 1
-            cycle += 1
-        ctx.set(dut.memory.data.valid, 0)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    for i in range(2):
-        for bench in reader(i):
-            sim.add_testbench(bench)
-    sim.add_testbench(memory)
-    sim.run()
-    assert got == {i: [a ^ 0x5A5A for a in addresses[i]] for i in range(2)}
 
 
 def test_post_processor_matches_the_golden_requantization():

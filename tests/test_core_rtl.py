@@ -58,12 +58,13 @@ def run(config, specs, sim, *, stall, idle):
             acc = requantize(acc, width=config.ifmap_width, **post)
         wants.append((layer, acc))
     results = run_layers_rtl(config, cases, sim=sim, build_root=BUILD, stall=stall, idle=idle)
-    for (layer, want), (got, stats) in zip(wants, results):
+    for (layer, want), (got, stats), case in zip(wants, results, cases):
         np.testing.assert_array_equal(got, want, err_msg=str(layer))
         counts = stats["counters"]
         assert counts["mac"] + counts["gated_mac"] == layer.macs
         assert counts["cycles"] * config.pe_count >= layer.macs
-        assert counts["dram_writes"] >= layer.N * layer.M * layer.E * layer.F
+        width = config.ifmap_width if "shift" in case else config.psum_width
+        assert counts["dram_writes"] * config.dram_width >= want.size * config.memory_width(width)
     return results
 
 

@@ -1,0 +1,276 @@
+"""The external memory port: byte addresses, ``dram_width``-bit words, bursts.
+
+Tensors lie in external memory packed at their element's memory width (8, 16, 32 or 64 bits,
+:meth:`~rowstation.gen.config.AcceleratorConfig.memory_width`), so a word carries several
+elements. The core moves *runs*, ``count`` consecutive elements from a byte address, and
+splits them into bursts of whole words: a burst never crosses a multiple of ``dram_burst``
+words (so never a 4 KB page, as AXI4 requires). The port is three or two streams, as an AXI4
+master adapter wraps them:
+
+- reads (:class:`MemoryReadSignature`): burst commands out (``cmd``), the words back in order
+  (``data``), several bursts in flight, any latency;
+- writes (:class:`MemoryWriteSignature`): burst commands out (``cmd``), the words with byte
+  strobes (``data``, a burst's words in order after its command), and one response per burst
+  (``resp``: 0 is OKAY, anything else an error, as AXI4's BRESP).
+"""
+
+from amaranth import *
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .arbiter import RoundRobin, or_tree
+
+
+__all__ = ["ADDR_WIDTH", "Burst", "Run", "WriteBeat", "MemoryReadSignature", "MemoryWriteSignature",
+           "BurstPlanner", "ElementReader", "ElementWriter", "BurstArbiter"]
+
+
+ADDR_WIDTH = 32     # byte addresses
+RUNS_QUEUED = 4     # runs a reader or writer accepts ahead of the one it moves
+
+
+class Burst(data.StructLayout):
+    """``length + 1`` words from the byte address ``addr`` (word-aligned)."""
+
+    def __init__(self):
+        super().__init__({"addr": ADDR_WIDTH, "length": 8})
+
+
+class Run(data.StructLayout):
+    """``count`` elements of ``2 ** size`` bytes from the byte address ``addr``."""
+
+    def __init__(self):
+        super().__init__({"addr": ADDR_WIDTH, "count": 32, "size": 2})
+
+
+class WriteBeat(data.StructLayout):
+    def __init__(self, width):
+        super().__init__({"data": width, "strb": width // 8})
+
+
+class MemoryReadSignature(wiring.Signature):
+    def __init__(self, width):
+        super().__init__({"cmd": Out(stream.Signature(Burst())), "data": In(stream.Signature(width))})
+
+
+class MemoryWriteSignature(wiring.Signature):
+    def __init__(self, width):
+        super().__init__({"cmd": Out(stream.Signature(Burst())),
+                          "data": Out(stream.Signature(WriteBeat(width))),
+                          "resp": In(stream.Signature(2))})
+
+
+class _Element(data.StructLayout):
+    """What the data side needs of a run: where its first element sits in its word."""
+
+    def __init__(self, word_bytes):
+        super().__init__({"offset": range(word_bytes), "count": 32, "size": 2})
+
+
+class BurstPlanner(wiring.Component):
+    """Runs in, bursts out: the words a run spans, cut at multiples of ``burst`` words. With
+    each run it takes (``run`` fires), ``element`` carries where the run's first element
+    sits; runs of no elements pass without either."""
+
+    def __init__(self, *, width, burst):
+        self._word_bytes, self._burst = width // 8, burst
+        super().__init__({"run": In(stream.Signature(Run())),
+                          "burst": Out(stream.Signature(Burst())),
+                          "element": Out(stream.Signature(_Element(width // 8))),
+                          "busy": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        shift = (self._word_bytes - 1).bit_length()
+        run = self.run.payload
+        word, last = Signal(ADDR_WIDTH - shift), Signal(ADDR_WIDTH - shift)
+        span = (run.count << run.size)[:ADDR_WIDTH]
+        m.d.comb += [
+            self.run.ready.eq(~self.busy & (self.element.ready | (run.count == 0))),
+            self.element.valid.eq(self.run.valid & ~self.busy & (run.count != 0)),
+            self.element.payload.offset.eq(run.addr[:shift] if shift else 0),
+            self.element.payload.count.eq(run.count), self.element.payload.size.eq(run.size),
+        ]
+        with m.If(self.run.valid & self.run.ready & (run.count != 0)):
+            m.d.sync += [self.busy.eq(1), word.eq(run.addr[shift:]),
+                         last.eq((run.addr + span - 1)[shift:])]
+        to_boundary, remaining = Signal(range(self._burst + 1)), Signal(ADDR_WIDTH)
+        m.d.comb += [to_boundary.eq(self._burst - (word[:(self._burst - 1).bit_length()] if self._burst > 1 else 0)),
+                     remaining.eq(last - word + 1)]
+        beats = Mux(remaining < to_boundary, remaining, to_boundary)
+        m.d.comb += [self.burst.valid.eq(self.busy), self.burst.payload.addr.eq(word << shift),
+                     self.burst.payload.length.eq(beats - 1)]
+        with m.If(self.burst.valid & self.burst.ready):
+            m.d.sync += word.eq(word + beats)
+            with m.If(remaining == beats):
+                m.d.sync += self.busy.eq(0)
+        return m
+
+
+def _sized(value, size):
+    """``value`` cut to an element of ``2 ** size`` bytes (zero above)."""
+    return Mux(size == 0, value[:8], Mux(size == 1, value[:16], Mux(size == 2, value[:32], value[:64])))
+
+
+class ElementReader(wiring.Component):
+    """Runs in (``runs``), their elements out one per cycle (``elements``, ``2 ** size`` bytes
+    each, zero-extended to ``element_width``). A burst is requested only when the word queue
+    (``depth`` words) has room for all of it, so the memory's data never waits on this reader's
+    consumer: readers sharing the port cannot block each other."""
+
+    def __init__(self, *, width, burst, element_width=64, depth=None):
+        self._width, self._burst = width, burst
+        self._depth = depth or 2 * burst
+        super().__init__({"runs": In(stream.Signature(Run())),
+                          "memory": Out(MemoryReadSignature(width)),
+                          "elements": Out(stream.Signature(element_width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        word_bytes = self._width // 8
+        m.submodules.planner = planner = BurstPlanner(width=self._width, burst=self._burst)
+        m.submodules.pending = pending = fifo.SyncFIFO(width=_Element(word_bytes).size, depth=RUNS_QUEUED)
+        m.submodules.words = words = fifo.SyncFIFO(width=self._width, depth=self._depth)
+        wiring.connect(m, wiring.flipped(self.runs), planner.run)
+        m.d.comb += [pending.w_data.eq(planner.element.payload), pending.w_en.eq(planner.element.valid),
+                     planner.element.ready.eq(pending.w_rdy)]
+
+        # Bursts only with room for their words.
+        reserved = Signal(range(self._depth + 1))
+        beats = planner.burst.payload.length + 1
+        room = self._depth - reserved >= beats
+        cmd = self.memory.cmd
+        m.d.comb += [cmd.valid.eq(planner.burst.valid & room), cmd.payload.eq(planner.burst.payload),
+                     planner.burst.ready.eq(cmd.ready & room)]
+        m.d.comb += [words.w_data.eq(self.memory.data.payload), words.w_en.eq(self.memory.data.valid),
+                     self.memory.data.ready.eq(words.w_rdy)]
+        m.d.sync += reserved.eq(reserved + Mux(cmd.valid & cmd.ready, beats, 0) - words.r_en)
+
+        # Elements: the head run's, from its first element's offset, a word popped when its
+        # last element or the run's leaves.
+        head = Signal(_Element(word_bytes))
+        m.d.comb += head.eq(pending.r_data)
+        started, offset, taken = Signal(), Signal(range(word_bytes)), Signal(32)
+        at = Mux(started, offset, head.offset)
+        following = at + (C(1, 4) << head.size)
+        last = taken == head.count - 1
+        fire = self.elements.valid & self.elements.ready
+        m.d.comb += [self.elements.valid.eq(pending.r_rdy & words.r_rdy),
+                     self.elements.payload.eq(_sized(words.r_data >> (at * 8), head.size)),
+                     words.r_en.eq(fire & (last | (following >= word_bytes))),
+                     pending.r_en.eq(fire & last)]
+        with m.If(fire):
+            m.d.sync += [started.eq(~last), taken.eq(Mux(last, 0, taken + 1)),
+                         offset.eq(following[:len(offset)] if word_bytes > 1 else 0)]
+        return m
+
+
+class ElementWriter(wiring.Component):
+    """Runs in (``runs``), then their elements (``elements``, one per cycle, ``2 ** size`` bytes
+    each from the low bits), packed into words with byte strobes and written in bursts.
+    ``idle`` when every run taken has been written and its responses are back; ``error``
+    latches on a response that is not OKAY."""
+
+    def __init__(self, *, width, burst, element_width=64):
+        self._width, self._burst = width, burst
+        super().__init__({"runs": In(stream.Signature(Run())),
+                          "elements": In(stream.Signature(element_width)),
+                          "memory": Out(MemoryWriteSignature(width)),
+                          "idle": Out(1), "error": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        word_bytes = self._width // 8
+        m.submodules.planner = planner = BurstPlanner(width=self._width, burst=self._burst)
+        m.submodules.pending = pending = fifo.SyncFIFO(width=_Element(word_bytes).size, depth=RUNS_QUEUED)
+        wiring.connect(m, wiring.flipped(self.runs), planner.run)
+        wiring.connect(m, planner.burst, wiring.flipped(self.memory.cmd))
+        m.d.comb += [pending.w_data.eq(planner.element.payload), pending.w_en.eq(planner.element.valid),
+                     planner.element.ready.eq(pending.w_rdy)]
+
+        # Responses: one per burst.
+        outstanding = Signal(16)
+        resp = self.memory.resp
+        m.d.comb += resp.ready.eq(1)
+        m.d.sync += outstanding.eq(outstanding + (self.memory.cmd.valid & self.memory.cmd.ready)
+                                   - (resp.valid & resp.ready))
+        with m.If(resp.valid & (resp.payload != 0)):
+            m.d.sync += self.error.eq(1)
+
+        # Packing: each element into the word being filled; the word leaves when full or
+        # when the run ends.
+        head = Signal(_Element(word_bytes))
+        m.d.comb += head.eq(pending.r_data)
+        started, offset, taken = Signal(), Signal(range(word_bytes)), Signal(32)
+        fill, strobes = Signal(self._width), Signal(word_bytes)
+        beat = self.memory.data
+        at = Mux(started, offset, head.offset)
+        following = at + (C(1, 4) << head.size)
+        last = taken == head.count - 1
+        width_bytes = Mux(head.size == 0, 1, Mux(head.size == 1, 3, Mux(head.size == 2, 0xF, 0xFF)))
+        merged = fill | (_sized(self.elements.payload, head.size) << (at * 8))[:self._width]
+        merged_strobes = strobes | (width_bytes << at)[:word_bytes]
+        fire = self.elements.valid & self.elements.ready
+        leaves = last | (following >= word_bytes)
+        m.d.comb += [self.elements.ready.eq(pending.r_rdy & (~beat.valid | beat.ready)),
+                     pending.r_en.eq(fire & last)]
+        with m.If(beat.valid & beat.ready):
+            m.d.sync += beat.valid.eq(0)
+        with m.If(fire):
+            m.d.sync += [started.eq(~last), taken.eq(Mux(last, 0, taken + 1)),
+                         offset.eq(following[:len(offset)] if word_bytes > 1 else 0)]
+            with m.If(leaves):
+                m.d.sync += [beat.valid.eq(1), beat.payload.data.eq(merged),
+                             beat.payload.strb.eq(merged_strobes), fill.eq(0), strobes.eq(0)]
+            with m.Else():
+                m.d.sync += [fill.eq(merged), strobes.eq(merged_strobes)]
+        m.d.comb += self.idle.eq(~planner.busy & ~pending.r_rdy & ~beat.valid & (outstanding == 0)
+                                 & ~self.runs.valid)
+        return m
+
+
+class BurstArbiter(wiring.Component):
+    """Shares one read port among ``count`` readers: burst commands by round robin (a granted
+    command is held until the memory takes it), each burst's words back to the reader that
+    asked, through a queue of ``depth`` bursts in flight."""
+
+    def __init__(self, count, *, width, depth=8):
+        self._count, self._depth = count, depth
+        super().__init__({"readers": In(MemoryReadSignature(width)).array(count),
+                          "memory": Out(MemoryReadSignature(width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        n, readers, memory = self._count, self.readers, self.memory
+        source_bits = max(1, (n - 1).bit_length())
+        m.submodules.arbiter = arbiter = RoundRobin(n)
+        m.submodules.sources = sources = fifo.SyncFIFO(width=source_bits + 8, depth=self._depth)
+        held, locked = Signal(n), Signal()
+        grant = Mux(locked, held, arbiter.grant)
+        requests = Cat(reader.cmd.valid for reader in readers)
+        m.d.comb += [
+            arbiter.requests.eq(Mux(sources.w_rdy & ~locked, requests, 0)),
+            arbiter.advance.eq(memory.cmd.ready),
+            memory.cmd.valid.eq(grant.any()),
+            memory.cmd.payload.eq(or_tree(Mux(grant[i], readers[i].cmd.payload, 0) for i in range(n))),
+            sources.w_en.eq(memory.cmd.valid & memory.cmd.ready),
+            sources.w_data.eq(Cat(or_tree(Mux(grant[i], i, 0) for i in range(n))[:source_bits],
+                                  memory.cmd.payload.length)),
+        ]
+        m.d.sync += [held.eq(grant), locked.eq(memory.cmd.valid & ~memory.cmd.ready)]
+        source, length = sources.r_data[:source_bits], sources.r_data[source_bits:]
+        beat = Signal(8)
+        for i, reader in enumerate(readers):
+            mine = sources.r_rdy & (source == i)
+            m.d.comb += [reader.cmd.ready.eq(grant[i] & memory.cmd.ready),
+                         reader.data.valid.eq(memory.data.valid & mine),
+                         reader.data.payload.eq(memory.data.payload)]
+        m.d.comb += memory.data.ready.eq(or_tree(reader.data.ready & sources.r_rdy & (source == i)
+                                                 for i, reader in enumerate(readers)))
+        with m.If(memory.data.valid & memory.data.ready):
+            with m.If(beat == length):
+                m.d.sync += beat.eq(0)
+                m.d.comb += sources.r_en.eq(1)
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+        return m
