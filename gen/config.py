@@ -50,6 +50,7 @@ class AcceleratorConfig:
     psum_width: int         # bits of a partial sum, exact accumulation
     filter_spad_depth: int  # words of the filter scratchpad in each PE (>= p*q*S)
     filter_banks: int       # filter scratchpad banks: 2 loads the next pass while one computes
+    filter_noc_width: int   # weights per filter network transfer (written to a PE's filter spad at once)
     ifmap_spad_depth: int   # words of the ifmap scratchpad in each PE (>= q*S)
     psum_spad_depth: int    # words of the psum scratchpad in each PE (>= p)
     psum_fifo_depth: int    # words of the output psum FIFO in each PE
@@ -76,6 +77,12 @@ class AcceleratorConfig:
                    f"outputs are 64-bit integers")
         _check_int("filter_spad_depth", self.filter_spad_depth, 1, 4096)
         _check_int("filter_banks", self.filter_banks, 1, 2)
+        k = self.filter_noc_width
+        if k not in (1, 2, 4, 8):
+            raise ValueError(f"filter_noc_width must be 1, 2, 4 or 8 weights, not {k!r}")
+        if self.filter_spad_depth % k:
+            raise ValueError(f"filter_spad_depth = {self.filter_spad_depth} must be a multiple of "
+                             f"filter_noc_width = {k} (the filter spad is written {k} weights at a time)")
         _check_int("ifmap_spad_depth", self.ifmap_spad_depth, 1, 4096)
         _check_int("psum_spad_depth", self.psum_spad_depth, 1, 4096)
         _check_int("psum_fifo_depth", self.psum_fifo_depth, 1, 64)
@@ -95,6 +102,10 @@ class AcceleratorConfig:
                 or self.dram_burst * self.dram_width > 4096 * 8:
             raise ValueError(f"dram_burst must be a power of 2 between 1 and 256 words of at most "
                              f"4096 bytes (an AXI4 burst), not {self.dram_burst}")
+        if self.filter_noc_width * self.memory_width(self.weight_width) > self.dram_width:
+            raise ValueError(f"filter_noc_width = {self.filter_noc_width} weights of "
+                             f"{self.memory_width(self.weight_width)} bits exceed a dram_width = "
+                             f"{self.dram_width}-bit word (a filter transfer comes from one word)")
         _check_int("dim_width", self.dim_width, 4, 16)
         _check_int("counter_width", self.counter_width, 16, 64)
 
@@ -249,7 +260,7 @@ PRESETS = {
     "eyeriss-v1": AcceleratorConfig(
         array_rows=12, array_cols=14,
         ifmap_width=16, weight_width=16, psum_width=48,
-        filter_spad_depth=224, filter_banks=2, ifmap_spad_depth=12, psum_spad_depth=24, psum_fifo_depth=4,
+        filter_spad_depth=224, filter_banks=2, filter_noc_width=4, ifmap_spad_depth=12, psum_spad_depth=24, psum_fifo_depth=4,
         glb_banks=27, glb_bank_depth=512, glb_bank_width=64,
         dram_width=64, dram_burst=16, dim_width=12, counter_width=48,
     ),
@@ -257,7 +268,7 @@ PRESETS = {
     "tiny": AcceleratorConfig(
         array_rows=3, array_cols=4,
         ifmap_width=8, weight_width=8, psum_width=24,
-        filter_spad_depth=48, filter_banks=2, ifmap_spad_depth=12, psum_spad_depth=8, psum_fifo_depth=4,
+        filter_spad_depth=48, filter_banks=2, filter_noc_width=2, ifmap_spad_depth=12, psum_spad_depth=8, psum_fifo_depth=4,
         glb_banks=4, glb_bank_depth=256, glb_bank_width=32,
         dram_width=32, dram_burst=16, dim_width=8, counter_width=32,
     ),

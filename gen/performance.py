@@ -69,6 +69,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
     pe = m.pe_config
     plans = pass_plans(m)
     slots = m.n * L.F * m.seg * m.p * m.q
+    filter_transfers = -(-pe.filter_words // c.filter_noc_width)
 
     # Each unit's timeline: when it is free, and when each token was given.
     given = {token: [] for token in Token}
@@ -143,7 +144,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
     for words, pops, pushes in execute:
         exec_at += words     # one word decoded per cycle
         plan = plans[k % len(plans)]    # the passes repeat per block of images
-        words_f = len(plan.filters) * pe.filter_words
+        words_f = len(plan.filters) * filter_transfers
         words_i = len(plan.ifmap_rows) * m.n * m.q * pe.row_length
         words_p = len(plan.bottoms) * m.n * L.F * m.p
         # Filter phase: the stream starts when free; with one filter bank the PEs take the
@@ -224,6 +225,7 @@ def layer_report(mapping, program):
     per ``dram_width``-bit word."""
     c, L, m = mapping.config, mapping.layer, mapping
     pe = m.pe_config
+    filter_transfers = -(-pe.filter_words // c.filter_noc_width)
     breakdown = {}
     cycles = predict_cycles(m, program, breakdown=breakdown)
     loaded, filled, stored = _stream_counts(program)
@@ -238,7 +240,7 @@ def layer_report(mapping, program):
                         + m.n * L.F * (pe.s * pe.q - 1) * pe.p}
     spad = dict.fromkeys(per_pe, 0)
     for (g, k), plan in zip(m.pass_order(), pass_plans(m)):
-        transfers["filt"] += len(plan.filters) * pe.filter_words
+        transfers["filt"] += len(plan.filters) * filter_transfers
         transfers["ifmap"] += len(plan.ifmap_rows) * m.n * m.q * pe.row_length
         psums = len(plan.bottoms) * m.n * L.F * m.p
         transfers["psum"] += psums

@@ -23,6 +23,7 @@ bias and requantising on the way; dependency tokens let each run ahead as far as
 allow.
 """
 
+import itertools
 from dataclasses import dataclass, field
 
 from .allocation import Allocation, ifmap_elements
@@ -30,7 +31,8 @@ from .isa import ARGUMENTS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, Regist
     post_operand
 
 
-__all__ = ["PassPlan", "pass_plans", "DramLayout", "filter_block", "weight_order", "words_spanned", "Program",
+__all__ = ["PassPlan", "pass_plans", "DramLayout", "filter_blocks", "filter_stride", "filter_block", "weight_order",
+           "words_spanned", "Program",
            "compile_layer"]
 
 
@@ -107,16 +109,18 @@ class DramLayout:
     output_bytes: int
 
     @classmethod
-    def packed(cls, config, layer, base=0, *, requantized=False):
-        """Weights, ifmap and output one after the other from ``base``, each from a word
-        boundary; the output at the activation's memory width if ``requantized``, else at the
-        psum's (the exact accumulation)."""
-        L, word = layer, config.dram_width // 8
+    def packed(cls, mapping, base=0, *, requantized=False):
+        """Weights (arranged for ``mapping``, :func:`weight_order`), ifmap and output one
+        after the other from ``base``, each from a word boundary; the output at the
+        activation's memory width if ``requantized``, else at the psum's (the exact
+        accumulation)."""
+        config, L = mapping.config, mapping.layer
+        word = config.dram_width // 8
         sizes = [config.memory_width(width) // 8 for width in
                  (config.weight_width, config.ifmap_width,
                   config.ifmap_width if requantized else config.psum_width)]
         bases, at = [], base
-        for count, size in zip((L.M * (L.C // L.G) * L.R * L.S, L.N * L.C * L.H * L.W,
+        for count, size in zip((filter_blocks(mapping) * filter_stride(mapping), L.N * L.C * L.H * L.W,
                                 L.N * L.M * L.E * L.F), sizes):
             at = -(-at // word) * word
             bases.append(at)
@@ -124,33 +128,48 @@ class DramLayout:
         return cls(*bases, at, *sizes)
 
 
+def _block_counts(mapping):
+    m, L = mapping, mapping.layer
+    return L.G, (L.M // L.G) // m.p, (L.C // L.G) // m.q, L.R, L.S // m.seg
+
+
+def filter_blocks(mapping):
+    """Filter blocks of the layer: the p x q x seg weights a PE holds in a pass."""
+    total = 1
+    for count in _block_counts(mapping):
+        total *= count
+    return total
+
+
+def filter_stride(mapping):
+    """Elements from one filter block to the next in external memory: its weights, rounded up
+    to a whole filter network transfer so that every block starts a transfer."""
+    k = mapping.config.filter_noc_width
+    return -(-mapping.pe_config.filter_words // k) * k
+
+
 def filter_block(mapping, key):
     """Index of the filter block ``key`` (g, mb, cb, r, sb) in external memory, where the
     weights lie block after block (:func:`weight_order`)."""
-    m, L = mapping, mapping.layer
-    g, mb, cb, rr, sb = key
-    blocks = ((L.M // L.G) // m.p, (L.C // L.G) // m.q, L.R, L.S // m.seg)
-    index = g
-    for value, count in zip((mb, cb, rr, sb), blocks):
+    index = 0
+    for value, count in zip(key, _block_counts(mapping)):
         index = index * count + value
     return index
 
 
 def weight_order(mapping):
-    """Flat indices into the weights (M, C/G, R, S) in the order external memory holds them:
-    the filter blocks of :func:`filter_block` one after another, each in the order the filter
-    network carries it (filter row tap, channel, filter), so each block is one run."""
+    """Flat indices into the weights (M, C/G, R, S) in the order external memory holds them
+    (None where it holds a zero): the filter blocks of :func:`filter_block` one after another,
+    :func:`filter_stride` apart, each in the order the filter network carries it (filter row
+    tap, channel, filter), so each block is one run."""
     m, L = mapping, mapping.layer
     Cg = L.C // L.G
+    padding = [None] * (filter_stride(m) - m.pe_config.filter_words)
     order = []
-    for g in range(L.G):
-        for mb in range((L.M // L.G) // m.p):
-            m0 = m.first_filter((g, mb, 0))
-            for cb in range(Cg // m.q):
-                for rr in range(L.R):
-                    for sb in range(L.S // m.seg):
-                        order += [(((m0 + f) * Cg + cb * m.q + ch) * L.R + rr) * L.S + sb * m.seg + s
-                                  for s in range(m.seg) for ch in range(m.q) for f in range(m.p)]
+    for g, mb, cb, rr, sb in itertools.product(*(range(count) for count in _block_counts(m))):
+        m0 = m.first_filter((g, mb, 0))
+        order += [(((m0 + f) * Cg + cb * m.q + ch) * L.R + rr) * L.S + sb * m.seg + s
+                  for s in range(m.seg) for ch in range(m.q) for f in range(m.p)] + padding
     return order
 
 
@@ -245,7 +264,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
     if alloc is None:
         raise ValueError(f"no pass of this mapping of {L} fits the global buffer: a pass needs "
                          f"{m.glb_words} words, the buffer holds {c.glb_words}")
-    dram = dram or DramLayout.packed(c, L, requantized=shift is not None)
+    dram = dram or DramLayout.packed(m, requantized=shift is not None)
     word = c.dram_width // 8
     if shift is not None and not (isinstance(shift, int) and 0 <= shift < c.psum_width):
         raise ValueError(f"shift must be between 0 and {c.psum_width - 1} (psum_width - 1), "
@@ -359,7 +378,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
         if last_of_tile:
             push.append(Token.EXECUTE_STORE)
         out.op(Opcode.RUN, pop=run_pop, push=push)
-        filter_run = m.pe_config.filter_words * dram.weight_bytes
+        filter_run = filter_stride(m) * dram.weight_bytes
         out.dram_reads += sum(words_spanned(dram.weights + filter_block(m, key) * filter_run,
                                             m.pe_config.filter_words, dram.weight_bytes, word)
                               for _, _, key in plan.filters)
@@ -406,7 +425,7 @@ def _write_pass(out, m, plan, rows, slots, ifmap_base, psum_base, dram):
     out.write("filt_entries", len(plan.filters))
     out.write("filt_words", words)
     for i, (r, kid, key) in enumerate(plan.filters):
-        out.write("filt_base", dram.weights + filter_block(m, key) * words * dram.weight_bytes, i)
+        out.write("filt_base", dram.weights + filter_block(m, key) * filter_stride(m) * dram.weight_bytes, i)
         out.write("filt_tag", r | kid << rw, i)
 
     # Ifmap rows, column by column across rows so the PEs of a chain advance together; the

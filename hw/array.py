@@ -12,16 +12,17 @@ from amaranth.lib.wiring import In, Out
 from ..gen.isa import ARRAY_EVENTS, NETWORKS, PE_EVENTS
 from .counters import EventCounters
 from .noc import GINWord, GONWord, GlobalInputNetwork, GlobalOutputNetwork
-from .pe import PE, PEConfigSignature, pe_members
+from .pe import PE, FilterWord, PEConfigSignature, event_lanes, pe_members
 
 
 __all__ = ["PEArray", "ArrayControlSignature", "network_shape"]
 
 
 def network_shape(config, net):
-    """Element shape carried by input network ``net``."""
-    width = {"filt": config.weight_width, "ifmap": config.ifmap_width, "psum": config.psum_width}
-    return signed(width[net])
+    """Payload shape carried by input network ``net``."""
+    if net == "filt":
+        return FilterWord(config)
+    return signed({"ifmap": config.ifmap_width, "psum": config.psum_width}[net])
 
 
 class ArrayControlSignature(wiring.Signature):
@@ -93,7 +94,8 @@ class PEArray(wiring.Component):
                                                      payload_shape=signed(c.psum_width))
         wiring.connect(m, gon.o, wiring.flipped(self.opsum))
 
-        events = dict.fromkeys(PE_EVENTS + ("active_pe",), c.pe_count)
+        lanes = event_lanes(c)
+        events = {name: c.pe_count * lanes.get(name, 1) for name in PE_EVENTS + ("active_pe",)}
         events.update({name: 1 for name in ARRAY_EVENTS if name != "active_pe"})
         m.submodules.counters = counters = EventCounters(events, width=c.counter_width)
         m.d.comb += counters.clear.eq(self.clear)
@@ -118,7 +120,8 @@ class PEArray(wiring.Component):
                 wiring.connect(m, gins["ifmap"].o[r][col], pe.ifmap)
                 lane = r * cols + col
                 for name in PE_EVENTS:
-                    m.d.comb += getattr(counters.events, name)[lane].eq(getattr(pe.events, name))
+                    n = lanes[name]
+                    m.d.comb += getattr(counters.events, name)[lane * n:(lane + 1) * n].eq(getattr(pe.events, name))
                 m.d.comb += counters.events.active_pe[lane].eq(~pe.idle)
                 idles.append(pe.idle)
 

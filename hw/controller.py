@@ -275,7 +275,7 @@ class LoadController(wiring.Component):
                 m.d.comb += [
                     port.valid.eq(Mux(head.load, reader.elements.valid, 1)),
                     port.payload.addr.eq(head.glb + moved),
-                    port.payload.data.eq(Mux(head.load, reader.elements.payload, head.value)[:len(port.payload.data)]),
+                    port.payload.data.eq(Mux(head.load, reader.elements.payload.data[0], head.value)[:len(port.payload.data)]),
                 ]
                 with m.If(head.load):
                     m.d.comb += reader.elements.ready.eq(port.ready)
@@ -559,9 +559,13 @@ class ExecuteController(wiring.Component):
                 chain = active["chain"][r * cols + col]
                 m.d.comb += [array.chain_bottom[r][col].eq(chain[0]), array.chain_top[r][col].eq(chain[1])]
 
-        # The filter stream: per table entry, a run of weights from external memory, tagged.
+        # The filter stream: per table entry, a run of weights from external memory, tagged,
+        # filter_noc_width weights to a transfer (the compiler aligns each run so only its
+        # last transfer is short).
+        k = c.filter_noc_width
         m.submodules.filt_reader = reader = ElementReader(width=c.dram_width, burst=c.dram_burst,
-                                                          element_width=c.memory_width(c.weight_width))
+                                                          element_width=c.memory_width(c.weight_width),
+                                                          lanes=k)
         wiring.connect(m, reader.memory, wiring.flipped(self.mem_rd))
         m.submodules.filt_tags = filt_tags = fifo.SyncFIFO(width=c.row_id_width + c.col_id_width,
                                                            depth=RUNS_QUEUED)
@@ -580,18 +584,17 @@ class ExecuteController(wiring.Component):
             with m.If(entry == entries - 1):
                 m.d.sync += walking.eq(0)
         sent = Signal.like(words)
-        out = self.filt
+        out, group = self.filt, reader.elements.payload
+        last = sent + group.count == words
         m.d.comb += [out.valid.eq(reader.elements.valid & filt_tags.r_rdy),
                      out.payload.row.eq(filt_tags.r_data[:c.row_id_width]),
                      out.payload.col.eq(filt_tags.r_data[c.row_id_width:]),
-                     out.payload.data.eq(reader.elements.payload[:c.weight_width]),
+                     out.payload.data.count.eq(group.count), out.payload.data.last.eq(last),
                      reader.elements.ready.eq(out.ready & filt_tags.r_rdy)]
+        m.d.comb += [out.payload.data.data[j].eq(group.data[j][:c.weight_width]) for j in range(k)]
         with m.If(out.valid & out.ready):
-            with m.If(sent == words - 1):
-                m.d.sync += sent.eq(0)
-                m.d.comb += filt_tags.r_en.eq(1)
-            with m.Else():
-                m.d.sync += sent.eq(sent + 1)
+            m.d.sync += sent.eq(Mux(last, 0, sent + group.count))
+            m.d.comb += filt_tags.r_en.eq(last)
         idle = {"filt": ~walking & ~filt_tags.r_rdy}
 
         # The global buffer's streams: address generator -> source (tag queued) -> tagged

@@ -22,7 +22,7 @@ from .arbiter import RoundRobin, or_tree
 
 
 __all__ = ["ADDR_WIDTH", "Burst", "Run", "WriteBeat", "MemoryReadSignature", "MemoryWriteSignature",
-           "BurstPlanner", "ElementReader", "ElementWriter", "BurstArbiter"]
+           "BurstPlanner", "ElementGroup", "ElementReader", "ElementWriter", "BurstArbiter"]
 
 
 ADDR_WIDTH = 32     # byte addresses
@@ -112,22 +112,31 @@ def _sized(value, size):
     return Mux(size == 0, value[:8], Mux(size == 1, value[:16], Mux(size == 2, value[:32], value[:64])))
 
 
-class ElementReader(wiring.Component):
-    """Runs in (``runs``), their elements out one per cycle (``elements``, ``2 ** size`` bytes
-    each, zero-extended to ``element_width``). A burst is requested only when the word queue
-    (``depth`` words) has room for all of it, so the memory's data never waits on this reader's
-    consumer: readers sharing the port cannot block each other."""
+class ElementGroup(data.StructLayout):
+    """Up to ``lanes`` consecutive elements of a run: ``count`` of them, the first in ``data[0]``."""
 
-    def __init__(self, *, width, burst, element_width=64, depth=None):
-        self._width, self._burst = width, burst
+    def __init__(self, element_width, lanes):
+        super().__init__({"data": data.ArrayLayout(element_width, lanes), "count": range(lanes + 1)})
+
+
+class ElementReader(wiring.Component):
+    """Runs in (``runs``), their elements out (``elements``, ``2 ** size`` bytes each,
+    zero-extended to ``element_width``), up to ``lanes`` a cycle from one word: as many as the
+    word and the run still hold. A burst is requested only when the word queue (``depth``
+    words) has room for all of it, so the memory's data never waits on this reader's consumer:
+    readers sharing the port cannot block each other."""
+
+    def __init__(self, *, width, burst, element_width=64, lanes=1, depth=None):
+        self._width, self._burst, self._lanes = width, burst, lanes
+        self._element_width = element_width
         self._depth = depth or 2 * burst
         super().__init__({"runs": In(stream.Signature(Run())),
                           "memory": Out(MemoryReadSignature(width)),
-                          "elements": Out(stream.Signature(element_width))})
+                          "elements": Out(stream.Signature(ElementGroup(element_width, lanes)))})
 
     def elaborate(self, platform):
         m = Module()
-        word_bytes = self._width // 8
+        word_bytes, lanes = self._width // 8, self._lanes
         m.submodules.planner = planner = BurstPlanner(width=self._width, burst=self._burst)
         m.submodules.pending = pending = fifo.SyncFIFO(width=_Element(word_bytes).size, depth=RUNS_QUEUED)
         m.submodules.words = words = fifo.SyncFIFO(width=self._width, depth=self._depth)
@@ -152,15 +161,21 @@ class ElementReader(wiring.Component):
         m.d.comb += head.eq(pending.r_data)
         started, offset, taken = Signal(), Signal(range(word_bytes)), Signal(32)
         at = Mux(started, offset, head.offset)
-        following = at + (C(1, 4) << head.size)
-        last = taken == head.count - 1
+        in_word, left, group = Signal(range(word_bytes + 1)), Signal(32), Signal(range(lanes + 1))
+        m.d.comb += [in_word.eq((word_bytes - at) >> head.size), left.eq(head.count - taken),
+                     group.eq(Mux((in_word < lanes) & (in_word < left), in_word, Mux(left < lanes, left, lanes)))]
+        following = at + (group << head.size)
+        last = left == group
         fire = self.elements.valid & self.elements.ready
-        m.d.comb += [self.elements.valid.eq(pending.r_rdy & words.r_rdy),
-                     self.elements.payload.eq(_sized(words.r_data >> (at * 8), head.size)),
+        out = self.elements.payload
+        m.d.comb += [self.elements.valid.eq(pending.r_rdy & words.r_rdy), out.count.eq(group),
                      words.r_en.eq(fire & (last | (following >= word_bytes))),
                      pending.r_en.eq(fire & last)]
+        for lane in range(lanes):
+            m.d.comb += out.data[lane].eq(
+                _sized(words.r_data >> ((at + (C(lane, 4) << head.size)) * 8), head.size))
         with m.If(fire):
-            m.d.sync += [started.eq(~last), taken.eq(Mux(last, 0, taken + 1)),
+            m.d.sync += [started.eq(~last), taken.eq(Mux(last, 0, taken + group)),
                          offset.eq(following[:len(offset)] if word_bytes > 1 else 0)]
         return m
 

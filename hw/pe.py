@@ -9,14 +9,14 @@ sum, plus the incoming psum when accumulating, to ``opsum``.
 """
 
 from amaranth import *
-from amaranth.lib import fifo, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..gen.isa import PE_EVENTS, PE_SETTINGS
 from .counters import EventCounters
 
 
-__all__ = ["PEConfigSignature", "PEEventSignature", "pe_members", "PE"]
+__all__ = ["PEConfigSignature", "PEEventSignature", "event_lanes", "FilterWord", "pe_members", "PE"]
 
 
 class PEConfigSignature(wiring.Signature):
@@ -40,27 +40,43 @@ class PEConfigSignature(wiring.Signature):
 
 class PEEventSignature(wiring.Signature):
     """One strobe per event (:data:`~rowstation.gen.isa.PE_EVENTS`) and cycle, for counters at
-    the PE or summed over the array."""
+    the PE or summed over the array; ``filter_write`` one per weight of a filter transfer."""
 
-    def __init__(self):
-        super().__init__({name: Out(1) for name in PE_EVENTS})
+    def __init__(self, config):
+        super().__init__({name: Out(config.filter_noc_width if name == "filter_write" else 1)
+                          for name in PE_EVENTS})
+
+
+def event_lanes(config):
+    """Strobes per cycle of each PE event."""
+    return {name: Shape.cast(member.shape).width for name, member in PEEventSignature(config).members.items()}
+
+
+class FilterWord(data.StructLayout):
+    """A filter network transfer: ``count`` weights (1 to ``filter_noc_width``) in ``data``,
+    the first in element 0; ``last`` ends a PE's weights of a pass. Only the last transfer of
+    a pass may hold fewer than ``filter_noc_width`` weights."""
+
+    def __init__(self, config):
+        k = config.filter_noc_width
+        super().__init__({"data": data.ArrayLayout(signed(config.weight_width), k),
+                          "count": range(1, k + 1), "last": 1})
 
 
 def pe_members(config, *, counters=False):
     """The ports of a PE (see :class:`PE`), as signature members."""
     members = {
         "cfg": In(PEConfigSignature(config)),
-        "filt": In(stream.Signature(signed(config.weight_width))),
+        "filt": In(stream.Signature(FilterWord(config))),
         "ifmap": In(stream.Signature(signed(config.ifmap_width))),
         "ipsum": In(stream.Signature(signed(config.psum_width))),
         "opsum": Out(stream.Signature(signed(config.psum_width))),
-        "events": Out(PEEventSignature()),
+        "events": Out(PEEventSignature(config)),
         "idle": Out(1),
     }
     if counters:
         members["clear"] = In(1)
-        members["counts"] = Out(EventCounters.counts_signature(PE_EVENTS,
-                                                               config.counter_width))
+        members["counts"] = Out(EventCounters.counts_signature(PE_EVENTS, config.counter_width))
     return members
 
 
@@ -78,8 +94,9 @@ class PE(wiring.Component):
     -----
     cfg : In(PEConfigSignature)
         Sampled when the last filter word of a pass is accepted; hold it stable while filters load.
-    filt : In(stream)
-        Weights of a pass, ``p*q*s`` words in order (s, q, p), p innermost.
+    filt : In(stream of :class:`FilterWord`)
+        Weights of a pass, ``p*q*s`` in order (s, q, p), p innermost, ``filter_noc_width`` to
+        a transfer; the last transfer is marked.
     ifmap : In(stream)
         Ifmap rows, ``(f-1)*u + s`` columns of ``q`` channel values each, channel innermost. Words
         may arrive at any time, also while filters load.
@@ -106,14 +123,17 @@ class PE(wiring.Component):
         c = self._config
         depth_i = c.ifmap_spad_depth
 
-        banks = c.filter_banks
+        # The filter spad: per bank filter_spad_depth / k rows of k weights, written a
+        # transfer at a time, read one weight at a time.
+        banks, k = c.filter_banks, c.filter_noc_width
+        bank_rows = c.filter_spad_depth // k
         m.submodules.filter_spad = filter_spad = memory.Memory(
-            shape=signed(c.weight_width), depth=banks * c.filter_spad_depth, init=[])
+            shape=data.ArrayLayout(signed(c.weight_width), k), depth=banks * bank_rows, init=[])
         m.submodules.ifmap_spad = ifmap_spad = memory.Memory(
             shape=signed(c.ifmap_width), depth=depth_i, init=[])
         m.submodules.psum_spad = psum_spad = memory.Memory(
             shape=signed(c.psum_width), depth=c.psum_spad_depth, init=[])
-        filter_wr, filter_rd = filter_spad.write_port(), filter_spad.read_port()
+        filter_wr, filter_rd = filter_spad.write_port(granularity=1), filter_spad.read_port()
         ifmap_wr, ifmap_rd = ifmap_spad.write_port(), ifmap_spad.read_port(domain="comb")
         psum_wr, psum_rd = psum_spad.write_port(), psum_spad.read_port(domain="comb")
 
@@ -135,18 +155,15 @@ class PE(wiring.Component):
         filter_addr = Signal(range(c.filter_spad_depth))
         x_hold = Signal(signed(c.ifmap_width))
 
-        # Filter load into a free bank, walking its own counters in the order (s, q, p) of the
-        # weights; the pass setting is latched per bank with the last weight. With two banks
-        # the next pass's weights load while the current pass computes.
+        # Filter load into a free bank, a row per transfer; the pass setting is latched per
+        # bank with the last transfer. With two banks the next pass's weights load while the
+        # current pass computes.
         bank_cfg = [{name: Signal.like(getattr(self.cfg, name), name=f"bank{b}_{name}")
                      for name in PEConfigSignature(c).members} for b in range(banks)]
         full = Signal(banks)            # per bank: weights loaded, pass not finished
         load_bank = Signal(range(banks))
         run_bank = Signal(range(banks))
-        load_addr = Signal(range(c.filter_spad_depth))
-        load_p = Signal.like(pf)
-        load_q = Signal.like(qc)
-        load_s = Signal.like(tap)
+        load_row = Signal(range(bank_rows))
         loading = ~full.bit_select(load_bank, 1)
         running = full.bit_select(run_bank, 1)
         run = {name: Signal.like(getattr(self.cfg, name), name=f"run_{name}")
@@ -154,28 +171,26 @@ class PE(wiring.Component):
         for name in run:
             m.d.comb += run[name].eq(Array(bank[name] for bank in bank_cfg)[run_bank])
         load = self.filt.valid & loading
+        word = self.filt.payload
+        lanes = Signal(k)    # the weights a transfer writes
         m.d.comb += [
             self.filt.ready.eq(loading),
-            filter_wr.addr.eq(load_addr + load_bank * c.filter_spad_depth),
-            filter_wr.data.eq(self.filt.payload),
-            filter_wr.en.eq(load),
+            lanes.eq(Mux(load, (C(1, k + 1) << word.count) - 1, 0)),
+            filter_wr.addr.eq(load_row + (load_bank * bank_rows if banks > 1 else 0)),
+            filter_wr.data.eq(word.data),
+            filter_wr.en.eq(lanes),
         ]
         with m.If(load):
-            m.d.sync += [load_addr.eq(load_addr + 1), load_p.eq(load_p + 1)]
-            with m.If(load_p == self.cfg.p - 1):
-                m.d.sync += [load_p.eq(0), load_q.eq(load_q + 1)]
-                with m.If(load_q == self.cfg.q - 1):
-                    m.d.sync += [load_q.eq(0), load_s.eq(load_s + 1)]
-                    with m.If(load_s == self.cfg.s - 1):
-                        m.d.sync += [load_s.eq(0), load_addr.eq(0)]
-                        if banks > 1:
-                            m.d.sync += load_bank.eq(load_bank + 1)
-                        for b, bank in enumerate(bank_cfg):
-                            with m.If(load_bank == b):
-                                m.d.sync += [bank[name].eq(getattr(self.cfg, name)) for name in bank]
+            m.d.sync += load_row.eq(load_row + 1)
+            with m.If(word.last):
+                m.d.sync += load_row.eq(0)
+                if banks > 1:
+                    m.d.sync += load_bank.eq(load_bank + 1)
+                for b, bank in enumerate(bank_cfg):
+                    with m.If(load_bank == b):
+                        m.d.sync += [bank[name].eq(getattr(self.cfg, name)) for name in bank]
         finish = Signal()   # the running pass issues its last MAC
-        m.d.sync += full.eq((full | Mux(load & (load_s == self.cfg.s - 1) & (load_q == self.cfg.q - 1)
-                                        & (load_p == self.cfg.p - 1), 1 << load_bank, 0))
+        m.d.sync += full.eq((full | Mux(load & word.last, 1 << load_bank, 0))
                             & ~Mux(finish, 1 << run_bank, 0))
 
         advance = Signal()
@@ -197,7 +212,7 @@ class PE(wiring.Component):
             x.eq(Mux(needs_word, ifmap_rd.data, x_hold)),
             gated.eq(x == 0),
             free.eq(issue & step_done & ((tap < run["u"]) | last_col)),
-            filter_rd.addr.eq(filter_addr + run_bank * c.filter_spad_depth),
+            filter_rd.addr.eq(filter_addr[k.bit_length() - 1:] + (run_bank * bank_rows if banks > 1 else 0)),
             filter_rd.en.eq(issue & ~gated),
         ]
 
@@ -243,13 +258,15 @@ class PE(wiring.Component):
 
         # Pipeline: issue (scratchpad reads) -> multiply -> accumulate. A zero ifmap gates the
         # filter read and the MAC; the slot still passes so the timing does not depend on data.
-        tags = [("pf", len(pf)), ("gated", 1), ("first", 1), ("last", 1), ("acc", 1)]
+        tags = [("pf", len(pf)), ("gated", 1), ("first", 1), ("last", 1), ("acc", 1),
+                ("lane", max(1, k.bit_length() - 1))]
         st1 = {name: Signal(width, name=f"st1_{name}") for name, width in tags}
         st2 = {name: Signal(width, name=f"st2_{name}") for name, width in tags}
         st1_valid, st2_valid = Signal(), Signal()
         st1_x = Signal(signed(c.ifmap_width))
         product = Signal(signed(c.ifmap_width + c.weight_width))
 
+        weight = filter_rd.data[st1["lane"]] if k > 1 else filter_rd.data[0]
         m.submodules.local = local = fifo.SyncFIFO(width=c.psum_width + 1, depth=c.psum_fifo_depth)
         m.d.comb += advance.eq(~(st2_valid & st2["last"] & ~local.w_rdy))
         with m.If(advance):
@@ -257,7 +274,8 @@ class PE(wiring.Component):
                 st1_valid.eq(issue), st1_x.eq(x),
                 st1["pf"].eq(pf), st1["gated"].eq(gated), st1["first"].eq(first_step),
                 st1["last"].eq(last_step), st1["acc"].eq(run["accumulate"]),
-                st2_valid.eq(st1_valid), product.eq(Mux(st1["gated"], 0, st1_x * filter_rd.data)),
+                st1["lane"].eq(filter_addr[:k.bit_length() - 1] if k > 1 else 0),
+                st2_valid.eq(st1_valid), product.eq(Mux(st1["gated"], 0, st1_x * weight)),
             ]
             m.d.sync += [st2[name].eq(st1[name]) for name, _ in tags]
 
@@ -287,7 +305,7 @@ class PE(wiring.Component):
             self.opsum.valid.eq(out.r_rdy),
             self.opsum.payload.eq(out.r_data),
             out.r_en.eq(self.opsum.ready),
-            self.idle.eq(~full.any() & (load_addr == 0) & ~st1_valid & ~st2_valid & ~local.r_rdy
+            self.idle.eq(~full.any() & (load_row == 0) & ~st1_valid & ~st2_valid & ~local.r_rdy
                          & ~out.r_rdy),
         ]
 
@@ -296,7 +314,7 @@ class PE(wiring.Component):
             events.mac.eq(issue & ~gated),
             events.gated_mac.eq(issue & gated),
             events.filter_read.eq(issue & ~gated),
-            events.filter_write.eq(filter_wr.en),
+            events.filter_write.eq(lanes),
             events.ifmap_read.eq(issue & needs_word),
             events.ifmap_write.eq(ifmap_wr.en),
             events.psum_read.eq(commit & ~st2["first"] & ~(st2["gated"] & ~st2["last"])),
@@ -304,8 +322,7 @@ class PE(wiring.Component):
         ]
 
         if self._counters:
-            m.submodules.counters = counters = EventCounters(PE_EVENTS,
-                                                             width=c.counter_width)
+            m.submodules.counters = counters = EventCounters(event_lanes(c), width=c.counter_width)
             m.d.comb += counters.clear.eq(self.clear)
             for name in PE_EVENTS:
                 m.d.comb += [getattr(counters.events, name).eq(getattr(events, name)),

@@ -40,7 +40,9 @@ def dram_image(mapping, layout, x, w):
     :func:`~rowstation.gen.program.weight_order` says) and the ifmap ``x`` at ``layout``,
     everything else zero."""
     memory = np.zeros(layout.end, dtype=np.uint8)
-    write_elements(memory, layout.weights, np.asarray(w).ravel()[weight_order(mapping)], layout.weight_bytes)
+    flat = np.asarray(w).ravel()
+    order = np.array([-1 if i is None else i for i in weight_order(mapping)], dtype=np.int64)
+    write_elements(memory, layout.weights, np.where(order < 0, 0, flat[order]), layout.weight_bytes)
     write_elements(memory, layout.ifmap, np.asarray(x).ravel(), layout.ifmap_bytes)
     return memory
 
@@ -258,7 +260,8 @@ def _run_pass(mapping, plan, reg, stream, dram, glb, xp, w, counts):
     psum_in = [(0 if zero else glb[Region.PSUM][a], e) for a, e in stream("psum")]
     counts["dram_reads"] += reads
     counts["glb_reads"] += len(ifmap) + (0 if zero else len(psum_in))
-    counts["filt_transfers"] += len(filt)
+    k = c.filter_noc_width
+    counts["filt_transfers"] += reg("filt_entries") * -(-reg("filt_words") // k)
     counts["ifmap_transfers"] += len(ifmap)
     counts["psum_transfers"] += len(psum_in)
     for output, term in plan.assign.values():

@@ -22,6 +22,24 @@ def filter_words(weights):
     return weights.transpose(2, 1, 0).ravel()
 
 
+def filter_transfers(config, weights):
+    """The filter network transfers carrying ``weights`` (in :func:`filter_words` order) to a
+    PE: ``filter_noc_width`` to a transfer, the last marked; each the integer of the
+    :class:`rowstation.hw.pe.FilterWord` bits (weights low first, then count, then last)."""
+    k, width = config.filter_noc_width, config.weight_width
+    words = [int(w) for w in weights]
+    out = []
+    for start in range(0, len(words), k):
+        chunk = words[start:start + k]
+        value = 0
+        for lane, weight in enumerate(chunk):
+            value |= (weight & ((1 << width) - 1)) << (lane * width)
+        value |= len(chunk) << (k * width)
+        value |= int(start + k >= len(words)) << (k * width + k.bit_length())
+        out.append(value)
+    return out
+
+
 def ifmap_words(ifmap):
     """The ``ifmap`` stream order: rows, columns, channels innermost."""
     return ifmap.transpose(0, 2, 1).ravel()

@@ -10,7 +10,11 @@ async def feed(ctx, stream, words, *, rng=None, idle=0.0):
             await ctx.tick()
             cycle += 1
         ctx.set(stream.valid, 1)
-        ctx.set(stream.payload, word if isinstance(word, dict) else int(word))
+        if isinstance(word, dict):
+            ctx.set(stream.payload, word)
+        else:   # an integer, also for a view's bits
+            ctx.set(stream.payload.as_value() if hasattr(stream.payload, "as_value") else stream.payload,
+                    int(word))
         while True:
             _, _, ready = await ctx.tick().sample(stream.ready)
             cycle += 1

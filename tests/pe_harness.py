@@ -5,7 +5,7 @@ from amaranth.sim import Simulator
 
 from rowstation.gen.isa import PE_EVENTS, PE_SETTINGS
 from rowstation.hw.pe import PE
-from rowstation.sim.pe_model import filter_words, ifmap_words, pe_events, pe_reference
+from rowstation.sim.pe_model import filter_transfers, filter_words, ifmap_words, pe_events, pe_reference
 
 from amaranth_streams import drain, feed
 
@@ -34,7 +34,7 @@ def simulate_pe(config, passes, *, seed=0, idle=0.0, stall=0.0, max_cycles=None,
         for cfg, weights, _, _ in passes:
             for name in PE_SETTINGS:
                 ctx.set(getattr(dut.cfg, name), int(getattr(cfg, name)))
-            fed = await feed(ctx, dut.filt, filter_words(weights), rng=rng, idle=idle)
+            fed = await feed(ctx, dut.filt, filter_transfers(config, filter_words(weights)), rng=rng, idle=idle)
             cycles += [elapsed + cycle for cycle in fed]   # cycles since the start
             elapsed = cycles[-1] + 1
         result["filt_cycles"] = cycles

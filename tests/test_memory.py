@@ -77,14 +77,15 @@ def _bursts(runs):
     return total
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_readers_get_their_runs_elements(seed):
-    """Two readers share the port through the arbiter; each gets exactly its runs' elements,
-    with random stalls on every channel and consumers that drop ready at random."""
+@pytest.mark.parametrize("seed,lanes", [(0, 1), (1, 1), (2, 2), (3, 4)])
+def test_readers_get_their_runs_elements(seed, lanes):
+    """Two readers share the port through the arbiter; each gets exactly its runs' elements
+    (``lanes`` at most at a time, never beyond a word or the run), with random stalls on every
+    channel and consumers that drop ready at random."""
     rng = np.random.default_rng(seed)
     memory = bytes(rng.integers(0, 256, 600, dtype=np.uint8))
     arbiter = BurstArbiter(2, width=WIDTH)
-    readers = [ElementReader(width=WIDTH, burst=BURST, depth=8) for _ in range(2)]
+    readers = [ElementReader(width=WIDTH, burst=BURST, depth=8, lanes=lanes) for _ in range(2)]
     runs = [_runs(rng, 12) for _ in readers]
     got = {}
 
@@ -99,9 +100,14 @@ def test_readers_get_their_runs_elements(seed):
             await feed(ctx, readers[i].runs, runs[i], rng=np.random.default_rng(seed + 7 * i), idle=0.3)
 
         async def take(ctx):
-            words, _ = await drain(ctx, readers[i].elements, sum(r["count"] for r in runs[i]),
-                                   rng=np.random.default_rng(seed + 11 * i), stall=0.4)
-            got[i] = words
+            want, elements = sum(r["count"] for r in runs[i]), []
+            while len(elements) < want:
+                groups, _ = await drain(ctx, readers[i].elements, 1, rng=np.random.default_rng(seed + len(elements)),
+                                        stall=0.4)
+                group = groups[0]
+                assert 1 <= group.count <= lanes
+                elements += [group.data[j] for j in range(group.count)]
+            got[i] = elements
         return give, take
 
     async def serve(ctx):

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from rowstation.gen import PEConfig, preset
-from rowstation.hw.pe import PE
+from rowstation.hw.pe import PE, FilterWord
+from rowstation.sim.pe_model import filter_transfers
 from rowstation.sim.stimulus import random_pe_pass
 
 from pe_harness import expected, simulate_pe
@@ -12,11 +13,27 @@ TINY = preset("tiny")
 # Operand widths 4, 8 and 16 bits with different scratchpad depths.
 CONFIGS = {
     "w4": TINY.replace(ifmap_width=4, weight_width=4, psum_width=16, filter_spad_depth=24,
-                       ifmap_spad_depth=8, psum_spad_depth=4),
+                       ifmap_spad_depth=8, psum_spad_depth=4, filter_noc_width=1),
     "w8": TINY,
     "w16": TINY.replace(ifmap_width=16, weight_width=16, psum_width=40, filter_spad_depth=64,
-                        ifmap_spad_depth=16, psum_spad_depth=6, glb_bank_width=64, dram_width=64),
+                        ifmap_spad_depth=16, psum_spad_depth=6, glb_bank_width=64, dram_width=64,
+                        filter_noc_width=4),
 }
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_filter_transfers_pack_as_the_filter_word(name):
+    """The testbenches' packing of filter transfers is the PE port's layout."""
+    config = CONFIGS[name]
+    k, width = config.filter_noc_width, config.weight_width
+    layout = FilterWord(config)
+    assert layout.size == k * width + k.bit_length() + 1
+    words = list(range(-3, 2 * k))
+    for value, start in zip(filter_transfers(config, words), range(0, len(words), k)):
+        view = layout.from_bits(value)
+        chunk = words[start:start + k]
+        assert view.count == len(chunk) and view.last == (start + k >= len(words))
+        assert [view.data[i] for i in range(len(chunk))] == chunk
 
 
 def check(config, cfgs, *, seed, idle, stall, zeros=0.3):

@@ -9,7 +9,7 @@ import pytest
 from rowstation.gen import PEConfig
 from rowstation.hw.export import to_verilog
 from rowstation.hw.pe import PE
-from rowstation.sim.pe_model import filter_words, ifmap_words
+from rowstation.sim.pe_model import filter_transfers, filter_words, ifmap_words
 from rowstation.sim.runner import LINT_WAIVERS, SIMULATORS, lint, run_cocotb
 from rowstation.sim.stimulus import random_pe_pass
 
@@ -59,7 +59,7 @@ def write_case(config, cfgs, path, seed):
         case["passes"].append({
             "cfg": {"s": cfg.s, "u": cfg.u, "p": cfg.p, "q": cfg.q, "f": cfg.f, "rows": cfg.rows,
                     "accumulate": int(cfg.accumulate)},
-            "filt": filter_words(w).tolist(), "ifmap": ifmap_words(x).tolist(),
+            "filt": filter_transfers(config, filter_words(w)), "ifmap": ifmap_words(x).tolist(),
             "ipsum": [] if i is None else i.ravel().tolist(),
             "opsum": words[start:start + count].tolist(),
         })

@@ -28,7 +28,7 @@ def run(config, layer, seed, *, shift=None, relu=False, **layout):
     arrays = random_layer_arrays(config, layer, seed=seed, zeros=0.2)
     x, w, b = arrays["ifmap"], arrays["weights"], arrays["bias"]
     mapping = map_layer(config, layer)
-    dram = DramLayout.packed(config, layer, **layout, requantized=shift is not None)
+    dram = DramLayout.packed(mapping, **layout, requantized=shift is not None)
     program = compile_layer(mapping, b, dram, shift=shift, relu=relu)
     want = conv2d_loops(x, w, b, layer.U, layer.P, layer.G)
     if shift is not None:
@@ -107,7 +107,7 @@ def test_the_model_catches_a_missing_token(token):
     assert dropped
     caught = 0
     for ahead in permutations(("load", "execute", "store")):
-        dram = DramLayout.packed(mapping.config, layer)
+        dram = DramLayout.packed(mapping)
         memory = dram_image(mapping, dram, x, w)
         try:
             run_program(mapping, streams, memory, x, w, ahead=ahead)
@@ -183,7 +183,7 @@ def test_model_counts_scratchpad_accesses_of_an_ifmap_without_zeros(spec):
     x[x == 0] = 1
     mapping = map_layer(TINY, layer)
     program = compile_layer(mapping)
-    memory = dram_image(mapping, DramLayout.packed(TINY, layer), x, w)
+    memory = dram_image(mapping, DramLayout.packed(mapping), x, w)
     counts = run_program(mapping, program.streams, memory, x, w)
     report = layer_report(mapping, program)
     for kind in ("read", "write"):
