@@ -49,6 +49,7 @@ class Mapping:
     seg: int    # filter columns per PE (S split into S // seg segments)
     chain: int  # PEs per chain (reduction terms summed in the array per pass)
     images: int = None  # images per pass (divides N; default all): the passes repeat per block
+    e_block: int = None  # output rows taken for every filter block before the next rows (default E)
 
     @property
     def n(self):
@@ -71,10 +72,14 @@ class Mapping:
 
     @cached_property
     def outputs(self):
-        """Outputs (g, mb, e), each p filters x F columns x N images."""
+        """Outputs (g, mb, e), each p filters x F columns x N images, in the order passes take
+        them: per group, blocks of ``e_block`` output rows, each for every filter block. A pass
+        of outputs of several filter blocks but fewer rows reads fewer ifmap rows and more
+        filters."""
         L = self.layer
-        return [(g, mb, e) for g in range(L.G) for mb in range((L.M // L.G) // self.p)
-                for e in range(L.E)]
+        t = self.e_block or L.E
+        return [(g, mb, e) for g in range(L.G) for e0 in range(0, L.E, t)
+                for mb in range((L.M // L.G) // self.p) for e in range(e0, min(L.E, e0 + t))]
 
     @property
     def chunks(self):
@@ -93,8 +98,34 @@ class Mapping:
 
     def group_rows(self, group, chunk):
         """Distinct ifmap rows (per image, q channels each) of pass group ``group`` in ``chunk``."""
-        outputs = self.groups[group]
-        return self._distinct_rows(outputs[0], outputs[-1], chunk)
+        return self._distinct_rows(self._group_shapes[group][0], chunk)
+
+    @cached_property
+    def _group_shapes(self):
+        """Per pass group: (its output rows e, as intervals per group g shifted to start at 0
+        (the ifmap rows it reads depend only on these), and its filter blocks)."""
+        shapes = []
+        for outputs in self.groups:
+            spans = {}  # (g, mb) -> e interval (a filter block's outputs in a group are consecutive)
+            for o in outputs:
+                g, mb, e = self.outputs[o]
+                lo, hi = spans.get((g, mb), (e, e))
+                spans[(g, mb)] = (min(lo, e), max(hi, e))
+            per_g = {}
+            for (g, _), span in spans.items():
+                per_g.setdefault(g, []).append(span)
+            key = []
+            for intervals in per_g.values():
+                base = min(lo for lo, _ in intervals)
+                key.append(tuple(sorted((lo - base, hi - base) for lo, hi in intervals)))
+            shapes.append((tuple(key), len(spans)))
+        return shapes
+
+    @cached_property
+    def _group_kinds(self):
+        """(shape, filter blocks, outputs) of the pass groups, with how many groups have it."""
+        return Counter((shape, blocks, len(outputs))
+                       for (shape, blocks), outputs in zip(self._group_shapes, self.groups))
 
     @cached_property
     def allocation(self):
@@ -160,21 +191,27 @@ class Mapping:
         c, L, pe = self.config, self.layer, self.pe_config
         mac_slots = self.n * L.F * self.seg * self.p * self.q
         cycles = active = filter_words = ifmap_words = psum_words = passes = 0
-        for g, k in self.pass_order():
-            o_lo, o_hi = self.groups[g][0], self.groups[g][-1]
-            terms = self.chunk_terms(k)
-            filters = (o_hi // L.E - o_lo // L.E + 1) * len(terms)
-            rows = self._distinct_rows(o_lo, o_hi, k)
-            active += (o_hi - o_lo + 1) * len(terms)
-            words_f = filters * pe.filter_words
-            words_i = rows * self.n * self.q * pe.row_length
-            words_p = (o_hi - o_lo + 1) * self.n * L.F * self.p
-            # The networks carry one element per transfer.
-            cycles += words_f + PE_LATENCY + 2 * self.chain + max(mac_slots, words_i, words_p)
-            passes += 1
-            filter_words += words_f
-            ifmap_words += words_i
-            psum_words += words_p
+        # Every group runs every chunk once per block; groups of one kind cost the same.
+        for (shape, blocks, outputs), count in self._group_kinds.items():
+            for k in range(self.chunks):
+                terms = len(self.chunk_terms(k))
+                filters = blocks * terms
+                rows = self._distinct_rows(shape, k)
+                words_f = filters * pe.filter_words
+                words_i = rows * self.n * self.q * pe.row_length
+                words_p = outputs * self.n * L.F * self.p
+                # The ifmap and psum networks carry one element per transfer, the filter
+                # network filter_noc_width; with two filter banks the next pass's weights load
+                # meanwhile.
+                transfers_f = filters * -(-pe.filter_words // c.filter_noc_width)
+                busy = max(mac_slots, words_i, words_p)
+                cycles += count * (PE_LATENCY + 2 * self.chain
+                                   + (max(busy, transfers_f) if c.filter_banks > 1 else busy + transfers_f))
+                active += count * outputs * terms
+                passes += count
+                filter_words += count * words_f
+                ifmap_words += count * words_i
+                psum_words += count * words_p
         cycles, passes, active = cycles * self.blocks, passes * self.blocks, active * self.blocks
         filter_words, ifmap_words, psum_words = (words * self.blocks for words in
                                                  (filter_words, ifmap_words, psum_words))
@@ -214,20 +251,16 @@ class Mapping:
     def _rows_cache(self):
         return {}
 
-    def _distinct_rows(self, o_lo, o_hi, k):
-        """Distinct ifmap rows (g, cb, e*U + r, sb) of outputs o_lo..o_hi in chunk ``k``."""
+    def _distinct_rows(self, shape, k):
+        """Distinct ifmap rows (g, cb, e*U + r, sb) of a group of output rows ``shape`` (see
+        :attr:`_group_shapes`) in chunk ``k``."""
         L = self.layer
-        blocks = (L.M // L.G) // self.p
-        e_spans = {}  # group -> e intervals
-        for gm in range(o_lo // L.E, o_hi // L.E + 1):
-            lo, hi = max(0, o_lo - gm * L.E), min(L.E - 1, o_hi - gm * L.E)
-            e_spans.setdefault(gm // blocks, []).append((lo, hi))
         kind = self._chunk_spans[k]
-        key = (tuple(map(tuple, e_spans.values())), kind)
+        key = (shape, kind)
         if key in self._rows_cache:
             return self._rows_cache[key]
         total = 0
-        for spans in e_spans.values():
+        for spans in shape:
             for (r0, r1), count in self._span_kinds[kind]:
                 if L.U > r1 - r0 + 1:  # rows of different e never coincide
                     total += count * sum(hi - lo + 1 for lo, hi in spans) * (r1 - r0 + 1)
@@ -279,6 +312,11 @@ def candidates(config, layer, images=None):
                 terms = (Cg // q) * layer.R * (layer.S // seg)
                 chain = ceil(terms / ceil(terms / config.array_rows))
                 found.append(Mapping(config, layer, p, q, seg, chain, images))
+                # Passes over fewer output rows of several filter blocks.
+                per_pass = config.array_cols * (config.array_rows // chain)
+                for e_block in sorted({ceil(per_pass / j) for j in range(2, 5)} - {layer.E}, reverse=True):
+                    if e_block < layer.E and (Mg // p) > 1:
+                        found.append(Mapping(config, layer, p, q, seg, chain, images, e_block))
     return found
 
 
@@ -317,8 +355,7 @@ def _modelled_cycles(mapping):
     from .performance import predict_cycles
     from .program import compile_layer
 
-    block = Mapping(mapping.config, replace(mapping.layer, N=mapping.n), mapping.p, mapping.q,
-                    mapping.seg, mapping.chain)
+    block = replace(mapping, layer=replace(mapping.layer, N=mapping.n), images=None)
     return predict_cycles(block, compile_layer(block)) * mapping.blocks
 
 

@@ -98,11 +98,14 @@ def test_core_with_16_bit_operands_one_filter_bank_and_five_banks():
 
 #: A batch whose pass does not fit SMALL's buffer: it runs in blocks of images.
 BATCH = "N=6,C=2,H=8,W=8,M=3,R=3,S=3,P=1"
+#: A layer whose passes each take one output row of several filter blocks on SMALL.
+ROWS = "N=1,C=4,H=8,W=8,M=16,R=3,S=3,P=1"
 
 
 def test_core_on_a_small_array_with_a_small_global_buffer():
     assert map_layer(SMALL, ConvLayer.parse(BATCH)).blocks > 1
-    results = run(SMALL, LAYERS[1:3] + LAYERS[4:6] + [BATCH], "verilator", stall=0.2, idle=0.1)
+    assert map_layer(SMALL, ConvLayer.parse(ROWS)).e_block == 1
+    results = run(SMALL, LAYERS[1:3] + LAYERS[4:6] + [BATCH, ROWS], "verilator", stall=0.2, idle=0.1)
     assert max(stats["epochs"] for _, stats in results) > 1
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rowstation.gen import ConvLayer, preset
-from rowstation.gen.mapper import map_layer
+from rowstation.gen.mapper import Mapping, map_layer
 from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, RegisterMap, Token, decode, encode
 from rowstation.gen.performance import layer_report
 from rowstation.gen.program import DramLayout, compile_layer
@@ -23,11 +23,11 @@ from test_mapper import LAYERS, SMALL, TINY
 FIELDS_AT = [(name, sum(width for _, width in FIELDS[:i])) for i, (name, _) in enumerate(FIELDS)]
 
 
-def run(config, layer, seed, *, shift=None, relu=False, **layout):
+def run(config, layer, seed, *, mapping=None, shift=None, relu=False, **layout):
     """The program computes the layer whichever unit runs ahead, with the same counts."""
     arrays = random_layer_arrays(config, layer, seed=seed, zeros=0.2)
     x, w, b = arrays["ifmap"], arrays["weights"], arrays["bias"]
-    mapping = map_layer(config, layer)
+    mapping = mapping or map_layer(config, layer)
     dram = DramLayout.packed(mapping, **layout, requantized=shift is not None)
     program = compile_layer(mapping, b, dram, shift=shift, relu=relu)
     want = conv2d_loops(x, w, b, layer.U, layer.P, layer.G)
@@ -65,6 +65,23 @@ def test_compile_layer_wrong(kwargs, message):
     mapping = map_layer(TINY, ConvLayer.parse("N=1,C=2,H=5,W=5,M=2,R=3,S=3"))
     with pytest.raises(ValueError, match=message):
         compile_layer(mapping, **kwargs)
+
+
+@pytest.mark.parametrize("e_block", [1, 2, 3, None])
+def test_passes_over_output_rows_of_several_filter_blocks(e_block):
+    """Outputs taken ``e_block`` rows at a time for every filter block: a pass holds outputs of
+    several filter blocks; the mapper's estimate counts exactly the transfers the program makes."""
+    layer = ConvLayer.parse("N=2,C=4,H=7,W=6,M=8,R=3,S=3,P=1")
+    mapping = Mapping(TINY, layer, p=2, q=2, seg=3, chain=3, e_block=e_block)
+    program, counts = run(TINY, layer, seed=4, mapping=mapping)
+    # Four chains a pass: the first pass takes row 0 of four filter blocks, rows 0-1 or 0-2 of
+    # two, or rows 0-3 of one.
+    first = mapping.passes[0]
+    assert len({mapping.outputs[o][:2] for _, o, _ in first}) == {1: 4, 2: 2, 3: 2, None: 1}[e_block]
+    stats = mapping.stats
+    assert counts["ifmap_transfers"] == stats["ifmap_noc_words"]
+    assert counts["psum_transfers"] == stats["psum_noc_words"]
+    assert counts["filt_transfers"] * TINY.filter_noc_width == stats["filter_noc_words"]   # p*q*s = 12
 
 
 def test_psums_stay_on_chip_through_every_fold():
