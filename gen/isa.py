@@ -24,6 +24,7 @@ previous pass has finished. Plain registers keep their shadow value until rewrit
 """
 
 import enum
+import functools
 
 
 __all__ = ["Opcode", "Region", "Token", "UNITS", "ARGUMENTS", "FIELDS", "WORD_WIDTH",
@@ -114,6 +115,11 @@ def _unpack(fields, word):
 
 def encode(opcode, operand=0, *, pop=(), push=()):
     """The opcode word of ``opcode`` with ``operand`` and the token sets ``pop``/``push``."""
+    return _encode(opcode, operand, tuple(pop), tuple(push))
+
+
+@functools.lru_cache(maxsize=65536)
+def _encode(opcode, operand, pop, push):
     opcode = Opcode(opcode)
     word = _pack(FIELDS, {"operand": operand, "push": _mask(push), "pop": _mask(pop), "opcode": opcode})
     for token in (*pop, *push):
@@ -127,7 +133,12 @@ def encode(opcode, operand=0, *, pop=(), push=()):
 
 def decode(word):
     """``{field: value}`` of an opcode word (the opcode as an int; it may be unknown)."""
-    return _unpack(FIELDS, word)
+    return dict(_decode(word))
+
+
+@functools.lru_cache(maxsize=65536)
+def _decode(word):
+    return tuple(_unpack(FIELDS, word).items())
 
 
 def post_operand(*, shift=0, relu=False, requantize=False):

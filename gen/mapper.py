@@ -148,6 +148,13 @@ class Mapping:
                     yield g, k
 
     @cached_property
+    def plans(self):
+        """The :class:`~rowstation.gen.program.PassPlan` of each pass."""
+        from .program import pass_plans
+
+        return pass_plans(self)
+
+    @cached_property
     def passes(self):
         """Each pass: a list of (chain slot, output index, chunk index)."""
         return [[(slot, o, k) for slot, o in enumerate(self.groups[g])] for g, k in self.pass_order()]

@@ -13,7 +13,6 @@ together. The access counts are not modelled here: the program's own counts are 
 """
 
 from .isa import ARGUMENTS, NETWORKS, Opcode, Token, decode
-from .program import pass_plans
 
 
 __all__ = ["COSTS", "predict_cycles", "layer_report", "REPORT_KEYS"]
@@ -27,6 +26,9 @@ COSTS = {"instruction": 2, "memory_latency": 2, "pass_start": 8, "pass_drain": 9
          "chain": 4, "end": 0}
 
 
+_TOKEN_SETS = [frozenset(t for t in Token if mask >> t & 1) for mask in range(1 << len(Token))]
+
+
 def _instructions(words):
     """(opcode, operand, args, pop set, push set) of each instruction of a stream."""
     pc = 0
@@ -34,8 +36,7 @@ def _instructions(words):
         fields = decode(words[pc])
         opcode = Opcode(fields["opcode"])
         args = words[pc + 1:pc + 1 + ARGUMENTS[opcode]]
-        tokens = {name: {t for t in Token if fields[name] >> t & 1} for name in ("pop", "push")}
-        yield opcode, fields["operand"], args, tokens["pop"], tokens["push"]
+        yield opcode, fields["operand"], args, _TOKEN_SETS[fields["pop"]], _TOKEN_SETS[fields["push"]]
         pc += 1 + len(args)
 
 
@@ -52,8 +53,7 @@ def _runs(words):
             continue
         if opcode == run:
             fields = decode(words[pc])
-            runs.append((since + 1, {t for t in Token if fields["pop"] >> t & 1},
-                         {t for t in Token if fields["push"] >> t & 1}))
+            runs.append((since + 1, _TOKEN_SETS[fields["pop"]], _TOKEN_SETS[fields["push"]]))
             since = 0
         pc += 1 + ARGUMENTS[Opcode(opcode)]
     return runs
@@ -67,7 +67,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
     external memory (one word per cycle) take longer than all of that."""
     c, L, m = mapping.config, mapping.layer, mapping
     pe = m.pe_config
-    plans = pass_plans(m)
+    plans = m.plans
     slots = m.n * L.F * m.seg * m.p * m.q
     filter_transfers = -(-pe.filter_words // c.filter_noc_width)
 
@@ -239,7 +239,7 @@ def layer_report(mapping, program):
               "writes": pe.filter_words + m.n * pe.q * pe.row_length
                         + m.n * L.F * (pe.s * pe.q - 1) * pe.p}
     spad = dict.fromkeys(per_pe, 0)
-    for (g, k), plan in zip(m.pass_order(), pass_plans(m)):
+    for (g, k), plan in zip(m.pass_order(), m.plans):
         transfers["filt"] += len(plan.filters) * filter_transfers
         transfers["ifmap"] += len(plan.ifmap_rows) * m.n * m.q * pe.row_length
         psums = len(plan.bottoms) * m.n * L.F * m.p

@@ -282,7 +282,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
     block_f = m.n * m.p * L.F         # psums of one output: [n][filter][column]
     for name in PE_SETTINGS:
         out.write(f"cfg_{name}", int(getattr(m.pe_config, name)))
-    plans = pass_plans(m)
+    plans = m.plans
     order = list(m.pass_order())
 
     # Epochs: consecutive passes whose rows fit an ifmap buffer; tiles: runs of pass groups.

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..gen.isa import ARGUMENTS, COUNTERS, LOOPS, PE_SETTINGS, TOKEN_CONSUMER, TOKEN_DEPTH, TOKEN_PRODUCER, \
     UNITS, Opcode, Region, RegisterMap, Token, decode, decode_post
-from ..gen.program import pass_plans, weight_order, words_spanned
+from ..gen.program import weight_order, words_spanned
 from .dataflow import ifmap_rows, pe_streams
 from .golden import requantize
 from .pe_model import filter_words, pe_events, pe_reference
@@ -185,7 +185,7 @@ class _Passes:
     of images (the passes repeat per block)."""
 
     def __init__(self, mapping, xp):
-        self.plans, self.mapping, self.xp, self.index = pass_plans(mapping), mapping, xp, 0
+        self.plans, self.mapping, self.xp, self.index = mapping.plans, mapping, xp, 0
 
     def __next__(self):
         block, j = divmod(self.index, len(self.plans))
