@@ -12,7 +12,8 @@ together. The access counts are not modelled here: the program's own counts are 
 (:func:`rowstation.sim.controller_model.run_program` checks them).
 """
 
-from .isa import ARGUMENTS, NETWORKS, Opcode, Token, decode
+from .isa import ARGUMENTS, NETWORKS, Opcode, Region, Token, decode
+from .program import words_spanned
 
 
 __all__ = ["COSTS", "predict_cycles", "layer_report", "REPORT_KEYS"]
@@ -21,9 +22,10 @@ __all__ = ["COSTS", "predict_cycles", "layer_report", "REPORT_KEYS"]
 #: Cycle costs of the hardware, beyond one per element moved: per instruction started (decoded
 #: ahead while the previous one runs), a LOAD's external memory latency, and per pass the
 #: start (data commit to first MAC) and the drain (last MAC to last psum stored), plus per PE of
-#: a chain. Fitted to Verilator runs of the test layers on ``tiny`` (``docs/performance.md``).
-COSTS = {"instruction": 2, "memory_latency": 2, "pass_start": 8, "pass_drain": 9,
-         "chain": 4, "end": 0}
+#: a chain. Fitted to Verilator runs of the test layers on ``tiny`` and on a 2 x 3 and a 4 x 2
+#: array (``docs/performance.md``).
+COSTS = {"instruction": 3, "memory_latency": 2, "pass_start": 6, "pass_drain": 5,
+         "chain": 3, "end": 0}
 
 
 _TOKEN_SETS = [frozenset(t for t in Token if mask >> t & 1) for mask in range(1 << len(Token))]
@@ -81,6 +83,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
             taken[token] += 1
         return now
 
+    layout, word = program.layout, c.dram_width // 8
     load = [i for i in _instructions(program.streams["load"]) if i[0] != Opcode.END]
     store = [i for i in _instructions(program.streams["store"]) if i[0] != Opcode.END]
     execute = _runs(program.streams["execute"])
@@ -94,15 +97,17 @@ def predict_cycles(mapping, program, *, breakdown=None):
 
     def run_load(until_token_count):
         """Run the load unit until it has given ``until_token_count`` LOAD_EXECUTE tokens: its
-        issue stage takes instructions back to back (a LOAD issues one address per cycle), its
-        write stage writes their words in order as they return (a FILL's at one per cycle)."""
+        issue stage takes instructions back to back (a LOAD's run is cut into bursts at one a
+        cycle), its write stage writes their elements in order as they return (a FILL's at one
+        per cycle)."""
         nonlocal load_at, write_at, li
         while len(given[Token.LOAD_EXECUTE]) < until_token_count:
-            opcode, _, args, pops, pushes = load[li]
+            opcode, operand, args, pops, pushes = load[li]
             start = wait(pops, load_at) + COSTS["instruction"]
             if opcode == Opcode.LOAD:
                 count = args[2]
-                load_at = start + count
+                size = layout.ifmap_bytes if operand == Region.IFMAP else c.memory_width(c.psum_width) // 8
+                load_at = start + -(-words_spanned(args[1], count, size, word) // c.dram_burst)
                 write_at = max(write_at, start + COSTS["memory_latency"]) + count
             else:
                 load_at = start
@@ -140,6 +145,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
     exec_at = 0          # the execute unit's decode position in time
     filter_free = 0      # the filter stream has delivered its last word
     pass_end = [0, 0]    # the end of the previous two passes
+    macs_end = [0, 0]    # the last MAC slot of the previous two passes (a filter bank frees)
     k = 0
     for words, pops, pushes in execute:
         exec_at += words     # one word decoded per cycle
@@ -148,8 +154,9 @@ def predict_cycles(mapping, program, *, breakdown=None):
         words_i = len(plan.ifmap_rows) * m.n * m.q * pe.row_length
         words_p = len(plan.bottoms) * m.n * L.F * m.p
         # Filter phase: the stream starts when free; with one filter bank the PEs take the
-        # weights once they finish the previous pass, with two once the pass before that ends.
-        bank_free = pass_end[-1] if c.filter_banks == 1 else pass_end[-2]
+        # weights once the previous pass has issued its last MAC, with two once the pass
+        # before that has.
+        bank_free = macs_end[-1] if c.filter_banks == 1 else macs_end[-2]
         filter_start = max(exec_at, filter_free)
         filters_in = max(filter_start, bank_free) + words_f
         filter_free = filters_in
@@ -171,6 +178,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
             breakdown[network] = breakdown.get(network, 0) + compute - slots
         exec_at = start
         pass_end = [pass_end[-1], end]
+        macs_end = [macs_end[-1], first_mac + compute]
         for token in pushes:
             given[token].append(end)
         run_store()
