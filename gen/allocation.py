@@ -56,8 +56,7 @@ def psum_elements(mapping, outputs):
 def pass_words(mapping):
     """Words the largest pass needs on its own: (ifmap rows, psums)."""
     c = mapping.config
-    rows = max(mapping.group_rows(g, k) for g in range(len(mapping.groups))
-               for k in range(mapping.chunks))
+    rows = mapping.most_rows
     outputs = max(len(group) for group in mapping.groups)
     return (ceil(ifmap_elements(mapping, rows) / c.glb_lanes(c.ifmap_width)),
             ceil(psum_elements(mapping, outputs) / c.glb_lanes(c.psum_width)))

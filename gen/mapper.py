@@ -96,9 +96,11 @@ class Mapping:
         n, outputs = self.chains_per_pass, len(self.outputs)
         return [range(start, min(start + n, outputs)) for start in range(0, outputs, n)]
 
-    def group_rows(self, group, chunk):
-        """Distinct ifmap rows (per image, q channels each) of pass group ``group`` in ``chunk``."""
-        return self._distinct_rows(self._group_shapes[group][0], chunk)
+    @cached_property
+    def most_rows(self):
+        """The most distinct ifmap rows (per image, q channels each) a pass reads."""
+        return max(self._distinct_rows(shape, k) for shape, _, _ in self._group_kinds
+                   for k in range(self.chunks))
 
     @cached_property
     def _group_shapes(self):
@@ -179,7 +181,7 @@ class Mapping:
         """Stride seen by a PE: for U > seg the ifmap feeder sends only the columns read."""
         return min(self.layer.U, self.seg)
 
-    @property
+    @cached_property
     def pe_config(self):
         return PEConfig(s=self.seg, u=self.pe_stride, p=self.p, q=self.q, f=self.layer.F,
                         rows=self.n, accumulate=True)

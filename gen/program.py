@@ -194,7 +194,7 @@ class _Writer:
     always (they are double-buffered)."""
 
     def __init__(self, regmap):
-        self.regmap, self.values = regmap, {}
+        self.regmap, self.values, self.blocks = regmap, {}, {}
         self.streams = {unit: [] for unit in ("load", "execute", "store")}
         self.dram_reads = self.dram_writes = 0
 
@@ -212,6 +212,13 @@ class _Writer:
         last = len(instructions) - 1
         for i, (opcode, operand, args) in enumerate(instructions):
             self.op(opcode, operand, *args, pop=pop if i == 0 else (), push=push if i == last else ())
+
+    def write_block(self, name, values):
+        """``values`` into the plain registers ``name[0..]``, skipped at once when unchanged."""
+        if self.blocks.get(name) != values:
+            self.blocks[name] = values
+            for index, value in enumerate(values):
+                self.write(name, value, index)
 
     def write(self, name, value, index=0):
         address = self.regmap.address(name, index)
@@ -402,15 +409,15 @@ def _write_pass(out, m, plan, rows, slots, ifmap_base, psum_base, dram):
     rw = c.row_id_width
     cols, Wp = c.array_cols, L.W + 2 * L.P
     block_f = m.n * m.p * L.F
+    blocks = {}    # plain register blocks: name -> values by index
     for net in NETWORKS:
         row_ids, col_ids = plan.ids[net]
-        for r in range(c.array_rows):
-            out.write(f"{net}_row_ids", row_ids[r], r)
-            for col in range(cols):
-                out.write(f"{net}_col_ids", col_ids[r][col], r * cols + col)
-    for r in range(c.array_rows):
-        for col in range(cols):
-            out.write("chain", plan.chain_bottom[r][col] | plan.chain_top[r][col] << 1, r * cols + col)
+        blocks[f"{net}_row_ids"] = tuple(row_ids)
+        blocks[f"{net}_col_ids"] = tuple(col for row in col_ids for col in row)
+    blocks["chain"] = tuple(bottom | top << 1 for bottoms, tops in zip(plan.chain_bottom, plan.chain_top)
+                            for bottom, top in zip(bottoms, tops))
+    for name, values in blocks.items():
+        out.write_block(name, values)
 
     def loops(stream, counts, strides, entries):
         for k, step in enumerate(_steps(counts, strides)):
