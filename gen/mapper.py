@@ -199,7 +199,7 @@ class Mapping:
     def stats(self):
         c, L, pe = self.config, self.layer, self.pe_config
         mac_slots = self.n * L.F * self.seg * self.p * self.q
-        cycles = active = filter_words = ifmap_words = psum_words = passes = 0
+        cycles = active = filter_words = ifmap_words = psum_words = opsum_words = passes = 0
         # Every group runs every chunk once per block; groups of one kind cost the same.
         for (shape, blocks, outputs), count in self._group_kinds.items():
             for k in range(self.chunks):
@@ -208,12 +208,12 @@ class Mapping:
                 rows = self._distinct_rows(shape, k)
                 words_f = filters * pe.filter_words
                 words_i = rows * self.n * self.q * pe.row_length
-                words_p = outputs * self.n * L.F * self.p
+                words_p = outputs * self.n * L.F * self.p if k else 0   # a first fold's are zeros
                 # The ifmap and psum networks carry one element per transfer, the filter
                 # network filter_noc_width; with two filter banks the next pass's weights load
                 # meanwhile.
                 transfers_f = filters * -(-pe.filter_words // c.filter_noc_width)
-                busy = max(mac_slots, words_i, words_p)
+                busy = max(mac_slots, words_i, outputs * self.n * L.F * self.p)   # output network
                 cycles += count * (PE_LATENCY + 2 * self.chain
                                    + (max(busy, transfers_f) if c.filter_banks > 1 else busy + transfers_f))
                 active += count * outputs * terms
@@ -221,12 +221,13 @@ class Mapping:
                 filter_words += count * words_f
                 ifmap_words += count * words_i
                 psum_words += count * words_p
+                opsum_words += count * outputs * self.n * L.F * self.p
         cycles, passes, active = cycles * self.blocks, passes * self.blocks, active * self.blocks
-        filter_words, ifmap_words, psum_words = (words * self.blocks for words in
-                                                 (filter_words, ifmap_words, psum_words))
+        filter_words, ifmap_words, psum_words, opsum_words = (
+            words * self.blocks for words in (filter_words, ifmap_words, psum_words, opsum_words))
         active_pe_cycles = active * mac_slots
         spad = L.macs + L.macs // self.p + 2 * L.macs   # filter read, ifmap read, psum read+write
-        glb = filter_words + ifmap_words + 2 * psum_words
+        glb = filter_words + ifmap_words + psum_words + opsum_words
         dram = (L.M * (L.C // L.G) * L.R * L.S + L.N * L.C * L.H * L.W + L.N * L.M * L.E * L.F)
         energy = (ENERGY_COST["mac"] * L.macs + ENERGY_COST["spad"] * spad
                   + ENERGY_COST["noc"] * glb + ENERGY_COST["glb"] * glb + ENERGY_COST["dram"] * dram)
@@ -235,7 +236,7 @@ class Mapping:
             "pe_utilization": L.macs / (c.pe_count * cycles),
             "active_pe_fraction": active_pe_cycles / (c.pe_count * passes * mac_slots),
             "filter_noc_words": filter_words, "ifmap_noc_words": ifmap_words,
-            "psum_noc_words": psum_words, "opsum_noc_words": psum_words,
+            "psum_noc_words": psum_words, "opsum_noc_words": opsum_words,
             "dram_words_compulsory": dram, "energy": energy,
         }
 

@@ -152,7 +152,10 @@ def predict_cycles(mapping, program, *, breakdown=None):
         plan = plans[k % len(plans)]    # the passes repeat per block of images
         words_f = len(plan.filters) * filter_transfers
         words_i = len(plan.ifmap_rows) * m.n * m.q * pe.row_length
-        words_p = len(plan.bottoms) * m.n * L.F * m.p
+        # A first fold's chain bottoms take zeros, not psum network words; the chain tops
+        # return every psum through the output network.
+        words_o = len(plan.tops) * m.n * L.F * m.p
+        words_p = words_o if plan.jobs[0][2] else 0
         # Filter phase: the stream starts when free; with one filter bank the PEs take the
         # weights once the previous pass has issued its last MAC, with two once the pass
         # before that has.
@@ -165,7 +168,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
             run_load(taken[Token.LOAD_EXECUTE] + 1)
         ready = max(pass_end[-1], filter_start)
         start = wait(pops, ready) + 1
-        compute = max(slots, words_i, words_p)
+        compute = max(slots, words_i, words_p, words_o)
         first_mac = max(start + COSTS["pass_start"], filters_in)
         end = first_mac + compute + COSTS["pass_drain"] + COSTS["chain"] * m.chain
         if breakdown is not None:
@@ -174,7 +177,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
             breakdown[reason] = breakdown.get(reason, 0) + waited_tokens
             breakdown["filters"] = breakdown.get("filters", 0) + max(0, filters_in - start - COSTS["pass_start"])
             breakdown["macs"] = breakdown.get("macs", 0) + slots
-            network = "ifmap network" if words_i >= words_p else "psum network"
+            network = max((words_i, "ifmap network"), (words_p, "psum network"), (words_o, "output network"))[1]
             breakdown[network] = breakdown.get(network, 0) + compute - slots
         exec_at = start
         pass_end = [pass_end[-1], end]
@@ -250,9 +253,9 @@ def layer_report(mapping, program):
     for (g, k), plan in zip(m.pass_order(), m.plans):
         transfers["filt"] += len(plan.filters) * filter_transfers
         transfers["ifmap"] += len(plan.ifmap_rows) * m.n * m.q * pe.row_length
-        psums = len(plan.bottoms) * m.n * L.F * m.p
+        psums = len(plan.bottoms) * m.n * L.F * m.p if k else 0   # a first fold's are zeros
         transfers["psum"] += psums
-        psum_reads += psums if k else 0          # a first fold's psums are zeros
+        psum_reads += psums
         transfers["opsum"] += len(plan.tops) * m.n * L.F * m.p
         for kind in spad:
             spad[kind] += len(plan.assign) * per_pe[kind]

@@ -28,8 +28,9 @@ def network_shape(config, net):
 class ArrayControlSignature(wiring.Signature):
     """The array's per-pass control, driven by the controller: the PE setting (``cfg``), per
     network the row ID of each X-bus (``<net>_row_ids[row]``) and the column ID of each PE
-    (``<net>_col_ids[row][col]``), and per PE the chain links (``chain_bottom``: take the
-    incoming psum from the psum network; ``chain_top``: send the outgoing psum to the GON)."""
+    (``<net>_col_ids[row][col]``), per PE the chain links (``chain_bottom``: take the
+    incoming psum from the psum network; ``chain_top``: send the outgoing psum to the GON),
+    and ``psum_zero``: chain bottoms take zeros instead (a first fold; the network is idle)."""
 
     def __init__(self, config):
         rows, cols = config.array_rows, config.array_cols
@@ -39,6 +40,7 @@ class ArrayControlSignature(wiring.Signature):
             members[f"{net}_col_ids"] = Out(config.col_id_width).array(rows, cols)
         members["chain_bottom"] = Out(1).array(rows, cols)
         members["chain_top"] = Out(1).array(rows, cols)
+        members["psum_zero"] = Out(1)
         super().__init__(members)
 
 
@@ -129,11 +131,12 @@ class PEArray(wiring.Component):
                 bottom, from_gin = ctrl.chain_bottom[r][col], gins["psum"].o[r][col]
                 below = pes[r + 1][col] if r + 1 < rows else None
                 below_valid = below.opsum.valid & ~ctrl.chain_top[r + 1][col] if below else 0
+                zero = ctrl.psum_zero
                 m.d.comb += [
-                    pe.ipsum.valid.eq(Mux(bottom, from_gin.valid, below_valid)),
-                    pe.ipsum.payload.eq(Mux(bottom, from_gin.payload,
+                    pe.ipsum.valid.eq(Mux(bottom, from_gin.valid | zero, below_valid)),
+                    pe.ipsum.payload.eq(Mux(bottom, Mux(zero, 0, from_gin.payload),
                                             below.opsum.payload if below else 0)),
-                    from_gin.ready.eq(bottom & pe.ipsum.ready),
+                    from_gin.ready.eq(bottom & pe.ipsum.ready & ~zero),
                 ]
                 # Outgoing psum: the GON at a chain's top, else the PE above.
                 top, to_gon = ctrl.chain_top[r][col], gon.i[r][col]

@@ -519,7 +519,7 @@ class ExecuteController(wiring.Component):
 
         # Registers: shadows written by WRITE, copied to the active registers at their phase's
         # commit; tables double-buffered (written in one bank while the pass reads the other).
-        active, tables, known = {}, {}, []
+        active, shadows, tables, known = {}, {}, {}, []
         for block in regmap.blocks.values():
             hit = Signal(name=f"hit_{block.name}")
             index = Signal(range(block.count), name=f"index_{block.name}") if block.count > 1 else C(0)
@@ -537,6 +537,7 @@ class ExecuteController(wiring.Component):
             registers = []
             for i in range(block.count):
                 shadow = Signal(shape, init=init, name=f"{block.name}_{i}_shadow")
+                shadows[block.name, i] = shadow
                 current = Signal(shape, init=init, name=f"{block.name}_{i}")
                 with m.If(write & hit & (index == i)):
                     m.d.sync += shadow.eq(value)
@@ -558,6 +559,7 @@ class ExecuteController(wiring.Component):
             for col in range(cols):
                 chain = active["chain"][r * cols + col]
                 m.d.comb += [array.chain_bottom[r][col].eq(chain[0]), array.chain_top[r][col].eq(chain[1])]
+        m.d.comb += array.psum_zero.eq(active["psum_zero"][0])
 
         # The filter stream: per table entry, a run of weights from external memory, tagged,
         # filter_noc_width weights to a transfer (the compiler aligns each run so only its
@@ -609,27 +611,26 @@ class ExecuteController(wiring.Component):
             m.submodules[f"{net}_tags"] = queue = fifo.SyncFIFO(width=c.row_id_width + c.col_id_width,
                                                                  depth=TAG_DEPTH)
             bases, tags = tables[f"{net}_base"], tables[f"{net}_tag"]
+            # A first fold's psum stream does not run: the chain bottoms take zeros.
+            skip = shadows["psum_zero", 0] if net == "psum" else C(0)
             m.d.comb += [bases(ag.entry), tags(ag.entry), ag.base.eq(bases.data),
-                         ag.start.eq(commit["data"])]
+                         ag.start.eq(commit["data"] & ~skip)]
             m.d.comb += [ag.counts[k].eq(active[f"{net}_count"][k]) for k in range(len(levels))]
             m.d.comb += [ag.steps[k].eq(active[f"{net}_step"][k]) for k in range(len(levels))]
             port, out = sources[net], getattr(self, net)
             data = port.data
-            # The psum stream of a first fold carries zeros and leaves the buffer alone.
-            zero = active["psum_zero"][0] if net == "psum" else C(0)
             issue = ag.o.valid & queue.w_rdy
-            taken = zero | port.addr.ready
-            deliver = (zero | data.valid) & queue.r_rdy
+            deliver = data.valid & queue.r_rdy
             element = out.payload.data
             m.d.comb += [
-                port.addr.valid.eq(issue & ~zero), port.addr.payload.eq(ag.o.payload),
-                data.ready.eq(out.ready & queue.r_rdy & ~zero),
-                ag.o.ready.eq(queue.w_rdy & taken),
-                queue.w_data.eq(tags.data), queue.w_en.eq(issue & taken),
+                port.addr.valid.eq(issue), port.addr.payload.eq(ag.o.payload),
+                data.ready.eq(out.ready & queue.r_rdy),
+                ag.o.ready.eq(queue.w_rdy & port.addr.ready),
+                queue.w_data.eq(tags.data), queue.w_en.eq(issue & port.addr.ready),
                 out.valid.eq(deliver),
                 out.payload.row.eq(queue.r_data[:c.row_id_width]),
                 out.payload.col.eq(queue.r_data[c.row_id_width:]),
-                element.eq(Mux(zero, 0, data.payload[:len(element)])),
+                element.eq(data.payload[:len(element)]),
                 queue.r_en.eq(deliver & out.ready),
             ]
             idle[net] = ~ag.busy & ~queue.r_rdy   # every word delivered

@@ -256,14 +256,16 @@ def _run_pass(mapping, plan, reg, stream, dram, glb, xp, w, counts):
     want = [int(data[n, qc, col]) for n in range(mapping.n) for col in range(pe.row_length)
             for data in rows for qc in range(mapping.q)]
     assert ifmap == want, "ifmap stream differs from the schedule"
+    # A first fold's chain bottoms take zeros: the psum stream does not run.
     zero = reg("psum_zero")
-    psum_in = [(0 if zero else glb[Region.PSUM][a], e) for a, e in stream("psum")]
+    psum_in = [(0, e) for _, e in stream("psum")] if zero else \
+        [(glb[Region.PSUM][a], e) for a, e in stream("psum")]
     counts["dram_reads"] += reads
     counts["glb_reads"] += len(ifmap) + (0 if zero else len(psum_in))
     k = c.filter_noc_width
     counts["filt_transfers"] += reg("filt_entries") * -(-reg("filt_words") // k)
     counts["ifmap_transfers"] += len(ifmap)
-    counts["psum_transfers"] += len(psum_in)
+    counts["psum_transfers"] += 0 if zero else len(psum_in)
     for output, term in plan.assign.values():
         _, data = pe_streams(mapping, xp, None, output, term)
         for name, value in pe_events(pe, data).items():
