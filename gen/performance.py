@@ -177,7 +177,8 @@ def predict_cycles(mapping, program, *, breakdown=None):
             breakdown[reason] = breakdown.get(reason, 0) + waited_tokens
             breakdown["filters"] = breakdown.get("filters", 0) + max(0, filters_in - start - COSTS["pass_start"])
             breakdown["macs"] = breakdown.get("macs", 0) + slots
-            network = max((words_i, "ifmap network"), (words_p, "psum network"), (words_o, "output network"))[1]
+            # The output network returns at least the psums the psum network brings.
+            network = "ifmap network" if words_i >= words_o else "output network"
             breakdown[network] = breakdown.get(network, 0) + compute - slots
         exec_at = start
         pass_end = [pass_end[-1], end]
@@ -219,12 +220,13 @@ def _stream_counts(program):
 
 
 def _binding(breakdown):
-    """"memory port" when the reads of external memory set the time, else "macs" when MAC slots
-    take most of it, else what the passes lost most to."""
+    """"memory port" when the reads of external memory set the time, else "macs" when the
+    passes lose less than a tenth of their MAC slots to anything else, else what they lost most
+    to."""
     if "memory port" in breakdown:
         return "memory port"
     others = {name: cycles for name, cycles in breakdown.items() if name != "macs"}
-    if sum(others.values()) <= breakdown.get("macs", 0):
+    if sum(others.values()) <= breakdown.get("macs", 0) / 10:
         return "macs"
     return max(others, key=others.get)
 
