@@ -1,13 +1,14 @@
 """The performance model: cycles of a compiled layer, replayed as the controller runs it.
 
 The three units are followed instruction by instruction with the costs the hardware has
-(:mod:`rowstation.hw.controller`): the load unit issues a ``LOAD``'s ``n`` addresses in ``n``
-cycles and writes its words as they return after the memory latency, a ``FILL`` ``n`` words, a
-``STORE`` takes ``n`` cycles, each instruction plus a fixed start cost; a
-pass takes its MAC slots (or its longest stream, one element per cycle per network) plus the
+(:mod:`rowstation.hw.controller`): the load unit cuts a ``LOAD``'s run into bursts at one a
+cycle and writes its ``n`` elements as they return after the memory latency, a ``FILL`` ``n``
+elements, a ``STORE`` takes ``n`` cycles, each instruction plus a fixed start cost; a pass
+takes its MAC slots (or its busiest network: one activation or psum per cycle on the ifmap,
+psum and output networks, ``filter_noc_width`` weights on the filter network) plus the
 pipeline fill and drain of its chains. The units meet where the program's dependency tokens
 make them wait; the filter stream of a pass overlaps the previous pass when the PEs have a free
-filter bank; external memory serves one read per cycle to the loads and the filter stream
+filter bank; external memory serves one word per cycle to the loads and the filter stream
 together. The access counts are not modelled here: the program's own counts are exact
 (:func:`rowstation.sim.controller_model.run_program` checks them).
 """

@@ -123,7 +123,8 @@ class PEArray(wiring.Component):
                 lane = r * cols + col
                 for name in PE_EVENTS:
                     n = lanes[name]
-                    m.d.comb += getattr(counters.events, name)[lane * n:(lane + 1) * n].eq(getattr(pe.events, name))
+                    m.d.comb += getattr(counters.events, name)[lane * n:(lane + 1) * n].eq(
+                        getattr(pe.events, name))
                 m.d.comb += counters.events.active_pe[lane].eq(~pe.idle)
                 idles.append(pe.idle)
 

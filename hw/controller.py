@@ -275,7 +275,8 @@ class LoadController(wiring.Component):
                 m.d.comb += [
                     port.valid.eq(Mux(head.load, reader.elements.valid, 1)),
                     port.payload.addr.eq(head.glb + moved),
-                    port.payload.data.eq(Mux(head.load, reader.elements.payload.data[0], head.value)[:len(port.payload.data)]),
+                    port.payload.data.eq(Mux(head.load, reader.elements.payload.data[0],
+                                             head.value)[:len(port.payload.data)]),
                 ]
                 with m.If(head.load):
                     m.d.comb += reader.elements.ready.eq(port.ready)

@@ -95,8 +95,8 @@ class BurstPlanner(wiring.Component):
             m.d.sync += [self.busy.eq(1), word.eq(run.addr[shift:]),
                          last.eq((run.addr + span - 1)[shift:])]
         to_boundary, remaining = Signal(range(self._burst + 1)), Signal(ADDR_WIDTH)
-        m.d.comb += [to_boundary.eq(self._burst - (word[:(self._burst - 1).bit_length()] if self._burst > 1 else 0)),
-                     remaining.eq(last - word + 1)]
+        in_burst = word[:(self._burst - 1).bit_length()] if self._burst > 1 else 0
+        m.d.comb += [to_boundary.eq(self._burst - in_burst), remaining.eq(last - word + 1)]
         beats = Mux(remaining < to_boundary, remaining, to_boundary)
         m.d.comb += [self.burst.valid.eq(self.busy), self.burst.payload.addr.eq(word << shift),
                      self.burst.payload.length.eq(beats - 1)]
@@ -163,7 +163,8 @@ class ElementReader(wiring.Component):
         at = Mux(started, offset, head.offset)
         in_word, left, group = Signal(range(word_bytes + 1)), Signal(32), Signal(range(lanes + 1))
         m.d.comb += [in_word.eq((word_bytes - at) >> head.size), left.eq(head.count - taken),
-                     group.eq(Mux((in_word < lanes) & (in_word < left), in_word, Mux(left < lanes, left, lanes)))]
+                     group.eq(Mux((in_word < lanes) & (in_word < left), in_word,
+                                  Mux(left < lanes, left, lanes)))]
         following = at + (group << head.size)
         last = left == group
         fire = self.elements.valid & self.elements.ready
