@@ -285,10 +285,15 @@ class Mapping:
 
     @property
     def lower_bound(self):
-        """Cycles no pass can beat: its MAC slots, filter load excluded."""
+        """Cycles the estimate cannot beat: per pass its MAC slots or the psums its chains
+        return, whichever is more, filter load excluded."""
         L = self.layer
-        return self.blocks * len(self.groups) * self.chunks * (
-            self.n * L.F * self.seg * self.p * self.q + PE_LATENCY + 2 * self.chain)
+        mac_slots, per_output = self.n * L.F * self.seg * self.p * self.q, self.n * L.F * self.p
+        full, rest = divmod(len(self.outputs), self.chains_per_pass)
+        passes = [max(mac_slots, self.chains_per_pass * per_output)] * full
+        if rest:
+            passes.append(max(mac_slots, rest * per_output))
+        return self.blocks * self.chunks * sum(cycles + PE_LATENCY + 2 * self.chain for cycles in passes)
 
     def describe(self):
         L, st = self.layer, self.stats
