@@ -59,7 +59,7 @@ def pass_words(mapping):
     rows = mapping.most_rows
     outputs = max(len(group) for group in mapping.groups)
     return (ceil(ifmap_elements(mapping, rows) / c.glb_lanes(c.ifmap_width)),
-            ceil(psum_elements(mapping, outputs) / c.glb_lanes(c.psum_width)))
+            ceil(psum_elements(mapping, outputs) / c.glb_lanes(c.glb_psum_bits)))
 
 
 def allocate(mapping):
@@ -70,7 +70,7 @@ def allocate(mapping):
     what the ifmap buffers leave, and a tile as many groups as they hold.
     """
     c = mapping.config
-    lanes_p = c.glb_lanes(c.psum_width)
+    lanes_p = c.glb_lanes(c.glb_psum_bits)
     ifmap_words, smallest = pass_words(mapping)
     if ifmap_words + smallest > c.glb_words:
         return None

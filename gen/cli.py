@@ -162,7 +162,7 @@ def cmd_map(args):
 
     config = _config(args)
     mapping = map_layer(config, ConvLayer.parse(args.layer))
-    report = layer_report(mapping, compile_layer(mapping, shift=None if args.raw else 0))
+    report = layer_report(mapping, compile_layer(mapping, shift=None if args.raw else 0, check_storage=False))
     if args.json:
         L, a = mapping.layer, mapping.allocation
         print(json.dumps({"layer": L.to_dict(), "E": L.E, "F": L.F, **report,

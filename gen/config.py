@@ -61,6 +61,7 @@ class AcceleratorConfig:
     dram_burst: int         # most words of one external memory burst (bursts never cross a multiple)
     dim_width: int          # bits of a layer dimension or loop bound in hardware descriptors
     counter_width: int      # bits of each performance counter
+    glb_psum_width: int = 0  # bits of a psum held in the global buffer; 0: psum_width (layers are checked)
 
     def __post_init__(self):
         for field in fields(self):
@@ -90,8 +91,12 @@ class AcceleratorConfig:
         if self.glb_bank_depth & (self.glb_bank_depth - 1) or self.glb_bank_depth < 2:
             raise ValueError(f"glb_bank_depth must be a power of 2 of at least 2 (to simplify "
                              f"address calculation), not {self.glb_bank_depth}")
-        _check_int("glb_bank_width", self.glb_bank_width, self.psum_width, 1024,
-                   f"a global buffer word must hold one {self.psum_width}-bit psum")
+        if self.glb_psum_width:
+            _check_int("glb_psum_width", self.glb_psum_width, product, self.psum_width,
+                       f"0 for psum_width, else from one {self.ifmap_width}x{self.weight_width}-bit "
+                       f"product to psum_width")
+        _check_int("glb_bank_width", self.glb_bank_width, self.glb_psum_bits, 1024,
+                   f"a global buffer word must hold one {self.glb_psum_bits}-bit psum")
         if self.dram_width & (self.dram_width - 1) or not 8 <= self.dram_width <= 1024:
             raise ValueError(f"dram_width must be a power of 2 between 8 and 1024, "
                              f"not {self.dram_width}")
@@ -132,6 +137,11 @@ class AcceleratorConfig:
     @property
     def unused_col_id(self):
         return (1 << self.col_id_width) - 1
+
+    @property
+    def glb_psum_bits(self):
+        """Bits of a psum in the global buffer."""
+        return self.glb_psum_width or self.psum_width
 
     @staticmethod
     def memory_width(width):

@@ -371,7 +371,7 @@ def _modelled_cycles(mapping):
     from .program import compile_layer
 
     block = replace(mapping, layer=replace(mapping.layer, N=mapping.n), images=None)
-    return predict_cycles(block, compile_layer(block)) * mapping.blocks
+    return predict_cycles(block, compile_layer(block, check_storage=False)) * mapping.blocks
 
 
 def _best(config, layer, images):

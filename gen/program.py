@@ -31,7 +31,7 @@ from .isa import ARGUMENTS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, Regist
     post_operand
 
 
-__all__ = ["PassPlan", "pass_plans", "DramLayout", "filter_blocks", "filter_stride", "filter_block", "weight_order",
+__all__ = ["PassPlan", "pass_plans", "DramLayout", "stored_psum_bits", "filter_blocks", "filter_stride", "filter_block", "weight_order",
            "words_spanned", "Program",
            "compile_layer"]
 
@@ -262,11 +262,34 @@ def _pass_rows(m, jobs):
     return list(rows)
 
 
-def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
+def stored_psum_bits(config, layer, weights=None):
+    """Bits a psum of ``layer`` needs at most (any partial sum of an output, bias excluded):
+    from the sum of each filter's absolute ``weights`` (nested sequences (M, C/G, R, S)) times
+    the largest activation, or, without weights, from the configured widths."""
+    L, top = layer, 1 << (config.ifmap_width - 1)       # the largest activation's magnitude
+    if weights is None:
+        bound = (L.C // L.G) * L.R * L.S * (1 << (config.weight_width - 1)) * top
+    else:
+        bound = max(sum(abs(int(w)) for channel in f for row in channel for w in row) for f in weights) * top
+    return bound.bit_length() + 1
+
+
+def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weights=None,
+                  check_storage=True):
     """The :class:`Program` that runs ``mapping`` (bias: one int per filter, or None). The
     output is the exact accumulation, or with ``shift`` requantised on chip (rounding shift,
-    ``relu``, saturation to ``ifmap_width``) as :func:`rowstation.sim.golden.requantize`."""
+    ``relu``, saturation to ``ifmap_width``) as :func:`rowstation.sim.golden.requantize`.
+
+    When the global buffer holds psums narrower than the accumulator (``glb_psum_width``),
+    the layer is refused unless every partial sum fits (:func:`stored_psum_bits`, from the
+    ``weights`` if given); ``check_storage=False`` skips that, for a program only modelled."""
     c, L, m = mapping.config, mapping.layer, mapping
+    if check_storage and c.glb_psum_bits < c.psum_width:
+        need = stored_psum_bits(c, L, weights)
+        if need > c.glb_psum_bits:
+            source = "from its weights" if weights is not None else "in the worst case of its widths"
+            raise ValueError(f"{L} needs {need}-bit psums ({source}), more than the global buffer "
+                             f"holds: glb_psum_width = {c.glb_psum_bits}")
     alloc = m.allocation
     if alloc is None:
         raise ValueError(f"no pass of this mapping of {L} fits the global buffer: a pass needs "
@@ -285,7 +308,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False):
     post = post_operand(shift=shift or 0, relu=relu and shift is not None, requantize=shift is not None)
     out = _Writer(RegisterMap(c))
     Cg, Wp = L.C // L.G, L.W + 2 * L.P
-    lanes_i, lanes_p = c.glb_lanes(c.ifmap_width), c.glb_lanes(c.psum_width)
+    lanes_i, lanes_p = c.glb_lanes(c.ifmap_width), c.glb_lanes(c.glb_psum_bits)
     block_f = m.n * m.p * L.F         # psums of one output: [n][filter][column]
     for name in PE_SETTINGS:
         out.write(f"cfg_{name}", int(getattr(m.pe_config, name)))

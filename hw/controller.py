@@ -221,12 +221,12 @@ class LoadController(wiring.Component):
     def __init__(self, config):
         c = config
         self._config = c
-        ifmap, psum = signed(c.ifmap_width), signed(c.psum_width)
+        ifmap, psum = signed(c.ifmap_width), signed(c.glb_psum_bits)
         super().__init__({
             **_unit_members(),
             "mem_rd": Out(MemoryReadSignature(c.dram_width)),
             "ifmap_wr": Out(stream.Signature(WriteRequest(c.glb_addr_width(c.ifmap_width), ifmap))),
-            "psum_ld": Out(stream.Signature(WriteRequest(c.glb_addr_width(c.psum_width), psum))),
+            "psum_ld": Out(stream.Signature(WriteRequest(c.glb_addr_width(c.glb_psum_bits), psum))),
         })
 
     def elaborate(self, platform):
@@ -301,7 +301,7 @@ class StoreController(wiring.Component):
         self._config = c
         super().__init__({
             **_unit_members(),
-            "psum_st": Out(ReadPortSignature(c.glb_addr_width(c.psum_width), signed(c.psum_width))),
+            "psum_st": Out(ReadPortSignature(c.glb_addr_width(c.glb_psum_bits), signed(c.glb_psum_bits))),
             "mem_wr": Out(MemoryWriteSignature(c.dram_width)),
             "error": Out(1),
         })
@@ -406,11 +406,11 @@ class PsumWriteback(wiring.Component):
     def __init__(self, config, *, count_width, levels):
         c = config
         self._config, self._count_width, self._levels = c, count_width, levels
-        addr = c.glb_addr_width(c.psum_width)
+        addr = c.glb_addr_width(c.glb_psum_bits)
         psum = signed(c.psum_width)
         super().__init__({
             "opsum": In(stream.Signature(GONWord(psum, c.array_rows, c.array_cols))),
-            "psum_wr": Out(stream.Signature(WriteRequest(addr, psum))),
+            "psum_wr": Out(stream.Signature(WriteRequest(addr, signed(c.glb_psum_bits)))),
             "counts": In(count_width).array(levels),
             "steps": In(signed(32)).array(levels),
             "source": Out(range(c.pe_count)),   # the PE whose ``base`` the parent looks up
@@ -464,15 +464,15 @@ class ExecuteController(wiring.Component):
         self.count_width = max(c.dim_width, c.pe_count.bit_length(), c.filter_spad_depth.bit_length(),
                                c.ifmap_spad_depth.bit_length(), c.psum_spad_depth.bit_length())
         self.addr_widths = {"filt": ADDR_WIDTH, "ifmap": c.glb_addr_width(c.ifmap_width),
-                            "psum": c.glb_addr_width(c.psum_width)}
-        psum = signed(c.psum_width)
+                            "psum": c.glb_addr_width(c.glb_psum_bits)}
+        psum, stored = signed(c.psum_width), signed(c.glb_psum_bits)
         members = {
             **_unit_members(),
             "array": Out(ArrayControlSignature(c)),
             "mem_rd": Out(MemoryReadSignature(c.dram_width)),
             "ifmap_rd": Out(ReadPortSignature(self.addr_widths["ifmap"], signed(c.ifmap_width))),
-            "psum_rd": Out(ReadPortSignature(self.addr_widths["psum"], psum)),
-            "psum_wr": Out(stream.Signature(WriteRequest(self.addr_widths["psum"], psum))),
+            "psum_rd": Out(ReadPortSignature(self.addr_widths["psum"], stored)),
+            "psum_wr": Out(stream.Signature(WriteRequest(self.addr_widths["psum"], stored))),
             "opsum": In(stream.Signature(GONWord(psum, c.array_rows, c.array_cols))),
             "runs": Out(1),    # strobes as each pass starts
             "error": Out(1),
@@ -631,7 +631,7 @@ class ExecuteController(wiring.Component):
                 out.valid.eq(deliver),
                 out.payload.row.eq(queue.r_data[:c.row_id_width]),
                 out.payload.col.eq(queue.r_data[c.row_id_width:]),
-                element.eq(data.payload[:len(element)]),
+                element.eq(data.payload),   # a stored psum sign-extends to the network's width
                 queue.r_en.eq(deliver & out.ready),
             ]
             idle[net] = ~ag.busy & ~queue.r_rdy   # every word delivered
@@ -710,8 +710,8 @@ class Controller(wiring.Component):
     def __init__(self, config):
         c = config
         self._config = c
-        ifmap, psum = signed(c.ifmap_width), signed(c.psum_width)
-        ifmap_addr, psum_addr = c.glb_addr_width(c.ifmap_width), c.glb_addr_width(c.psum_width)
+        ifmap, psum = signed(c.ifmap_width), signed(c.glb_psum_bits)
+        ifmap_addr, psum_addr = c.glb_addr_width(c.ifmap_width), c.glb_addr_width(c.glb_psum_bits)
         members = {
             "program": In(ProgramSignature()),
             "done": Out(1),
@@ -726,7 +726,7 @@ class Controller(wiring.Component):
             "psum_ld": Out(stream.Signature(WriteRequest(psum_addr, psum))),
             "psum_wr": Out(stream.Signature(WriteRequest(psum_addr, psum))),
             "array": Out(ArrayControlSignature(c)),
-            "opsum": In(stream.Signature(GONWord(psum, c.array_rows, c.array_cols))),
+            "opsum": In(stream.Signature(GONWord(signed(c.psum_width), c.array_rows, c.array_cols))),
         }
         for net in NETWORKS:
             members[net] = Out(stream.Signature(GINWord(network_shape(c, net), c.row_id_width,

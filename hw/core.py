@@ -45,7 +45,7 @@ class RowStationCore(wiring.Component):
         c = self._config
         m.submodules.array = array = PEArray(c, pe_module=self._pe_module)
         m.submodules.controller = ctrl = Controller(c)
-        ifmap, psum = signed(c.ifmap_width), signed(c.psum_width)
+        ifmap, psum = signed(c.ifmap_width), signed(c.glb_psum_bits)
         m.submodules.glb = glb = GlobalBuffer(
             c, reads={"ifmap_rd": ifmap, "psum_rd": psum, "psum_st": psum},
             writes={"ifmap_wr": ifmap, "psum_ld": psum, "psum_wr": psum})

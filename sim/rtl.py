@@ -90,7 +90,8 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
         layer = layer_of(x, w, stride=item["stride"], padding=item["padding"], groups=item["groups"])
         mapping = map_layer(config, layer)
         layout = DramLayout.packed(mapping, base, requantized=item.get("shift") is not None)
-        program = compile_layer(mapping, b, layout, shift=item.get("shift"), relu=item.get("relu", False))
+        program = compile_layer(mapping, b, layout, shift=item.get("shift"), relu=item.get("relu", False),
+                                weights=w)
         image = dram_image(mapping, layout, x, w)
         expected = run_program(mapping, program.streams, image.copy(), x, w)
         images.append(image[base:])

@@ -44,6 +44,8 @@ def test_config_is_frozen_and_comparable():
     (dict(filter_noc_width=3), ValueError, r"^filter_noc_width must be 1, 2, 4 or 8 weights, not 3$"),
     (dict(filter_noc_width=8, filter_spad_depth=60), ValueError, r"^filter_spad_depth = 60 must be a multiple of filter_noc_width = 8 \(the filter spad is written 8 weights at a time\)$"),
     (dict(filter_noc_width=8), ValueError, r"^filter_noc_width = 8 weights of 8 bits exceed a dram_width = 32-bit word \(a filter transfer comes from one word\)$"),
+    (dict(glb_psum_width=15), ValueError, r"^glb_psum_width must be between 16 and 24 \(0 for psum_width, else from one 8x8-bit product to psum_width\), not 15$"),
+    (dict(glb_psum_width=25), ValueError, r"^glb_psum_width must be between 16 and 24 .*not 25$"),
     (dict(dim_width=3), ValueError, r"^dim_width must be between 4 and 16, not 3$"),
     (dict(counter_width=8), ValueError, r"^counter_width must be between 16 and 64, not 8$"),
 ])

@@ -135,3 +135,23 @@ def test_eyeriss_core_runs_layers_bit_exact():
 def test_stall_probabilities_are_checked(name, value):
     with pytest.raises(ValueError, match=rf"^{name} must be a probability in \[0, 1\), not {value}$"):
         run_layers_rtl(TINY, [], sim="icarus", build_root=BUILD, **{name: value})
+
+
+def test_core_with_16_bit_psums_in_the_global_buffer():
+    """Psums held two a word in the global buffer (``glb_psum_width``) and widened again on the
+    way to the chains and the store: bit-exact under stalls for layers whose weights keep
+    every partial sum in 16 bits."""
+    config = TINY.replace(glb_psum_width=16)
+    cases, wants = [], []
+    for n, spec in enumerate(["N=1,C=8,H=6,W=6,M=4,R=3,S=3,P=1", "N=2,C=12,H=5,W=5,M=4,R=3,S=3"]):
+        assert map_layer(config, ConvLayer.parse(spec)).chunks > 1   # psums go through the buffer
+        layer = ConvLayer.parse(spec)
+        arrays = random_layer_arrays(config, layer, seed=20 + n, zeros=0.2)
+        w = np.clip(arrays["weights"], -1, 1)   # 108 terms of at most 128: 15-bit psums
+        cases.append(dict(x=arrays["ifmap"], w=w, b=arrays["bias"], stride=layer.U, padding=layer.P,
+                          groups=layer.G))
+        wants.append(conv2d(arrays["ifmap"], w, arrays["bias"], stride=layer.U, padding=layer.P,
+                            groups=layer.G))
+    results = run_layers_rtl(config, cases, sim="verilator", build_root=BUILD, stall=0.3)
+    for want, (got, _) in zip(wants, results):
+        np.testing.assert_array_equal(got, want)

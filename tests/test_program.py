@@ -2,12 +2,14 @@
 model, it reproduces the convolution in external memory; its streams carry exactly the
 schedule's words (checked inside the model); the global buffer limit is enforced."""
 
+from dataclasses import replace
 from itertools import permutations
 
 import numpy as np
 import pytest
 
 from rowstation.gen import ConvLayer, preset
+from rowstation.gen.allocation import pass_words
 from rowstation.gen.mapper import Mapping, map_layer
 from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, RegisterMap, Token, decode, encode
 from rowstation.gen.performance import layer_report
@@ -82,6 +84,27 @@ def test_passes_over_output_rows_of_several_filter_blocks(e_block):
     assert counts["ifmap_transfers"] == stats["ifmap_noc_words"]
     assert counts["psum_transfers"] == stats["psum_noc_words"]
     assert counts["filt_transfers"] * TINY.filter_noc_width == stats["filter_noc_words"]   # p*q*s = 12
+
+
+def test_narrow_psums_in_the_global_buffer():
+    """With 16-bit psums in the buffer (two a word), a layer whose weights keep every partial
+    sum in 16 bits computes exactly; its worst case, and larger weights, are refused."""
+    config = TINY.replace(glb_psum_width=16)
+    layer = ConvLayer.parse("N=1,C=2,H=8,W=8,M=4,R=3,S=3,P=1")
+    arrays = random_layer_arrays(config, layer, seed=5, zeros=0.2)
+    x, w, b = arrays["ifmap"], np.clip(arrays["weights"], -3, 3), arrays["bias"]
+    mapping = map_layer(config, layer)
+    assert 2 * pass_words(mapping)[1] == pass_words(replace(mapping, config=TINY))[1]
+    program = compile_layer(mapping, b, weights=w)
+    memory = dram_image(mapping, program.layout, x, w)
+    run_program(mapping, program.streams, memory, x, w)
+    np.testing.assert_array_equal(dram_output(memory, program.layout, layer), conv2d_loops(x, w, b, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"^N=1,C=2,H=8,W=8,M=4,R=3,S=3,U=1,P=1,G=1 needs 20-bit psums "
+                                         r"\(in the worst case of its widths\), more than the global buffer "
+                                         r"holds: glb_psum_width = 16$"):
+        compile_layer(mapping)
+    with pytest.raises(ValueError, match=r"needs 18-bit psums \(from its weights\)"):
+        compile_layer(mapping, weights=np.full_like(w, 40))
 
 
 def test_psums_stay_on_chip_through_every_fold():
