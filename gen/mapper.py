@@ -223,6 +223,8 @@ class Mapping:
                 psum_words += count * words_p
                 opsum_words += count * outputs * self.n * L.F * self.p
         cycles, passes, active = cycles * self.blocks, passes * self.blocks, active * self.blocks
+        if self.allocation is not None and self.allocation.psum_buffers == 1:
+            cycles += L.N * L.M * L.E * L.F   # each tile waits for the previous one's store
         filter_words, ifmap_words, psum_words, opsum_words = (
             words * self.blocks for words in (filter_words, ifmap_words, psum_words, opsum_words))
         active_pe_cycles = active * mac_slots
