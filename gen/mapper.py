@@ -182,6 +182,11 @@ class Mapping:
         return min(self.layer.U, self.seg)
 
     @cached_property
+    def filter_transfers(self):
+        """Filter network transfers of one filter block (``filter_noc_width`` weights each)."""
+        return -(-self.pe_config.filter_words // self.config.filter_noc_width)
+
+    @cached_property
     def pe_config(self):
         return PEConfig(s=self.seg, u=self.pe_stride, p=self.p, q=self.q, f=self.layer.F,
                         rows=self.n, accumulate=True)
@@ -208,20 +213,20 @@ class Mapping:
                 rows = self._distinct_rows(shape, k)
                 words_f = filters * pe.filter_words
                 words_i = rows * self.n * self.q * pe.row_length
-                words_p = outputs * self.n * L.F * self.p if k else 0   # a first fold's are zeros
-                # The ifmap and psum networks carry one element per transfer, the filter
+                words_o = outputs * self.n * L.F * self.p   # the output network returns every psum
+                # The ifmap and output networks carry one element per transfer, the filter
                 # network filter_noc_width; with two filter banks the next pass's weights load
-                # meanwhile.
-                transfers_f = filters * -(-pe.filter_words // c.filter_noc_width)
-                busy = max(mac_slots, words_i, outputs * self.n * L.F * self.p)   # output network
+                # meanwhile. A first fold's chain bottoms take zeros, not psum network words.
+                transfers_f = filters * self.filter_transfers
+                busy = max(mac_slots, words_i, words_o)
                 cycles += count * (PE_LATENCY + 2 * self.chain
                                    + (max(busy, transfers_f) if c.filter_banks > 1 else busy + transfers_f))
                 active += count * outputs * terms
                 passes += count
                 filter_words += count * words_f
                 ifmap_words += count * words_i
-                psum_words += count * words_p
-                opsum_words += count * outputs * self.n * L.F * self.p
+                psum_words += count * words_o if k else 0
+                opsum_words += count * words_o
         cycles, passes, active = cycles * self.blocks, passes * self.blocks, active * self.blocks
         if self.allocation is not None and self.allocation.psum_buffers == 1:
             cycles += L.N * L.M * L.E * L.F   # each tile waits for the previous one's store
@@ -243,21 +248,17 @@ class Mapping:
         }
 
     @cached_property
-    def _chunk_spans(self):
-        """Per chunk: the index of its kind in ``_span_kinds``, chunks of one kind having the
-        same filter-row spans (r0, r1) as often, one per (cb, sb) of their terms."""
-        kinds, index = [], []
+    def _chunk_kinds(self):
+        """Per chunk: its filter-row spans (r0, r1) with how many (cb, sb) of its terms have
+        each; chunks of one kind read the same rows of a group."""
+        kinds = []
         for k in range(self.chunks):
             rows = {}  # (cb, sb) -> (r0, r1), contiguous within a chunk
             for cb, r, sb in self.chunk_terms(k):
                 r0, r1 = rows.get((cb, sb), (r, r))
                 rows[(cb, sb)] = (min(r0, r), max(r1, r))
-            kind = tuple(sorted(Counter(rows.values()).items()))
-            if kind not in kinds:
-                kinds.append(kind)
-            index.append(kinds.index(kind))
-        self.__dict__["_span_kinds"] = kinds
-        return index
+            kinds.append(tuple(sorted(Counter(rows.values()).items())))
+        return kinds
 
     @cached_property
     def _rows_cache(self):
@@ -267,13 +268,13 @@ class Mapping:
         """Distinct ifmap rows (g, cb, e*U + r, sb) of a group of output rows ``shape`` (see
         :attr:`_group_shapes`) in chunk ``k``."""
         L = self.layer
-        kind = self._chunk_spans[k]
+        kind = self._chunk_kinds[k]
         key = (shape, kind)
         if key in self._rows_cache:
             return self._rows_cache[key]
         total = 0
         for spans in shape:
-            for (r0, r1), count in self._span_kinds[kind]:
+            for (r0, r1), count in kind:
                 if L.U > r1 - r0 + 1:  # rows of different e never coincide
                     total += count * sum(hi - lo + 1 for lo, hi in spans) * (r1 - r0 + 1)
                     continue

@@ -72,7 +72,6 @@ def predict_cycles(mapping, program, *, breakdown=None):
     pe = m.pe_config
     plans = m.plans
     slots = m.n * L.F * m.seg * m.p * m.q
-    filter_transfers = -(-pe.filter_words // c.filter_noc_width)
 
     # Each unit's timeline: when it is free, and when each token was given.
     given = {token: [] for token in Token}
@@ -151,12 +150,11 @@ def predict_cycles(mapping, program, *, breakdown=None):
     for words, pops, pushes in execute:
         exec_at += words     # one word decoded per cycle
         plan = plans[k % len(plans)]    # the passes repeat per block of images
-        words_f = len(plan.filters) * filter_transfers
+        words_f = len(plan.filters) * m.filter_transfers
         words_i = len(plan.ifmap_rows) * m.n * m.q * pe.row_length
-        # A first fold's chain bottoms take zeros, not psum network words; the chain tops
-        # return every psum through the output network.
+        # The chain tops return every psum through the output network (the psum network brings
+        # as many back to the bottoms, or none in a first fold).
         words_o = len(plan.tops) * m.n * L.F * m.p
-        words_p = words_o if plan.jobs[0][2] else 0
         # Filter phase: the stream starts when free; with one filter bank the PEs take the
         # weights once the previous pass has issued its last MAC, with two once the pass
         # before that has.
@@ -169,7 +167,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
             run_load(taken[Token.LOAD_EXECUTE] + 1)
         ready = max(pass_end[-1], filter_start)
         start = wait(pops, ready) + 1
-        compute = max(slots, words_i, words_p, words_o)
+        compute = max(slots, words_i, words_o)
         first_mac = max(start + COSTS["pass_start"], filters_in)
         end = first_mac + compute + COSTS["pass_drain"] + COSTS["chain"] * m.chain
         if breakdown is not None:
@@ -178,7 +176,6 @@ def predict_cycles(mapping, program, *, breakdown=None):
             breakdown[reason] = breakdown.get(reason, 0) + waited_tokens
             breakdown["filters"] = breakdown.get("filters", 0) + max(0, filters_in - start - COSTS["pass_start"])
             breakdown["macs"] = breakdown.get("macs", 0) + slots
-            # The output network returns at least the psums the psum network brings.
             network = "ifmap network" if words_i >= words_o else "output network"
             breakdown[network] = breakdown.get(network, 0) + compute - slots
         exec_at = start
@@ -239,7 +236,6 @@ def layer_report(mapping, program):
     per ``dram_width``-bit word."""
     c, L, m = mapping.config, mapping.layer, mapping
     pe = m.pe_config
-    filter_transfers = -(-pe.filter_words // c.filter_noc_width)
     breakdown = {}
     cycles = predict_cycles(m, program, breakdown=breakdown)
     loaded, filled, stored = _stream_counts(program)
@@ -254,7 +250,7 @@ def layer_report(mapping, program):
                         + m.n * L.F * (pe.s * pe.q - 1) * pe.p}
     spad = dict.fromkeys(per_pe, 0)
     for (g, k), plan in zip(m.pass_order(), m.plans):
-        transfers["filt"] += len(plan.filters) * filter_transfers
+        transfers["filt"] += len(plan.filters) * m.filter_transfers
         transfers["ifmap"] += len(plan.ifmap_rows) * m.n * m.q * pe.row_length
         psums = len(plan.bottoms) * m.n * L.F * m.p if k else 0   # a first fold's are zeros
         transfers["psum"] += psums

@@ -15,7 +15,8 @@ gives each stream's levels.
 packed at its elements' memory width from the byte address a :class:`DramLayout` gives: the
 ifmap (N, C, H, W) and the output (N, M, E, F, requantised or the exact accumulation)
 row-major, the weights in filter blocks, each block one run in the order the filter network
-carries it (:func:`weight_order`; the host arranges them so). The global buffer holds ifmap rows per *epoch* and psums per *tile*
+carries it (:func:`weight_order`; the host arranges them so). The global buffer holds ifmap
+rows per *epoch* and psums per *tile*
 (:mod:`rowstation.gen.allocation`): the load stream loads an epoch's rows (zero-filling only the
 padding), the execute stream runs the passes (a first fold's chain bottoms take zeros, not
 buffer reads), and the store stream writes a tile's psums out after its last fold, adding the
@@ -31,9 +32,8 @@ from .isa import ARGUMENTS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, Regist
     post_operand
 
 
-__all__ = ["PassPlan", "pass_plans", "DramLayout", "stored_psum_bits", "filter_blocks", "filter_stride", "filter_block", "weight_order",
-           "words_spanned", "Program",
-           "compile_layer"]
+__all__ = ["PassPlan", "pass_plans", "DramLayout", "filter_blocks", "filter_stride", "filter_block",
+           "weight_order", "words_spanned", "stored_psum_bits", "Program", "compile_layer"]
 
 
 @dataclass
@@ -144,8 +144,7 @@ def filter_blocks(mapping):
 def filter_stride(mapping):
     """Elements from one filter block to the next in external memory: its weights, rounded up
     to a whole filter network transfer so that every block starts a transfer."""
-    k = mapping.config.filter_noc_width
-    return -(-mapping.pe_config.filter_words // k) * k
+    return mapping.filter_transfers * mapping.config.filter_noc_width
 
 
 def filter_block(mapping, key):
@@ -155,6 +154,11 @@ def filter_block(mapping, key):
     for value, count in zip(key, _block_counts(mapping)):
         index = index * count + value
     return index
+
+
+def _filter_address(mapping, dram, key):
+    """Byte address of filter block ``key`` in external memory."""
+    return dram.weights + filter_block(mapping, key) * filter_stride(mapping) * dram.weight_bytes
 
 
 def weight_order(mapping):
@@ -408,10 +412,8 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
         if last_of_tile:
             push.append(Token.EXECUTE_STORE)
         out.op(Opcode.RUN, pop=run_pop, push=push)
-        filter_run = filter_stride(m) * dram.weight_bytes
-        out.dram_reads += sum(words_spanned(dram.weights + filter_block(m, key) * filter_run,
-                                            m.pe_config.filter_words, dram.weight_bytes, word)
-                              for _, _, key in plan.filters)
+        out.dram_reads += sum(words_spanned(_filter_address(m, dram, key), m.pe_config.filter_words,
+                                            dram.weight_bytes, word) for _, _, key in plan.filters)
         if last_of_tile:
             rows = ((glb, addr, L.F, 0 if bias is None else int(bias[f]) & (1 << 64) - 1)
                     for glb, addr, f in psum_rows(t, block * m.n))
@@ -455,7 +457,7 @@ def _write_pass(out, m, plan, rows, slots, ifmap_base, psum_base, dram):
     out.write("filt_entries", len(plan.filters))
     out.write("filt_words", words)
     for i, (r, kid, key) in enumerate(plan.filters):
-        out.write("filt_base", dram.weights + filter_block(m, key) * filter_stride(m) * dram.weight_bytes, i)
+        out.write("filt_base", _filter_address(m, dram, key), i)
         out.write("filt_tag", r | kid << rw, i)
 
     # Ifmap rows, column by column across rows so the PEs of a chain advance together; the

@@ -199,6 +199,11 @@ def _unit_members():
     }
 
 
+def _tokens_ready(unit):
+    """The tokens the unit's next instruction pops are all there."""
+    return (unit.instr.payload.pop & ~unit.tokens) == 0
+
+
 def _size(config, width):
     """The run size (log2 bytes) of elements of ``width`` bits in external memory."""
     return (config.memory_width(width) // 8).bit_length() - 1
@@ -245,17 +250,16 @@ class LoadController(wiring.Component):
         region = instr.operand[0]
         start = Signal()
         queued = Signal(descriptor)
+        issuable = self.instr.valid & ~is_end & writes.w_rdy & _tokens_ready(self)
         m.d.comb += [
-            start.eq(self.instr.valid & ~is_end & writes.w_rdy & (~is_load | reader.runs.ready)
-                     & ((instr.pop & ~self.tokens) == 0)),
+            start.eq(issuable & (~is_load | reader.runs.ready)),
             self.pop.eq(Mux(start, instr.pop, 0)),
             self.instr.ready.eq(start),
             queued.load.eq(is_load), queued.region.eq(region), queued.glb.eq(instr.args[0]),
             queued.count.eq(Mux(is_load, instr.args[2], instr.args[1])),
             queued.value.eq(Cat(instr.args[2], instr.args[3])), queued.push.eq(instr.push),
             writes.w_data.eq(queued), writes.w_en.eq(start),
-            reader.runs.valid.eq(self.instr.valid & is_load & writes.w_rdy
-                                 & ((instr.pop & ~self.tokens) == 0)),
+            reader.runs.valid.eq(issuable & is_load),
             reader.runs.payload.addr.eq(instr.args[1]), reader.runs.payload.count.eq(instr.args[2]),
             reader.runs.payload.size.eq(Mux(region == Region.IFMAP, _size(c, c.ifmap_width),
                                             _size(c, c.psum_width))),
@@ -322,7 +326,7 @@ class StoreController(wiring.Component):
             fields[name] = instr.operand[at:at + width]
             at += width
         is_end = instr.opcode == Opcode.END
-        start = self.instr.valid & ~is_end & ~executing & ((instr.pop & ~self.tokens) == 0)
+        start = self.instr.valid & ~is_end & ~executing & _tokens_ready(self)
         finished = executing & queued & (moved == count)
         m.d.comb += [
             self.pop.eq(Mux(start, instr.pop, 0)),
@@ -667,7 +671,7 @@ class ExecuteController(wiring.Component):
                     m.d.comb += commit["filter"].eq(1)
                     m.next = "DATA"
             with m.State("DATA"):
-                with m.If(~running & ((instr.pop & ~self.tokens) == 0)):
+                with m.If(~running & _tokens_ready(self)):
                     m.d.comb += [commit["data"].eq(1), self.pop.eq(instr.pop), self.instr.ready.eq(1)]
                     m.d.sync += [running.eq(1), pending.eq(instr.push)]
                     m.next = "DECODE"

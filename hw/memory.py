@@ -68,9 +68,9 @@ class _Element(data.StructLayout):
 
 
 class BurstPlanner(wiring.Component):
-    """Runs in, bursts out: the words a run spans, cut at multiples of ``burst`` words. With
-    each run it takes (``run`` fires), ``element`` carries where the run's first element
-    sits; runs of no elements pass without either."""
+    """Runs in, bursts out: the words a run spans, cut at multiples of ``burst`` words. Each
+    run it takes is queued on ``element`` (up to :data:`RUNS_QUEUED`) with where its first
+    element sits, for the side that moves the words; runs of no elements pass without either."""
 
     def __init__(self, *, width, burst):
         self._word_bytes, self._burst = width // 8, burst
@@ -85,11 +85,15 @@ class BurstPlanner(wiring.Component):
         run = self.run.payload
         word, last = Signal(ADDR_WIDTH - shift), Signal(ADDR_WIDTH - shift)
         span = (run.count << run.size)[:ADDR_WIDTH]
+        m.submodules.queue = queue = fifo.SyncFIFO(width=_Element(self._word_bytes).size, depth=RUNS_QUEUED)
+        first = Signal(_Element(self._word_bytes))
         m.d.comb += [
-            self.run.ready.eq(~self.busy & (self.element.ready | (run.count == 0))),
-            self.element.valid.eq(self.run.valid & ~self.busy & (run.count != 0)),
-            self.element.payload.offset.eq(run.addr[:shift] if shift else 0),
-            self.element.payload.count.eq(run.count), self.element.payload.size.eq(run.size),
+            self.run.ready.eq(~self.busy & (queue.w_rdy | (run.count == 0))),
+            first.offset.eq(run.addr[:shift] if shift else 0),
+            first.count.eq(run.count), first.size.eq(run.size),
+            queue.w_data.eq(first), queue.w_en.eq(self.run.valid & self.run.ready & (run.count != 0)),
+            self.element.valid.eq(queue.r_rdy), self.element.payload.eq(queue.r_data),
+            queue.r_en.eq(self.element.ready),
         ]
         with m.If(self.run.valid & self.run.ready & (run.count != 0)):
             m.d.sync += [self.busy.eq(1), word.eq(run.addr[shift:]),
@@ -138,11 +142,9 @@ class ElementReader(wiring.Component):
         m = Module()
         word_bytes, lanes = self._width // 8, self._lanes
         m.submodules.planner = planner = BurstPlanner(width=self._width, burst=self._burst)
-        m.submodules.pending = pending = fifo.SyncFIFO(width=_Element(word_bytes).size, depth=RUNS_QUEUED)
         m.submodules.words = words = fifo.SyncFIFO(width=self._width, depth=self._depth)
         wiring.connect(m, wiring.flipped(self.runs), planner.run)
-        m.d.comb += [pending.w_data.eq(planner.element.payload), pending.w_en.eq(planner.element.valid),
-                     planner.element.ready.eq(pending.w_rdy)]
+        pending = planner.element
 
         # Bursts only with room for their words.
         reserved = Signal(range(self._depth + 1))
@@ -157,8 +159,7 @@ class ElementReader(wiring.Component):
 
         # Elements: the head run's, from its first element's offset, a word popped when its
         # last element or the run's leaves.
-        head = Signal(_Element(word_bytes))
-        m.d.comb += head.eq(pending.r_data)
+        head = pending.payload
         started, offset, taken = Signal(), Signal(range(word_bytes)), Signal(32)
         at = Mux(started, offset, head.offset)
         in_word, left, group = Signal(range(word_bytes + 1)), Signal(32), Signal(range(lanes + 1))
@@ -169,9 +170,9 @@ class ElementReader(wiring.Component):
         last = left == group
         fire = self.elements.valid & self.elements.ready
         out = self.elements.payload
-        m.d.comb += [self.elements.valid.eq(pending.r_rdy & words.r_rdy), out.count.eq(group),
+        m.d.comb += [self.elements.valid.eq(pending.valid & words.r_rdy), out.count.eq(group),
                      words.r_en.eq(fire & (last | (following >= word_bytes))),
-                     pending.r_en.eq(fire & last)]
+                     pending.ready.eq(fire & last)]
         for lane in range(lanes):
             m.d.comb += out.data[lane].eq(
                 _sized(words.r_data >> ((at + (C(lane, 4) << head.size)) * 8), head.size))
@@ -198,11 +199,9 @@ class ElementWriter(wiring.Component):
         m = Module()
         word_bytes = self._width // 8
         m.submodules.planner = planner = BurstPlanner(width=self._width, burst=self._burst)
-        m.submodules.pending = pending = fifo.SyncFIFO(width=_Element(word_bytes).size, depth=RUNS_QUEUED)
         wiring.connect(m, wiring.flipped(self.runs), planner.run)
         wiring.connect(m, planner.burst, wiring.flipped(self.memory.cmd))
-        m.d.comb += [pending.w_data.eq(planner.element.payload), pending.w_en.eq(planner.element.valid),
-                     planner.element.ready.eq(pending.w_rdy)]
+        pending = planner.element
 
         # Responses: one per burst.
         outstanding = Signal(16)
@@ -215,8 +214,7 @@ class ElementWriter(wiring.Component):
 
         # Packing: each element into the word being filled; the word leaves when full or
         # when the run ends.
-        head = Signal(_Element(word_bytes))
-        m.d.comb += head.eq(pending.r_data)
+        head = pending.payload
         started, offset, taken = Signal(), Signal(range(word_bytes)), Signal(32)
         fill, strobes = Signal(self._width), Signal(word_bytes)
         beat = self.memory.data
@@ -228,8 +226,8 @@ class ElementWriter(wiring.Component):
         merged_strobes = strobes | (width_bytes << at)[:word_bytes]
         fire = self.elements.valid & self.elements.ready
         leaves = last | (following >= word_bytes)
-        m.d.comb += [self.elements.ready.eq(pending.r_rdy & (~beat.valid | beat.ready)),
-                     pending.r_en.eq(fire & last)]
+        m.d.comb += [self.elements.ready.eq(pending.valid & (~beat.valid | beat.ready)),
+                     pending.ready.eq(fire & last)]
         with m.If(beat.valid & beat.ready):
             m.d.sync += beat.valid.eq(0)
         with m.If(fire):
@@ -240,7 +238,7 @@ class ElementWriter(wiring.Component):
                              beat.payload.strb.eq(merged_strobes), fill.eq(0), strobes.eq(0)]
             with m.Else():
                 m.d.sync += [fill.eq(merged), strobes.eq(merged_strobes)]
-        m.d.comb += self.idle.eq(~planner.busy & ~pending.r_rdy & ~beat.valid & (outstanding == 0)
+        m.d.comb += self.idle.eq(~planner.busy & ~pending.valid & ~beat.valid & (outstanding == 0)
                                  & ~self.runs.valid)
         return m
 
