@@ -34,12 +34,21 @@ from .noc import GINWord, GONWord
 from .pe import PEConfigSignature
 
 
-__all__ = ["Instruction", "ProgramSignature", "InstructionDecoder", "TokenQueue",
+__all__ = ["TensorBases", "Instruction", "ProgramSignature", "InstructionDecoder", "TokenQueue",
            "AddressGenerator", "LoadController", "StoreController", "PostProcessor", "PsumWriteback",
            "ExecuteController", "Controller", "UNIT_NAMES"]
 
 
 UNIT_NAMES = ("load", "execute", "store")
+
+
+class TensorBases(data.StructLayout):
+    """Byte addresses added to a program's external memory addresses, so one program runs on
+    tensors anywhere: ``weights`` to the filter stream's, ``ifmap`` to ifmap LOADs', ``output``
+    to psum LOADs' and STOREs'."""
+
+    def __init__(self):
+        super().__init__({"weights": ADDR_WIDTH, "ifmap": ADDR_WIDTH, "output": ADDR_WIDTH})
 #: Tag queue depth of the global buffer's streams: covers its latency at one word per cycle.
 TAG_DEPTH = 2
 
@@ -196,6 +205,7 @@ def _unit_members():
         "push": Out(len(Token)),    # strobes: tokens given as an instruction finishes
         "at_end": Out(1),           # the unit is idle at END
         "release": In(1),           # every unit is at END: take it
+        "bases": In(TensorBases()),
     }
 
 
@@ -260,7 +270,9 @@ class LoadController(wiring.Component):
             queued.value.eq(Cat(instr.args[2], instr.args[3])), queued.push.eq(instr.push),
             writes.w_data.eq(queued), writes.w_en.eq(start),
             reader.runs.valid.eq(issuable & is_load),
-            reader.runs.payload.addr.eq(instr.args[1]), reader.runs.payload.count.eq(instr.args[2]),
+            reader.runs.payload.addr.eq(instr.args[1] + Mux(region == Region.IFMAP, self.bases.ifmap,
+                                                            self.bases.output)),
+            reader.runs.payload.count.eq(instr.args[2]),
             reader.runs.payload.size.eq(Mux(region == Region.IFMAP, _size(c, c.ifmap_width),
                                             _size(c, c.psum_width))),
         ]
@@ -335,7 +347,7 @@ class StoreController(wiring.Component):
             post.shift.eq(fields["shift"]), post.relu.eq(fields["relu"]),
             post.requantize.eq(fields["requantize"]),
             writer.runs.valid.eq(executing & ~queued),
-            writer.runs.payload.addr.eq(mem), writer.runs.payload.count.eq(count),
+            writer.runs.payload.addr.eq(mem + self.bases.output), writer.runs.payload.count.eq(count),
             writer.runs.payload.size.eq(Mux(fields["requantize"], _size(c, c.ifmap_width),
                                             _size(c, c.psum_width))),
             self.psum_st.addr.valid.eq(executing & (issued != count)),
@@ -581,7 +593,8 @@ class ExecuteController(wiring.Component):
         bases, tags = tables["filt_base"], tables["filt_tag"]
         m.d.comb += [bases(entry), tags(entry),
                      reader.runs.valid.eq(walking & filt_tags.w_rdy),
-                     reader.runs.payload.addr.eq(bases.data), reader.runs.payload.count.eq(words),
+                     reader.runs.payload.addr.eq(bases.data + self.bases.weights),
+                     reader.runs.payload.count.eq(words),
                      reader.runs.payload.size.eq(_size(c, c.weight_width)),
                      filt_tags.w_data.eq(tags.data), filt_tags.w_en.eq(reader.runs.valid & reader.runs.ready)]
         with m.If(commit["filter"]):
@@ -718,6 +731,7 @@ class Controller(wiring.Component):
         ifmap_addr, psum_addr = c.glb_addr_width(c.ifmap_width), c.glb_addr_width(c.glb_psum_bits)
         members = {
             "program": In(ProgramSignature()),
+            "bases": In(TensorBases()),
             "done": Out(1),
             "error": Out(1),
             "runs": Out(1),
@@ -748,7 +762,7 @@ class Controller(wiring.Component):
             m.submodules[f"{name}_decoder"] = decoder
             wiring.connect(m, wiring.flipped(getattr(self.program, name)), decoder.program)
             wiring.connect(m, decoder.instr, unit.instr)
-            m.d.comb += decoder.resume.eq(unit.release)
+            m.d.comb += [decoder.resume.eq(unit.release), unit.bases.eq(self.bases)]
             errors.append(decoder.error)
         load, execute, store = units["load"], units["execute"], units["store"]
         errors += [execute.error, store.error]

@@ -2,7 +2,8 @@
 
 A host (or the testbench) streams a layer's three instruction streams into ``program`` (see
 :mod:`rowstation.gen.isa`) and serves the core's external memory bursts (see
-:mod:`rowstation.hw.memory`): reads on ``mem_rd``, writes on ``mem_wr``. ``done`` strobes when
+:mod:`rowstation.hw.memory`): reads on ``mem_rd``, writes on ``mem_wr``, the program's addresses
+offset by ``bases`` (:class:`~rowstation.hw.controller.TensorBases`). ``done`` strobes when
 every stream reaches ``END`` and every write's response is back. ``counts`` holds the counters
 :data:`rowstation.gen.isa.COUNTERS`; ``clear`` zeroes them.
 """
@@ -13,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..gen.isa import ARRAY_EVENTS, CORE_EVENTS, COUNTERS, NETWORKS, PE_EVENTS
 from .array import PEArray
-from .controller import Controller, ProgramSignature
+from .controller import Controller, ProgramSignature, TensorBases
 from .counters import EventCounters
 from .glb import GlobalBuffer
 from .memory import MemoryReadSignature, MemoryWriteSignature
@@ -31,6 +32,7 @@ class RowStationCore(wiring.Component):
         self._config, self._pe_module = config, pe_module
         super().__init__({
             "program": In(ProgramSignature()),
+            "bases": In(TensorBases()),
             "mem_rd": Out(MemoryReadSignature(config.dram_width)),
             "mem_wr": Out(MemoryWriteSignature(config.dram_width)),
             "done": Out(1),
@@ -59,7 +61,7 @@ class RowStationCore(wiring.Component):
         wiring.connect(m, array.opsum, ctrl.opsum)
         for net in NETWORKS:
             wiring.connect(m, getattr(ctrl, net), getattr(array, net))
-        m.d.comb += [self.done.eq(ctrl.done),
+        m.d.comb += [ctrl.bases.eq(self.bases), self.done.eq(ctrl.done),
                      self.error.eq(ctrl.error), self.unmatched.eq(array.unmatched),
                      array.clear.eq(self.clear)]
 

@@ -3,7 +3,10 @@
 from amaranth.back import verilog
 
 
-__all__ = ["to_verilog", "array_verilog", "core_verilog"]
+__all__ = ["to_verilog", "array_verilog", "core_verilog", "accelerator_verilog", "ACCEL_PORT_PREFIXES"]
+
+#: Verilog port name prefix of each of the accelerator's interfaces.
+ACCEL_PORT_PREFIXES = {"ctrl": "s_axil_", "mem": "m_axi_", "irq": ""}
 
 
 def to_verilog(component, *, name):
@@ -31,3 +34,20 @@ def core_verilog(config):
 
     return (to_verilog(PE(config), name="rowstation_pe")
             + to_verilog(RowStationCore(config, pe_module="rowstation_pe"), name="rowstation_core"))
+
+
+def accelerator_verilog(config):
+    """Verilog of the accelerator (:class:`~rowstation.hw.accelerator.Accelerator`) as the one
+    self-contained module tree ``rowstation_accel``, with the PE written once. Ports: ``clk``,
+    ``rst`` (active high, synchronous), ``s_axil_*`` (the AXI4-Lite registers), ``m_axi_*``
+    (the AXI4 memory manager) and ``irq``, named as the AXI specification names the signals."""
+    from .accelerator import Accelerator
+    from .pe import PE
+
+    accel = Accelerator(config, pe_module="rowstation_accel_pe")
+    ports = {}
+    for path, _, value in accel.signature.flatten(accel):
+        prefix = ACCEL_PORT_PREFIXES[path[0]]
+        ports[prefix + ("_".join(map(str, path[1:])) or path[0])] = (value, None)
+    return (to_verilog(PE(config), name="rowstation_accel_pe")
+            + verilog.convert(accel, name="rowstation_accel", ports=ports, emit_src=False))

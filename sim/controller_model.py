@@ -110,9 +110,10 @@ class _Registers:
         return self.active[(name, index)]
 
 
-def run_program(mapping, streams, dram, x, w, *, ahead="load"):
+def run_program(mapping, streams, dram, x, w, *, ahead="load", bases=None):
     """Execute the ``streams`` ({unit: words}) of one layer on ``dram`` (bytes, a uint8 array,
-    modified);
+    modified), the program's addresses offset by ``bases`` ({"weights", "ifmap", "output"}: as
+    the core's :class:`~rowstation.hw.controller.TensorBases`; zero if None);
     returns the counts the core's counters must show (words moved at each level, network
     transfers, PE events; not ``cycles`` or ``active_pe``). ``ahead`` is the units' priority
     order, or the one unit that runs ahead of the others.
@@ -124,6 +125,7 @@ def run_program(mapping, streams, dram, x, w, *, ahead="load"):
     regs = _Registers(mapping.config)
     glb = {Region.IFMAP: {}, Region.PSUM: {}}
     counts = {name: 0 for name in COUNTERS if name not in ("cycles", "active_pe")}
+    bases = {"weights": 0, "ifmap": 0, "output": 0, **(bases or {})}
     plans = _Passes(mapping, np.pad(x, ((0, 0), (0, 0), (L.P, L.P), (L.P, L.P))))
     tokens = dict.fromkeys(Token, 0)
     pcs = dict.fromkeys(streams, 0)
@@ -162,7 +164,7 @@ def run_program(mapping, streams, dram, x, w, *, ahead="load"):
             for t in tokens_of(fields["pop"]):
                 assert TOKEN_CONSUMER[t] == unit
                 tokens[t] -= 1
-            _execute(mapping, opcode, fields["operand"], args, regs, stream, plans, dram, glb,
+            _execute(mapping, opcode, fields["operand"], args, regs, stream, plans, dram, bases, glb,
                      w, counts)
             for t in tokens_of(fields["push"]):
                 assert TOKEN_PRODUCER[t] == unit
@@ -198,12 +200,13 @@ def _bytes(config, width):
     return config.memory_width(width) // 8
 
 
-def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, glb, w, counts):
+def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, bases, glb, w, counts):
     c = mapping.config
     if opcode == Opcode.WRITE:
         regs.write(operand, args[0])
     elif opcode == Opcode.LOAD:
         at, src, n = args
+        src += bases["ifmap" if operand == Region.IFMAP else "output"]
         size = _bytes(c, c.ifmap_width if operand == Region.IFMAP else c.psum_width)
         for i, value in enumerate(read_elements(dram, src, n, size)):
             glb[Region(operand)][at + i] = int(value)
@@ -211,6 +214,7 @@ def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, glb, w, 
         counts["glb_writes"] += n
     elif opcode == Opcode.STORE:
         at, dst, n, lo, hi = args
+        dst += bases["output"]
         post = decode_post(operand)
         values = np.array([glb[Region.PSUM][at + i] for i in range(n)], dtype=np.int64)
         values += _signed(lo | hi << 32, 64)
@@ -230,11 +234,11 @@ def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, glb, w, 
         for phase in ("filter", "data"):
             regs.commit(phase)
         plan, xp = next(plans)
-        _run_pass(mapping, plan, regs, stream, dram, glb, xp, w, counts)
+        _run_pass(mapping, plan, regs, stream, dram, bases["weights"], glb, xp, w, counts)
         counts["passes"] += 1
 
 
-def _run_pass(mapping, plan, reg, stream, dram, glb, xp, w, counts):
+def _run_pass(mapping, plan, reg, stream, dram, weights, glb, xp, w, counts):
     c, L, p = mapping.config, mapping.layer, mapping.p
     pe = mapping.pe_config
     for name in PE_SETTINGS:
@@ -243,7 +247,7 @@ def _run_pass(mapping, plan, reg, stream, dram, glb, xp, w, counts):
     size, word = _bytes(c, c.weight_width), c.dram_width // 8
     filt, reads = [], 0
     for entry in range(reg("filt_entries")):
-        base = reg("filt_base", entry)
+        base = reg("filt_base", entry) + weights
         filt += [int(v) for v in read_elements(dram, base, reg("filt_words"), size)]
         reads += words_spanned(base, reg("filt_words"), size, word)
     want = []

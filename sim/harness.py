@@ -111,7 +111,7 @@ module rowstation_harness(clk, rst, bad_address, done, error, unmatched{count_po
   wire mem_wr__cmd__ready = wr_count < 8 && go_address;
   wire mem_wr__data__ready = wr_count != 0 && go_write;
 {program_decls}  rowstation_core core(
-    .clk(clk), .rst(rst), .clear(1'b0), .done(done), .error(error), .unmatched(unmatched),
+    .clk(clk), .rst(rst), .clear(1'b0), .bases(96'd0), .done(done), .error(error), .unmatched(unmatched),
 {program_ports}
     .mem_rd__cmd__valid(mem_rd__cmd__valid), .mem_rd__cmd__ready(mem_rd__cmd__ready),
     .mem_rd__cmd__payload(mem_rd__cmd__payload),

@@ -1,0 +1,280 @@
+"""Networks: a list of layers with their integer tensors, and their compilation into one memory
+image the accelerator runs after one start (:mod:`rowstation.gen.descriptor`).
+
+A network directory holds ``network.json`` and the ``.npy`` files it names::
+
+    {"name": "tiny-cnn", "input": [1, 1, 8, 8],
+     "layers": [{"name": "conv1", "type": "conv", "weights": "conv1.w.npy", "bias": "conv1.b.npy",
+                 "stride": 1, "padding": 1, "groups": 1, "shift": 6, "relu": true},
+                {"name": "fc", "type": "fc", "weights": "fc.w.npy"}]}
+
+``conv`` weights are (M, C/G, R, S); ``fc`` weights (M, C*H*W) or (M, C, H, W), a convolution
+whose filter covers its input. ``shift`` requantises the output on chip (rounding shift,
+``relu``, saturation to the activation width); a layer without it writes the exact
+accumulation, so only the last layer may omit it. ``bias`` is optional.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import descriptor
+from .isa import COUNTERS
+from .layer import ConvLayer
+from .mapper import map_layer
+from .program import DramLayout, compile_layer, weight_order
+
+
+__all__ = ["LayerSpec", "Network", "CompiledLayer", "CompiledNetwork", "compile_network"]
+
+KINDS = ("conv", "fc")
+
+
+@dataclass
+class LayerSpec:
+    name: str
+    kind: str                   # "conv" or "fc"
+    weights: np.ndarray
+    bias: np.ndarray | None = None
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    shift: int | None = None    # None: the exact accumulation
+    relu: bool = False
+
+    def conv_weights(self, input_shape):
+        """The weights as (M, C/G, R, S) for an input of ``input_shape`` (N, C, H, W)."""
+        w = self.weights
+        if self.kind == "fc":
+            _, C, H, W = input_shape
+            if w.ndim == 2 and w.shape[1] == C * H * W:
+                return w.reshape(w.shape[0], C, H, W)
+            if w.ndim != 4 or tuple(w.shape[1:]) != (C, H, W):
+                raise ValueError(f"layer {self.name}: fc weights {tuple(w.shape)} do not match its input "
+                                 f"(C, H, W) = {(C, H, W)}: expected (M, {C * H * W}) or (M, {C}, {H}, {W})")
+        return w
+
+    def layer(self, input_shape):
+        """The :class:`ConvLayer` this layer computes on an input of ``input_shape``."""
+        N, C, H, W = input_shape
+        w = self.conv_weights(input_shape)
+        if w.ndim != 4:
+            raise ValueError(f"layer {self.name}: weights must be (M, C/G, R, S), not {tuple(w.shape)}")
+        M, Cg, R, S = w.shape
+        if self.kind == "fc":
+            return ConvLayer(N=N, C=C, H=H, W=W, M=M, R=R, S=S)
+        if Cg * self.groups != C:
+            raise ValueError(f"layer {self.name}: weights have {Cg} channels per group, its input has "
+                             f"C = {C} in G = {self.groups} groups")
+        return ConvLayer(N=N, C=C, H=H, W=W, M=M, R=R, S=S, U=self.stride, P=self.padding, G=self.groups)
+
+
+@dataclass
+class Network:
+    name: str
+    input_shape: tuple
+    layers: list = field(default_factory=list)
+
+    def shapes(self):
+        """The :class:`ConvLayer` of every layer, checking that each one's output feeds the next."""
+        out, shape = [], tuple(self.input_shape)
+        for i, spec in enumerate(self.layers):
+            if spec.shift is None and i != len(self.layers) - 1:
+                raise ValueError(f"layer {spec.name}: only the last layer may write the exact "
+                                 f"accumulation; give it a shift")
+            layer = spec.layer(shape)
+            out.append(layer)
+            shape = layer.ofmap_shape
+        return out
+
+    @classmethod
+    def load(cls, directory):
+        """The network of ``directory/network.json``; a clear ValueError on anything malformed."""
+        directory = Path(directory)
+        path = directory / "network.json"
+        try:
+            spec = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{path} does not exist")
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}")
+        for key in ("input", "layers"):
+            if key not in spec:
+                raise ValueError(f"{path} lacks {key!r}")
+        shape = spec["input"]
+        if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) and v > 0 for v in shape)):
+            raise ValueError(f"{path}: input must be [N, C, H, W] of positive integers, not {shape!r}")
+        layers = []
+        for i, item in enumerate(spec["layers"]):
+            name = item.get("name", f"layer{i}")
+            kind = item.get("type")
+            if kind not in KINDS:
+                raise ValueError(f"{path}: layer {name} has type {kind!r}; supported: {', '.join(KINDS)}")
+            known = {"name", "type", "weights", "bias", "stride", "padding", "groups", "shift", "relu"}
+            unknown = set(item) - known
+            if unknown:
+                raise ValueError(f"{path}: layer {name} has unknown keys {sorted(unknown)}")
+            if "weights" not in item:
+                raise ValueError(f"{path}: layer {name} names no weights")
+            arrays = {key: _load_array(directory / item[key], f"layer {name} {key}")
+                      for key in ("weights", "bias") if item.get(key) is not None}
+            layers.append(LayerSpec(name=name, kind=kind, weights=arrays["weights"], bias=arrays.get("bias"),
+                                    stride=item.get("stride", 1), padding=item.get("padding", 0),
+                                    groups=item.get("groups", 1), shift=item.get("shift"),
+                                    relu=bool(item.get("relu", False))))
+        return cls(spec.get("name", directory.name), tuple(shape), layers)
+
+    def save(self, directory):
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        items = []
+        for spec in self.layers:
+            item = {"name": spec.name, "type": spec.kind, "weights": f"{spec.name}.weights.npy"}
+            np.save(directory / item["weights"], spec.weights)
+            if spec.bias is not None:
+                item["bias"] = f"{spec.name}.bias.npy"
+                np.save(directory / item["bias"], spec.bias)
+            if spec.kind == "conv":
+                item.update(stride=spec.stride, padding=spec.padding, groups=spec.groups)
+            if spec.shift is not None:
+                item.update(shift=spec.shift, relu=spec.relu)
+            items.append(item)
+        (directory / "network.json").write_text(json.dumps(
+            {"name": self.name, "input": list(self.input_shape), "layers": items}, indent=2) + "\n")
+
+
+def _load_array(path, what):
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ValueError(f"{what}: {path} does not exist")
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{what}: {path} is not a readable .npy array: {error}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{what}: {path} holds {array.dtype} values, not integers")
+    return array.astype(np.int64)
+
+
+_TYPES = {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}
+
+
+def pack(values, size):
+    """Little-endian bytes of ``values`` as signed ``size``-byte elements."""
+    return np.asarray(values, dtype=np.int64).ravel().astype(_TYPES[size]).tobytes()
+
+
+def unpack(data, count, size):
+    return np.frombuffer(bytes(data[:count * size]), dtype=_TYPES[size]).astype(np.int64)
+
+
+@dataclass
+class CompiledLayer:
+    spec: LayerSpec
+    layer: ConvLayer
+    mapping: object
+    program: object
+    descriptor: dict       # the descriptor's fields
+    weights: np.ndarray    # (M, C/G, R, S)
+
+
+@dataclass
+class CompiledNetwork:
+    """One memory image from ``base`` holding the descriptors, the counters' slots, the
+    programs, the weights and room for every activation; ``input`` and ``output`` are the
+    network's tensors (address, shape, element bytes)."""
+
+    config: object
+    network: Network
+    base: int
+    image: bytearray
+    descriptors: int       # address of the descriptor list
+    layers: list
+    input: tuple
+    output: tuple
+
+    @property
+    def end(self):
+        return self.base + len(self.image)
+
+    def stats_address(self, index):
+        return self.layers[index].descriptor["stats"]
+
+    def input_bytes(self, x):
+        """The bytes of input ``x`` at its address, checked against the network's input."""
+        addr, shape, size = self.input
+        x = np.asarray(x)
+        if tuple(x.shape) != tuple(shape):
+            raise ValueError(f"input has shape {tuple(x.shape)}; the network takes {tuple(shape)}")
+        bits = self.config.ifmap_width
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        if x.size and (x.min() < lo or x.max() > hi):
+            bad = x.min() if x.min() < lo else x.max()
+            raise ValueError(f"input value {int(bad)} is outside the signed {bits}-bit range "
+                             f"[{lo}, {hi}] of ifmap_width")
+        return pack(x, size)
+
+    def job(self, x):
+        """The :class:`~rowstation.gen.driver.Job` that runs the network on input ``x``."""
+        from .driver import Job
+
+        addr, shape, size = self.output
+        return Job(self.base, bytes(self.image), self.descriptors, len(self.layers),
+                   (self.input[0], self.input_bytes(x)), (addr, int(np.prod(shape)) * size),
+                   [layer.descriptor["stats"] for layer in self.layers])
+
+    def output_array(self, data):
+        _, shape, size = self.output
+        return unpack(data, int(np.prod(shape)), size).reshape(shape)
+
+
+def compile_network(config, network, *, base=0x1000):
+    """Map and compile every layer of ``network`` for ``config`` into one image from ``base``
+    (a multiple of the memory word)."""
+    word = config.dram_width // 8
+    if base % word:
+        raise ValueError(f"base {base:#x} is not a multiple of the {word}-byte memory word")
+    layers = network.shapes()
+    count = len(layers)
+    image = bytearray()
+
+    def place(data, align):
+        at = -(-(base + len(image)) // align) * align
+        image.extend(bytes(at - base - len(image)))
+        image.extend(data)
+        return at
+
+    descriptors = place(bytes(count * descriptor.DESCRIPTOR_BYTES), word)
+    stats = [place(bytes(8 * len(COUNTERS)), max(8, word)) for _ in layers]
+    ifmap_size = config.memory_width(config.ifmap_width) // 8
+    shape = tuple(network.input_shape)
+    activation = place(bytes(int(np.prod(shape)) * ifmap_size), word)
+    input_tensor = (activation, shape, ifmap_size)
+    compiled = []
+    for i, (spec, layer) in enumerate(zip(network.layers, layers)):
+        w = spec.conv_weights(shape)
+        mapping = map_layer(config, layer)
+        requantized = spec.shift is not None
+        relative = DramLayout.packed(mapping, 0, requantized=requantized)
+        zero = DramLayout(0, 0, 0, 0, relative.weight_bytes, relative.ifmap_bytes, relative.output_bytes)
+        program = compile_layer(mapping, spec.bias, zero, shift=spec.shift, relu=spec.relu, weights=w)
+        order = np.array([-1 if k is None else k for k in weight_order(mapping)], dtype=np.int64)
+        arranged = np.where(order < 0, 0, np.asarray(w).ravel()[np.maximum(order, 0)])
+        weights = place(pack(arranged, relative.weight_bytes), word)
+        streams = {unit: place(np.asarray(words, dtype="<u4").tobytes(), 4)
+                   for unit, words in program.streams.items()}
+        output = place(bytes(int(np.prod(layer.ofmap_shape)) * relative.output_bytes), word)
+        fields = {"kind": descriptor.Kind.CONV, "weights": weights, "ifmap": activation, "output": output,
+                  "stats": stats[i]}
+        for unit, words in program.streams.items():
+            fields[f"{unit}_program"], fields[f"{unit}_words"] = streams[unit], len(words)
+        compiled.append(CompiledLayer(spec, layer, mapping, program, fields, w))
+        activation, shape = output, layer.ofmap_shape
+        out_size = relative.output_bytes
+    for i, layer in enumerate(compiled):
+        words = descriptor.encode(**layer.descriptor)
+        at = descriptors - base + i * descriptor.DESCRIPTOR_BYTES
+        image[at:at + descriptor.DESCRIPTOR_BYTES] = np.asarray(words, dtype="<u4").tobytes()
+    return CompiledNetwork(config, network, base, image, descriptors, compiled, input_tensor,
+                           (activation, tuple(shape), out_size))

@@ -1,0 +1,264 @@
+"""The accelerator: the core behind an AXI4-Lite control port and an AXI4 memory port, running
+a list of layer descriptors (:mod:`rowstation.gen.descriptor`) after one start.
+
+The sequencer reads each descriptor, checks it, starts three :class:`ProgramFetcher` s (one per
+instruction stream) and the core with the descriptor's tensor bases, waits for the core's
+``done``, writes the counters to the descriptor's ``stats`` address, and goes on to the next.
+Every external access (descriptors, programs, tensors, counters) goes through the one
+:class:`~rowstation.hw.axi.AXI4Manager`. On an error (:class:`~rowstation.gen.csr.ErrorCode`)
+or ``CTRL.abort`` the sequencer holds everything but the registers and the AXI port in reset
+while the port completes the bursts it started, then reports done with the error code: a
+failed run never hangs the bus or the host.
+"""
+
+from amaranth import *
+from amaranth.hdl import DomainRenamer
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..gen.csr import ControlRegisters, ErrorCode
+from ..gen.descriptor import DESCRIPTOR_BYTES, DESCRIPTOR_WORDS, NAMES, Kind
+from ..gen.isa import COUNTERS, WORD_WIDTH
+from .axi import AXI4LiteSignature, AXI4Manager, AXI4Signature, RegisterFile
+from .controller import UNIT_NAMES
+from .core import RowStationCore
+from .memory import ADDR_WIDTH, BurstArbiter, ElementReader, ElementWriter, MemoryReadSignature
+
+
+__all__ = ["ProgramFetcher", "Accelerator"]
+
+
+class ProgramFetcher(wiring.Component):
+    """Streams ``words`` instruction words from the byte address ``base`` of external memory
+    when ``start`` strobes. ``busy`` until the last word is taken."""
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__({"start": In(1), "base": In(ADDR_WIDTH), "words": In(32), "busy": Out(1),
+                          "memory": Out(MemoryReadSignature(config.dram_width)),
+                          "program": Out(stream.Signature(WORD_WIDTH))})
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        m.submodules.reader = reader = ElementReader(width=c.dram_width, burst=c.dram_burst,
+                                                     element_width=WORD_WIDTH)
+        wiring.connect(m, reader.memory, wiring.flipped(self.memory))
+        pending = Signal()      # the run waits for the reader
+        left = Signal(32)
+        with m.If(self.start):
+            m.d.sync += [pending.eq(1), left.eq(self.words)]
+        with m.Else():
+            with m.If(reader.runs.ready):
+                m.d.sync += pending.eq(0)
+            with m.If(self.program.valid & self.program.ready):
+                m.d.sync += left.eq(left - 1)
+        m.d.comb += [reader.runs.valid.eq(pending), reader.runs.payload.addr.eq(self.base),
+                     reader.runs.payload.count.eq(self.words), reader.runs.payload.size.eq(2),
+                     self.program.valid.eq(reader.elements.valid),
+                     self.program.payload.eq(reader.elements.payload.data[0]),
+                     reader.elements.ready.eq(self.program.ready),
+                     self.busy.eq(pending | (left != 0))]
+        return m
+
+
+class Accelerator(wiring.Component):
+    """``ctrl``: the AXI4-Lite registers (:class:`~rowstation.gen.csr.ControlRegisters`);
+    ``mem``: the AXI4 manager port, ``dram_width`` data bits; ``irq``: the interrupt (level).
+    ``pe_module``: see :class:`rowstation.hw.array.PEArray`."""
+
+    def __init__(self, config, *, pe_module=None):
+        if config.dram_width < WORD_WIDTH:
+            raise ValueError(f"the accelerator's AXI4 port needs dram_width of at least {WORD_WIDTH} "
+                             f"bits (it fetches 32-bit instructions), not {config.dram_width}")
+        self._config, self._pe_module = config, pe_module
+        self.registers = ControlRegisters(config)
+        super().__init__({"ctrl": In(AXI4LiteSignature()),
+                          "mem": Out(AXI4Signature(data_width=config.dram_width)),
+                          "irq": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        word_bytes = c.dram_width // 8
+        m.submodules.registers = regs = RegisterFile(self.registers)
+        wiring.connect(m, wiring.flipped(self.ctrl), regs.bus)
+        m.submodules.port = port = AXI4Manager(c.dram_width)
+        wiring.connect(m, port.bus, wiring.flipped(self.mem))
+
+        # The engine: everything a failed run resets (its own domain, so the PEs, which may
+        # be instances, reset too).
+        reset = Signal()
+        m.domains.engine = engine_domain = ClockDomain("engine", local=True)
+        m.d.comb += [engine_domain.clk.eq(ClockSignal()), engine_domain.rst.eq(ResetSignal() | reset)]
+
+        def engine(name, component):
+            m.submodules[name] = DomainRenamer("engine")(component)
+            return component
+
+        core = engine("core", RowStationCore(c, pe_module=self._pe_module))
+        fetchers = [engine(f"{unit}_fetcher", ProgramFetcher(c)) for unit in UNIT_NAMES]
+        descriptors = engine("descriptors", ElementReader(width=c.dram_width, burst=c.dram_burst,
+                                                          element_width=WORD_WIDTH))
+        stats = engine("stats", ElementWriter(width=c.dram_width, burst=c.dram_burst, element_width=64))
+        readers = [core.mem_rd] + [f.memory for f in fetchers] + [descriptors.memory]
+        arbiter = engine("arbiter", BurstArbiter(len(readers), width=c.dram_width))
+        for i, reader in enumerate(readers):
+            wiring.connect(m, reader, arbiter.readers[i])
+        wiring.connect(m, arbiter.memory, port.rd)
+        for unit, fetcher in zip(UNIT_NAMES, fetchers):
+            wiring.connect(m, fetcher.program, getattr(core.program, unit))
+
+        # Writes: the core's, or between layers the counters'.
+        writing_stats = Signal()
+        for name in ("cmd", "data"):
+            source_a, source_b, sink = getattr(core.mem_wr, name), getattr(stats.memory, name), getattr(port.wr, name)
+            m.d.comb += [sink.valid.eq(Mux(writing_stats, source_b.valid, source_a.valid)),
+                         sink.payload.eq(Mux(writing_stats, source_b.payload, source_a.payload)),
+                         source_a.ready.eq(sink.ready & ~writing_stats),
+                         source_b.ready.eq(sink.ready & writing_stats)]
+        resp = port.wr.resp
+        m.d.comb += [core.mem_wr.resp.valid.eq(resp.valid & ~writing_stats),
+                     stats.memory.resp.valid.eq(resp.valid & writing_stats),
+                     core.mem_wr.resp.payload.eq(resp.payload), stats.memory.resp.payload.eq(resp.payload),
+                     resp.ready.eq(Mux(writing_stats, stats.memory.resp.ready, core.mem_wr.resp.ready))]
+
+        # Counters to the registers.
+        for name in COUNTERS:
+            m.d.comb += getattr(regs, f"count_{name}_value").eq(getattr(core.counts, name))
+
+        # The descriptor being run.
+        desc = {name: Signal(32, name=f"desc_{name}") for name in NAMES}
+        layer = Signal(16)
+        received = Signal(range(DESCRIPTOR_WORDS))
+        m.d.comb += [core.bases.weights.eq(desc["weights"]), core.bases.ifmap.eq(desc["ifmap"]),
+                     core.bases.output.eq(desc["output"])]
+        for unit, fetcher in zip(UNIT_NAMES, fetchers):
+            m.d.comb += [fetcher.base.eq(desc[f"{unit}_program"]), fetcher.words.eq(desc[f"{unit}_words"])]
+
+        def misaligned(value, size):
+            return value[:(size - 1).bit_length()] != 0 if size > 1 else C(0)
+
+        malformed = (desc["kind"] != Kind.CONV) | Cat(desc[f"{u}_words"] == 0 for u in UNIT_NAMES).any() \
+            | Cat(desc[n] != 0 for n in NAMES if n.startswith("reserved")).any()
+        unaligned = Cat(*(misaligned(desc[f"{u}_program"], 4) for u in UNIT_NAMES),
+                        *(misaligned(desc[n], word_bytes) for n in ("weights", "ifmap", "output")),
+                        misaligned(desc["stats"], 8)).any()
+
+        # Faults while a run is in progress, in priority order.
+        busy, error = regs.status_busy, regs.status_error
+        quiet = Signal(32)
+        last_macs = Signal.like(core.counts.mac)
+        bus = self.mem
+        progress = Cat(bus.arvalid & bus.arready, bus.rvalid & bus.rready, bus.awvalid & bus.awready,
+                       bus.wvalid & bus.wready, bus.bvalid & bus.bready,
+                       core.counts.mac != last_macs).any()
+        m.d.sync += [last_macs.eq(core.counts.mac), quiet.eq(Mux(progress | ~busy, 0, quiet + 1))]
+        limit = regs.watchdog_cycles
+        faults = [(regs.ctrl_abort, ErrorCode.ABORTED), (port.error, ErrorCode.BUS),
+                  (core.error | core.unmatched, ErrorCode.PROGRAM),
+                  ((limit != 0) & (quiet >= limit), ErrorCode.TIMEOUT)]
+        fault = Cat(f for f, _ in faults).any()
+        code = Signal(4)
+        for condition, value in reversed(faults):
+            with m.If(condition):
+                m.d.comb += code.eq(value)
+
+        m.d.comb += [regs.status_layer.eq(layer),
+                     regs.status_start_ignored_set.eq(regs.ctrl_start & busy),
+                     self.irq.eq(regs.irq_pending & regs.ctrl_irq_enable)]
+        counter = Signal(range(len(COUNTERS) + 1))
+
+        def fail(condition, value):
+            with m.If(condition):
+                m.d.sync += error.eq(value)
+                m.next = "DRAIN"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(regs.ctrl_start):
+                    m.d.sync += [busy.eq(1), regs.status_done.eq(0), error.eq(ErrorCode.NONE),
+                                 layer.eq(0)]
+                    m.d.comb += [core.clear.eq(1), port.clear.eq(1)]
+                    with m.If(regs.desc_count_count == 0):
+                        m.next = "FINISH"
+                    with m.Elif(misaligned(regs.desc_base_addr, word_bytes)):
+                        m.d.sync += error.eq(ErrorCode.ALIGNMENT)
+                        m.next = "FINISH"
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += [descriptors.runs.valid.eq(1),
+                             descriptors.runs.payload.addr.eq(regs.desc_base_addr + layer * DESCRIPTOR_BYTES),
+                             descriptors.runs.payload.count.eq(DESCRIPTOR_WORDS),
+                             descriptors.runs.payload.size.eq(2)]
+                with m.If(descriptors.runs.ready):
+                    m.d.sync += received.eq(0)
+                    m.next = "RECEIVE"
+                fail(fault, code)
+            with m.State("RECEIVE"):
+                m.d.comb += descriptors.elements.ready.eq(1)
+                with m.If(descriptors.elements.valid):
+                    word = descriptors.elements.payload.data[0]
+                    with m.Switch(received):
+                        for i, name in enumerate(NAMES):
+                            with m.Case(i):
+                                m.d.sync += desc[name].eq(word)
+                    m.d.sync += received.eq(received + 1)
+                    with m.If(received == DESCRIPTOR_WORDS - 1):
+                        m.next = "CHECK"
+                fail(fault, code)
+            with m.State("CHECK"):
+                with m.If(malformed):
+                    m.d.sync += error.eq(ErrorCode.DESCRIPTOR)
+                    m.next = "DRAIN"
+                with m.Elif(unaligned):
+                    m.d.sync += error.eq(ErrorCode.ALIGNMENT)
+                    m.next = "DRAIN"
+                with m.Else():
+                    m.d.comb += [f.start.eq(1) for f in fetchers]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(core.done):
+                    with m.If(Cat(f.busy for f in fetchers).any()):
+                        m.d.sync += error.eq(ErrorCode.PROGRAM)   # words after a stream's END
+                        m.next = "DRAIN"
+                    with m.Elif(desc["stats"] != 0):
+                        m.d.sync += counter.eq(0)
+                        m.next = "STATS"
+                    with m.Else():
+                        m.next = "NEXT"
+                fail(fault, code)
+            with m.State("STATS"):
+                m.d.comb += [writing_stats.eq(1),
+                             stats.runs.valid.eq(1), stats.runs.payload.addr.eq(desc["stats"]),
+                             stats.runs.payload.count.eq(len(COUNTERS)), stats.runs.payload.size.eq(3)]
+                with m.If(stats.runs.ready):
+                    m.next = "STATS_DATA"
+                fail(fault, code)
+            with m.State("STATS_DATA"):
+                m.d.comb += [writing_stats.eq(1), stats.elements.valid.eq(counter != len(COUNTERS))]
+                with m.Switch(counter):
+                    for i, name in enumerate(COUNTERS):
+                        with m.Case(i):
+                            m.d.comb += stats.elements.payload.eq(getattr(core.counts, name))
+                with m.If(stats.elements.valid & stats.elements.ready):
+                    m.d.sync += counter.eq(counter + 1)
+                with m.If((counter == len(COUNTERS)) & stats.idle):
+                    m.next = "NEXT"
+                fail(fault, code)
+            with m.State("NEXT"):
+                m.d.sync += layer.eq(layer + 1)
+                with m.If(layer + 1 == regs.desc_count_count):
+                    m.next = "FINISH"
+                with m.Else():
+                    m.next = "FETCH"
+            with m.State("DRAIN"):
+                m.d.comb += [reset.eq(1), port.drain.eq(1)]
+                with m.If(port.idle):
+                    m.next = "FINISH"
+            with m.State("FINISH"):
+                m.d.sync += [busy.eq(0), regs.status_done.eq(1)]
+                m.d.comb += regs.irq_pending_set.eq(1)
+                m.next = "IDLE"
+        return m
