@@ -126,8 +126,10 @@ class Driver:
             if not status["busy"] and status["done"]:
                 break
             if timeout is not None and waited >= timeout:
+                counters = await self.counters()
                 await self.abort()
-                raise TimeoutError(f"the accelerator did not finish within {timeout} cycles (aborted)")
+                raise TimeoutError(f"the accelerator did not finish within {timeout} cycles (aborted it): "
+                                   f"status {status}, counters {counters}")
             await self.transport.pause(poll)
             waited += poll
         irq = self.registers["IRQ"].field("pending")

@@ -100,7 +100,8 @@ class Accelerator(wiring.Component):
         fetchers = [engine(f"{unit}_fetcher", ProgramFetcher(c)) for unit in UNIT_NAMES]
         descriptors = engine("descriptors", ElementReader(width=c.dram_width, burst=c.dram_burst,
                                                           element_width=WORD_WIDTH))
-        stats = engine("stats", ElementWriter(width=c.dram_width, burst=c.dram_burst, element_width=64))
+        stats = engine("stats", ElementWriter(width=c.dram_width, burst=c.dram_burst,
+                                              element_width=WORD_WIDTH))
         readers = [core.mem_rd] + [f.memory for f in fetchers] + [descriptors.memory]
         arbiter = engine("arbiter", BurstArbiter(len(readers), width=c.dram_width))
         for i, reader in enumerate(readers):
@@ -167,7 +168,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [regs.status_layer.eq(layer),
                      regs.status_start_ignored_set.eq(regs.ctrl_start & busy),
                      self.irq.eq(regs.irq_pending & regs.ctrl_irq_enable)]
-        counter = Signal(range(len(COUNTERS) + 1))
+        halves = 2 * len(COUNTERS)    # each counter as two 32-bit words, low first
+        counter = Signal(range(halves + 1))
 
         def fail(condition, value):
             with m.If(condition):
@@ -232,19 +234,21 @@ class Accelerator(wiring.Component):
             with m.State("STATS"):
                 m.d.comb += [writing_stats.eq(1),
                              stats.runs.valid.eq(1), stats.runs.payload.addr.eq(desc["stats"]),
-                             stats.runs.payload.count.eq(len(COUNTERS)), stats.runs.payload.size.eq(3)]
+                             stats.runs.payload.count.eq(halves), stats.runs.payload.size.eq(2)]
                 with m.If(stats.runs.ready):
                     m.next = "STATS_DATA"
                 fail(fault, code)
             with m.State("STATS_DATA"):
-                m.d.comb += [writing_stats.eq(1), stats.elements.valid.eq(counter != len(COUNTERS))]
+                m.d.comb += [writing_stats.eq(1), stats.elements.valid.eq(counter != halves)]
                 with m.Switch(counter):
                     for i, name in enumerate(COUNTERS):
-                        with m.Case(i):
-                            m.d.comb += stats.elements.payload.eq(getattr(core.counts, name))
+                        value = getattr(core.counts, name).as_unsigned()
+                        for half in range(2):
+                            with m.Case(2 * i + half):
+                                m.d.comb += stats.elements.payload.eq(value[32 * half:32 * half + 32])
                 with m.If(stats.elements.valid & stats.elements.ready):
                     m.d.sync += counter.eq(counter + 1)
-                with m.If((counter == len(COUNTERS)) & stats.idle):
+                with m.If((counter == halves) & stats.idle):
                     m.next = "NEXT"
                 fail(fault, code)
             with m.State("NEXT"):

@@ -8,6 +8,7 @@ per test: ``run_job``: a saved :class:`~rowstation.gen.driver.Job` (``job``), ``
 """
 
 import json
+import logging
 import os
 import random
 from pathlib import Path
@@ -59,6 +60,8 @@ def _pauses(probability, rng):
 
 
 async def setup(dut, *, stall=0.0, seed=1):
+    for name in ("s_axil", "m_axi"):
+        logging.getLogger(f"cocotb.{dut._name}.{name}").setLevel(logging.WARNING)
     cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
     axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
     ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=MEMORY_BYTES)
@@ -78,7 +81,12 @@ async def setup(dut, *, stall=0.0, seed=1):
 async def run_job(dut):
     """Run a saved job; write the output and the per-layer counters for the caller to check."""
     driver, _, _ = await setup(dut, stall=CASE.get("stall", 0.0), seed=CASE.get("seed", 1))
-    output, layers = await driver.run(Job.load(CASE["job"]))
+    budget = CASE.get("timeout_us", 100000) * 1000 // PERIOD_NS * 9 // 10   # cycles, before cocotb's
+    try:
+        output, layers = await driver.run(Job.load(CASE["job"]), timeout=budget)
+    except TimeoutError:
+        dut._log.error("status %s, counters %s", await driver.status(), await driver.counters())
+        raise
     (OUT / "output.bin").write_bytes(bytes(output))
     (OUT / "counters.json").write_text(json.dumps(layers))
     assert not dut.irq.value, "irq without irq_enable"
