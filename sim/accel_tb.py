@@ -110,9 +110,13 @@ def _program(ram, address, words):
     return {"program": address, "words": len(words)}
 
 
+_PROGRAMS = iter(range(0x10000, MEMORY_BYTES, 0x1000))
+
+
 def _descriptor(ram, *, kind=Kind.CONV, programs=None, **fields):
-    """A descriptor whose three streams are ``programs`` ({unit: words}; END if not given)."""
-    values, at = {"kind": kind}, 0x4000
+    """A descriptor whose three streams are ``programs`` ({unit: words}; END if not given),
+    placed where no other descriptor's are."""
+    values, at = {"kind": kind}, next(_PROGRAMS)
     for unit in ("load", "execute", "store"):
         words = (programs or {}).get(unit, [encode_op(Opcode.END)])
         placed = _program(ram, at, words)
@@ -157,7 +161,7 @@ async def registers(dut):
     await RisingEdge(dut.clk)
     assert dut.irq.value == 0 and await axil.read_dword(REGS.offset("IRQ")) == 0
     # Start while busy: ignored and flagged (W1C); a stream without END runs until aborted.
-    no_end = {"load": [encode_op(Opcode.WRITE, 0)]}   # waits for its argument forever
+    no_end = {"load": [encode_op(Opcode.LOAD, 0)]}   # waits for its arguments forever
     ram.write(0x100, b"".join(w.to_bytes(4, "little") for w in _descriptor(ram, programs=no_end)))
     await axil.write_dword(REGS.offset("WATCHDOG"), 0)
     await driver.start(0x100, 1)
@@ -192,7 +196,7 @@ async def errors(dut):
         ErrorCode.DESCRIPTOR: [_descriptor(ram, kind=0)],
         ErrorCode.ALIGNMENT: [_descriptor(ram, ifmap=word // 2 or 1)],
         ErrorCode.PROGRAM: [_descriptor(ram, programs={"store": [15 << 28]})],
-        ErrorCode.TIMEOUT: [_descriptor(ram, programs={"load": [encode_op(Opcode.WRITE, 0)]})],
+        ErrorCode.TIMEOUT: [_descriptor(ram, programs={"load": [encode_op(Opcode.LOAD, 0)]})],
     }
     for code, descriptors in cases.items():
         status = await _run_list(driver, ram, descriptors, irq=True)
