@@ -69,17 +69,25 @@ def cmd_presets(args):
 
 
 def cmd_generate(args):
-    from ..hw.export import core_verilog, to_verilog
+    from ..hw.export import accelerator_verilog, core_verilog, to_verilog
     from ..hw.pe import PE
+    from .csr import ControlRegisters
+    from . import descriptor
 
     config = _config(args)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(config.to_json())
-    (out / "rowstation_config.h").write_text(c_header(config))
-    (out / "rowstation_core.v").write_text(core_verilog(config))
-    (out / "rowstation_pe.v").write_text(to_verilog(PE(config, counters=True), name="rowstation_pe"))
-    for name in ("rowstation_core.v", "rowstation_pe.v", "config.json", "rowstation_config.h"):
+    files = {
+        "rowstation_accel.v": accelerator_verilog(config),
+        "rowstation_core.v": core_verilog(config),
+        "rowstation_pe.v": to_verilog(PE(config, counters=True), name="rowstation_pe"),
+        "rowstation_config.h": c_header(config),
+        "registers.md": "# rowstation_accel: control registers\n\n" + ControlRegisters(config).markdown()
+                        + "\n\n# Layer descriptors\n\n" + descriptor.markdown() + "\n",
+        "config.json": config.to_json(),
+    }
+    for name, text in files.items():
+        (out / name).write_text(text)
         print(out / name)
 
 
@@ -97,6 +105,27 @@ def cmd_random_layer(args):
         np.save(out / f"{name}.npy", array)
         print(out / f"{name}.npy", array.shape)
     (out / "layer.json").write_text(json.dumps(layer.to_dict(), indent=2) + "\n")
+
+
+def measured_report(config, layer, counts, predicted):
+    """The report keys of a layer run on the RTL, from its counters and the model's prediction."""
+    word = config.dram_width // 8
+    return {
+        "cycles": counts["cycles"],
+        "pe_utilization": layer.macs / (config.pe_count * counts["cycles"]),
+        "passes": counts["passes"],
+        "dram_read_bytes": counts["dram_reads"] * word,
+        "dram_write_bytes": counts["dram_writes"] * word,
+        "dram_compulsory_bytes": predicted["dram_compulsory_bytes"],
+        **{name: counts[name] for name in ("glb_reads", "glb_writes", "filt_transfers",
+                                           "ifmap_transfers", "psum_transfers", "opsum_transfers")},
+        "spad_reads": sum(counts[f"{spad}_read"] for spad in ("filter", "ifmap", "psum")),
+        "spad_writes": sum(counts[f"{spad}_write"] for spad in ("filter", "ifmap", "psum")),
+        "binding": predicted["binding"],
+        "active_pe_cycles": counts["active_pe"],
+        "predicted": predicted,
+        "counters": counts,
+    }
 
 
 def cmd_run_layer(args):
@@ -126,25 +155,8 @@ def cmd_run_layer(args):
             index = tuple(int(i) for i in np.argwhere(rtl != y)[0])
             raise RuntimeError(f"RTL result {rtl[index]} differs from the golden model's {y[index]} "
                                f"at {index}")
-        counts, word = stats["counters"], config.dram_width // 8
-        predicted = stats["predicted"]
-        report.update({
-            "cycles": counts["cycles"],
-            "pe_utilization": layer.macs / (config.pe_count * counts["cycles"]),
-            "passes": counts["passes"], "epochs": stats["epochs"], "tiles": stats["tiles"],
-            "dram_read_bytes": counts["dram_reads"] * word,
-            "dram_write_bytes": counts["dram_writes"] * word,
-            "dram_compulsory_bytes": predicted["dram_compulsory_bytes"],
-            **{name: counts[name] for name in ("glb_reads", "glb_writes", "filt_transfers",
-                                               "ifmap_transfers", "psum_transfers", "opsum_transfers")},
-            "spad_reads": sum(counts[f"{spad}_read"] for spad in ("filter", "ifmap", "psum")),
-            "spad_writes": sum(counts[f"{spad}_write"] for spad in ("filter", "ifmap", "psum")),
-            "binding": predicted["binding"],
-            "active_pe_cycles": counts["active_pe"],
-            "predicted": predicted,
-            "counters": counts,
-            "matches_golden": True,
-        })
+        report.update(measured_report(config, layer, stats["counters"], stats["predicted"]),
+                      epochs=stats["epochs"], tiles=stats["tiles"], matches_golden=True)
     np.save(args.output, y)
     report.update({"requantization": None if args.raw else {"shift": args.shift, "relu": args.relu,
                                                              "where": "golden model" if args.sim == "golden" else "core"},
@@ -153,6 +165,50 @@ def cmd_run_layer(args):
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
     cycles = f", {report['cycles']} cycles" if "cycles" in report else ""
     print(f"{args.output}: {layer} -> {tuple(y.shape)}, {layer.macs} MACs{cycles} ({args.sim})")
+
+
+def cmd_run_net(args):
+    import numpy as np
+    from .network import Network, compile_network
+    from .performance import layer_report
+    from ..sim.network import run_network_golden, run_network_rtl
+
+    config = _config(args)
+    network = Network.load(args.network)
+    x = load_npy("input", args.input)
+    if not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"input file {args.input} holds {x.dtype} values, not integers")
+    compiled = compile_network(config, network)
+    compiled.input_bytes(x)     # the input's shape and range, before any simulation
+    y, _ = run_network_golden(config, network, x)
+    layers = [{"name": layer.spec.name, "layer": layer.layer.to_dict(), "macs": layer.layer.macs,
+               "predicted": layer_report(layer.mapping, layer.program)} for layer in compiled.layers]
+    if args.sim != "golden":
+        rtl, counters = run_network_rtl(compiled, x, sim=args.sim, build_root=args.build_dir)
+        if not np.array_equal(rtl, y):
+            index = tuple(int(i) for i in np.argwhere(rtl != y)[0])
+            raise RuntimeError(f"RTL result {rtl[index]} differs from the golden model's {y[index]} at {index}")
+        for entry, layer, counts in zip(layers, compiled.layers, counters):
+            entry.update(measured_report(config, layer.layer, counts, entry["predicted"]))
+    key = "cycles" if args.sim != "golden" else None
+    cycles = sum(entry[key] for entry in layers) if key else sum(e["predicted"]["cycles"] for e in layers)
+    macs = sum(entry["macs"] for entry in layers)
+    total = {"cycles": cycles, "macs": macs, "pe_utilization": macs / (config.pe_count * cycles),
+             "measured": key is not None}
+    if key:
+        for name in ("dram_read_bytes", "dram_write_bytes", "glb_reads", "glb_writes", "spad_reads",
+                     "spad_writes"):
+            total[name] = sum(entry[name] for entry in layers)
+    np.save(args.output, y)
+    if args.report:
+        Path(args.report).write_text(json.dumps({"sim": args.sim, "network": network.name, "layers": layers,
+                                                 "total": total, "config": config.to_dict(),
+                                                 "versions": versions()}, indent=2) + "\n")
+    for entry in layers:
+        where = entry.get("cycles", entry["predicted"]["cycles"])
+        print(f"  {entry['name']:<12} {entry['macs']:>12,} MACs {where:>12,} cycles")
+    print(f"{args.output}: {network.name} -> {tuple(y.shape)}, {macs:,} MACs, {cycles:,} cycles "
+          f"{'measured' if key else 'predicted'} ({total['pe_utilization']:.1%} of peak, {args.sim})")
 
 
 def cmd_map(args):
@@ -224,6 +280,17 @@ def build_parser():
     sub.add_argument("--raw", action="store_true",
                      help="the output is the exact accumulation, not requantised to the activation width")
     sub.set_defaults(run=cmd_map)
+
+    sub = commands.add_parser("run-net", parents=[common],
+                              help="run a network directory on the golden model or the simulated accelerator")
+    sub.add_argument("network", metavar="DIR", help="a directory with network.json and its .npy files")
+    sub.add_argument("--sim", choices=SIMULATORS, default="golden")
+    sub.add_argument("--input", required=True, metavar="X.npy", help="integer array (N, C, H, W)")
+    sub.add_argument("-o", "--output", required=True, metavar="Y.npy")
+    sub.add_argument("--report", metavar="R.json", help="per-layer and total cycles, utilisation, traffic")
+    sub.add_argument("--build-dir", default="build/rtl", metavar="DIR",
+                     help="where simulator builds are kept and reused")
+    sub.set_defaults(run=cmd_run_net)
 
     sub = commands.add_parser("run-layer", parents=[common], help="run one convolution layer")
     sub.add_argument("--sim", choices=SIMULATORS, default="golden")

@@ -332,6 +332,9 @@ def c_header(config, name="rowstation"):
     for key, value in values.items():
         lines.append(f"#define {name.upper()}_{key.upper()} {value}u")
     from .isa import c_definitions
+    from .csr import ControlRegisters
+    from . import descriptor
 
-    lines += ["", *c_definitions(config, name.upper()), "", f"#endif /* {guard} */", ""]
+    lines += ["", *c_definitions(config, name.upper()), "", *ControlRegisters(config).c_lines(name.upper()),
+              "", *descriptor.c_lines(name.upper()), "", f"#endif /* {guard} */", ""]
     return "\n".join(lines)

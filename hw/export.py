@@ -28,12 +28,13 @@ def array_verilog(config):
 
 def core_verilog(config):
     """Verilog of the accelerator core as ``rowstation_core``, with the PE written once as
-    ``rowstation_pe`` (as in :func:`array_verilog`)."""
+    ``rowstation_core_pe`` (as in :func:`array_verilog`; named apart from the other files'
+    PEs, so every generated file can go into one project)."""
     from .core import RowStationCore
     from .pe import PE
 
-    return (to_verilog(PE(config), name="rowstation_pe")
-            + to_verilog(RowStationCore(config, pe_module="rowstation_pe"), name="rowstation_core"))
+    return (to_verilog(PE(config), name="rowstation_core_pe")
+            + to_verilog(RowStationCore(config, pe_module="rowstation_core_pe"), name="rowstation_core"))
 
 
 def accelerator_verilog(config):

@@ -103,6 +103,48 @@ def test_generate_writes_verilog_config_and_header(tmp_path, capsys):
     assert "module rowstation_pe(" in verilog and "output [19:0] opsum__payload;" in verilog
     assert lint(tmp_path / "rowstation_pe.v", top="rowstation_pe") == []
     assert "module rowstation_core(" in (tmp_path / "rowstation_core.v").read_text()
+    assert "module rowstation_accel(" in (tmp_path / "rowstation_accel.v").read_text()
+    header = (tmp_path / "rowstation_config.h").read_text()
+    assert "#define ROWSTATION_STATUS 0x00cu" in header and "#define ROWSTATION_DESC_OUTPUT 9u" in header
+    assert "| 0x00c | STATUS |" in (tmp_path / "registers.md").read_text()
+    # Every file can go into one project: no module is defined twice.
+    modules = [line.split("(")[0].split()[1] for path in tmp_path.glob("*.v")
+               for line in path.read_text().splitlines() if line.startswith("module ")]
+    assert len(modules) == len(set(modules)), [m for m in modules if modules.count(m) > 1]
+
+
+def test_run_net_golden_and_verilator_agree(tmp_path, capsys):
+    import numpy as np
+    from test_accel import network
+
+    net, x = network()
+    net.save(tmp_path / "net")
+    np.save(tmp_path / "x.npy", x)
+    outputs = {}
+    for sim in ("golden", "verilator"):
+        code, out, err = run(capsys, "run-net", tmp_path / "net", "--preset", "tiny", "--sim", sim,
+                             "--input", tmp_path / "x.npy", "-o", tmp_path / f"{sim}.npy",
+                             "--report", tmp_path / f"{sim}.json", "--build-dir", tmp_path / "build")
+        assert code == 0, err
+        outputs[sim] = np.load(tmp_path / f"{sim}.npy")
+        report = json.loads((tmp_path / f"{sim}.json").read_text())
+        assert [entry["name"] for entry in report["layers"]] == ["conv1", "conv2", "conv3", "fc"]
+    np.testing.assert_array_equal(outputs["golden"], outputs["verilator"])
+    layers = report["layers"]
+    assert report["total"]["cycles"] == sum(entry["cycles"] for entry in layers) > 0
+    assert all(entry["dram_read_bytes"] > 0 and "predicted" in entry for entry in layers)
+
+
+def test_run_net_input_errors_are_one_line(tmp_path, capsys):
+    import numpy as np
+    from test_accel import network
+
+    net, x = network()
+    net.save(tmp_path / "net")
+    np.save(tmp_path / "x.npy", x * 100)
+    code, _, err = run(capsys, "run-net", tmp_path / "net", "--preset", "tiny", "--input", tmp_path / "x.npy",
+                       "-o", tmp_path / "y.npy")
+    assert code == 2 and "outside the signed 8-bit range" in err and err.count("\n") == 1
 
 
 def test_generate_bad_override_is_one_line(tmp_path, capsys):
