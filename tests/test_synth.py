@@ -49,3 +49,14 @@ def test_eyeriss_core_synthesizes(tmp_path):
     assert cells["MULT18X18D"] == config.pe_count
     # A 512 x 64-bit bank takes two 512 x 36 block RAMs.
     assert cells["DP16KD"] >= 2 * config.glb_banks
+
+
+def test_tiny_accelerator_synthesizes_for_ecp5(tmp_path):
+    """The whole accelerator (AXI ports, sequencer, core) for ECP5: one DSP per PE."""
+    from rowstation.hw.export import accelerator_verilog
+
+    verilog = tmp_path / "rowstation_accel.v"
+    config = preset("tiny")
+    verilog.write_text(accelerator_verilog(config))
+    cells = synthesize(verilog, top="rowstation_accel", script=ECP5_PER_MODULE)
+    assert cells["MULT18X18D"] == config.pe_count
