@@ -69,6 +69,7 @@ class Accelerator(wiring.Component):
 
     def __init__(self, config, *, pe_module=None):
         if config.dram_width < WORD_WIDTH:
+            self._MustUse__silence = True   # refused: never elaborated, and that is no mistake
             raise ValueError(f"the accelerator's AXI4 port needs dram_width of at least {WORD_WIDTH} "
                              f"bits (it fetches 32-bit instructions), not {config.dram_width}")
         self._config, self._pe_module = config, pe_module

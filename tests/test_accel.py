@@ -174,3 +174,12 @@ def test_accelerator_registers_and_errors(testcase, tmp_path):
     run = run_accel_test(TINY, "verilator", BUILD, testcase, {"job": str(tmp_path / "job"), "timeout_us": 4000})
     output = compiled.output_array((run / "output.bin").read_bytes())
     np.testing.assert_array_equal(output, run_network_golden(TINY, net, x)[0])
+
+
+def test_docs_register_map_and_descriptors_are_generated_from_the_code():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "accelerator.md").read_text()
+    for marker, table in (("registers", ControlRegisters(TINY).markdown()), ("descriptors", descriptor.markdown())):
+        block = text.split(f"<!-- {marker}:")[1].split("-->", 1)[1].split(f"<!-- end {marker} -->")[0]
+        assert block.strip() == table, f"docs/accelerator.md's {marker} table is stale"
