@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import PRESETS, c_header, resolve_config
 from .layer import ConvLayer
+from .network import load_npy
 
 
 SIMULATORS = ("golden", "icarus", "verilator")
@@ -42,20 +43,6 @@ def versions():
         except metadata.PackageNotFoundError:
             pass
     return found
-
-
-def load_npy(name, path):
-    """An ``.npy`` file as an array, or a ValueError that names the file and the problem."""
-    import numpy as np
-    try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ValueError(f"{name} file {path} does not exist")
-    except (OSError, ValueError, EOFError) as error:
-        raise ValueError(f"{name} file {path} is not a readable .npy array: {error}")
-    if not isinstance(array, np.ndarray):
-        raise ValueError(f"{name} file {path} is an .npz archive, not a single .npy array")
-    return array
 
 
 def cmd_presets(args):

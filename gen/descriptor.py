@@ -14,7 +14,7 @@ ends, so a host reads per-layer counts as differences.
 import enum
 
 
-__all__ = ["Kind", "FIELDS", "DESCRIPTOR_WORDS", "DESCRIPTOR_BYTES", "encode", "decode", "c_lines",
+__all__ = ["Kind", "FIELDS", "NAMES", "DESCRIPTOR_WORDS", "DESCRIPTOR_BYTES", "encode", "decode", "c_lines",
            "markdown"]
 
 

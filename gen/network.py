@@ -145,15 +145,23 @@ class Network:
             {"name": self.name, "input": list(self.input_shape), "layers": items}, indent=2) + "\n")
 
 
-def _load_array(path, what):
+def load_npy(name, path):
+    """An ``.npy`` file as an array, or a ValueError that names the file and the problem."""
     try:
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise ValueError(f"{what}: {path} does not exist")
+        raise ValueError(f"{name} file {path} does not exist")
     except (OSError, ValueError, EOFError) as error:
-        raise ValueError(f"{what}: {path} is not a readable .npy array: {error}")
+        raise ValueError(f"{name} file {path} is not a readable .npy array: {error}")
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{name} file {path} is an .npz archive, not a single .npy array")
+    return array
+
+
+def _load_array(path, what):
+    array = load_npy(what, path)
     if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{what}: {path} holds {array.dtype} values, not integers")
+        raise ValueError(f"{what} file {path} holds {array.dtype} values, not integers")
     return array.astype(np.int64)
 
 
