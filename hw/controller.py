@@ -49,6 +49,8 @@ class TensorBases(data.StructLayout):
 
     def __init__(self):
         super().__init__({"weights": ADDR_WIDTH, "ifmap": ADDR_WIDTH, "output": ADDR_WIDTH})
+
+
 #: Tag queue depth of the global buffer's streams: covers its latency at one word per cycle.
 TAG_DEPTH = 2
 
