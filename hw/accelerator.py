@@ -114,7 +114,8 @@ class Accelerator(wiring.Component):
         # Writes: the core's, or between layers the counters'.
         writing_stats = Signal()
         for name in ("cmd", "data"):
-            source_a, source_b, sink = getattr(core.mem_wr, name), getattr(stats.memory, name), getattr(port.wr, name)
+            source_a, source_b = getattr(core.mem_wr, name), getattr(stats.memory, name)
+            sink = getattr(port.wr, name)
             m.d.comb += [sink.valid.eq(Mux(writing_stats, source_b.valid, source_a.valid)),
                          sink.payload.eq(Mux(writing_stats, source_b.payload, source_a.payload)),
                          source_a.ready.eq(sink.ready & ~writing_stats),
