@@ -3,8 +3,8 @@ cocotbext-axi's ``AxiLiteMaster`` (registers) and ``AxiRam`` (memory, every chan
 random), so the simulated accelerator is driven as a board's host would drive it.
 
 The JSON file named by ROWSTATION_CASE gives the run folder (``dir``), the configuration, and
-per test: ``run_job``: a saved :class:`~rowstation.gen.driver.Job` (``job``), ``stall``,
-``seed``, ``timeout_us``; ``registers`` and ``errors``: a job to recover with.
+a saved :class:`~rowstation.gen.driver.Job` (``job``): ``run_job`` runs it (with ``stall``,
+``seed``, ``timeout_us``), ``registers`` and ``errors`` recover with it.
 """
 
 import json
@@ -31,7 +31,9 @@ OUT = Path(CASE["dir"])
 CONFIG = AcceleratorConfig(**CASE["config"]["config"])
 REGS = ControlRegisters(CONFIG)
 PERIOD_NS = 10
-MEMORY_BYTES = 1 << 24
+JOB = Job.load(CASE["job"])
+# The simulated memory covers the job (AxiRam wraps addresses beyond its size), at least 16 MB.
+MEMORY_BYTES = 1 << max(24, (JOB.base + len(JOB.image) - 1).bit_length())
 
 
 class CocotbTransport(Transport):
@@ -83,7 +85,7 @@ async def run_job(dut):
     driver, _, _ = await setup(dut, stall=CASE.get("stall", 0.0), seed=CASE.get("seed", 1))
     budget = CASE.get("timeout_us", 100000) * 1000 // PERIOD_NS * 9 // 10   # cycles, before cocotb's
     try:
-        output, layers = await driver.run(Job.load(CASE["job"]), timeout=budget)
+        output, layers = await driver.run(JOB, timeout=budget)
     except TimeoutError:
         dut._log.error("status %s, counters %s", await driver.status(), await driver.counters())
         raise
@@ -179,7 +181,7 @@ async def registers(dut):
 
 async def _recovers(driver):
     """A real run after whatever happened before: bit-exact output (checked by the caller)."""
-    output, layers = await driver.run(Job.load(CASE["job"]))
+    output, layers = await driver.run(JOB)
     (OUT / "output.bin").write_bytes(bytes(output))
     (OUT / "counters.json").write_text(json.dumps(layers))
 
