@@ -117,14 +117,14 @@ class Driver:
         await t.write_register(r.offset("CTRL"), 1 << ctrl.field("start").offset
                                | int(irq) << ctrl.field("irq_enable").offset)
 
-    async def wait(self, *, poll=200, timeout=None):
-        """Until the run is done (polling every ``poll`` cycles, at most ``timeout`` cycles);
-        acknowledges the interrupt and raises :class:`AcceleratorError` if the run failed."""
+    async def finished(self, *, poll=200, timeout=None):
+        """The status once the run is done (polling every ``poll`` cycles); after ``timeout``
+        cycles, aborts the run and raises TimeoutError naming the status and the counters."""
         waited = 0
         while True:
             status = await self.status()
             if not status["busy"] and status["done"]:
-                break
+                return status
             if timeout is not None and waited >= timeout:
                 counters = await self.counters()
                 await self.abort()
@@ -132,6 +132,11 @@ class Driver:
                                    f"status {status}, counters {counters}")
             await self.transport.pause(poll)
             waited += poll
+
+    async def wait(self, *, poll=200, timeout=None):
+        """:meth:`finished`, then acknowledges the interrupt; raises :class:`AcceleratorError`
+        if the run failed."""
+        status = await self.finished(poll=poll, timeout=timeout)
         irq = self.registers["IRQ"].field("pending")
         await self.transport.write_register(self.registers.offset("IRQ"), 1 << irq.offset)
         if status["error"]:

@@ -24,7 +24,7 @@ from . import descriptor
 from .isa import COUNTERS
 from .layer import ConvLayer
 from .mapper import map_layer
-from .program import DramLayout, compile_layer, weight_order
+from .program import DramLayout, arranged_weights, compile_layer, element_bytes, read_elements
 
 
 __all__ = ["LayerSpec", "Network", "CompiledLayer", "CompiledNetwork", "compile_network"]
@@ -165,18 +165,6 @@ def _load_array(path, what):
     return array.astype(np.int64)
 
 
-_TYPES = {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}
-
-
-def pack(values, size):
-    """Little-endian bytes of ``values`` as signed ``size``-byte elements."""
-    return np.asarray(values, dtype=np.int64).ravel().astype(_TYPES[size]).tobytes()
-
-
-def unpack(data, count, size):
-    return np.frombuffer(bytes(data[:count * size]), dtype=_TYPES[size]).astype(np.int64)
-
-
 @dataclass
 class CompiledLayer:
     spec: LayerSpec
@@ -221,7 +209,7 @@ class CompiledNetwork:
             bad = x.min() if x.min() < lo else x.max()
             raise ValueError(f"input value {int(bad)} is outside the signed {bits}-bit range "
                              f"[{lo}, {hi}] of ifmap_width")
-        return pack(x, size)
+        return element_bytes(x, size)
 
     def job(self, x):
         """The :class:`~rowstation.gen.driver.Job` that runs the network on input ``x``."""
@@ -234,7 +222,7 @@ class CompiledNetwork:
 
     def output_array(self, data):
         _, shape, size = self.output
-        return unpack(data, int(np.prod(shape)), size).reshape(shape)
+        return read_elements(data, 0, int(np.prod(shape)), size).reshape(shape)
 
 
 def compile_network(config, network, *, base=0x1000):
@@ -267,9 +255,7 @@ def compile_network(config, network, *, base=0x1000):
         relative = DramLayout.packed(mapping, 0, requantized=requantized)
         zero = DramLayout(0, 0, 0, 0, relative.weight_bytes, relative.ifmap_bytes, relative.output_bytes)
         program = compile_layer(mapping, spec.bias, zero, shift=spec.shift, relu=spec.relu, weights=w)
-        order = np.array([-1 if k is None else k for k in weight_order(mapping)], dtype=np.int64)
-        arranged = np.where(order < 0, 0, np.asarray(w).ravel()[np.maximum(order, 0)])
-        weights = place(pack(arranged, relative.weight_bytes), word)
+        weights = place(element_bytes(arranged_weights(mapping, w), relative.weight_bytes), word)
         streams = {unit: place(np.asarray(words, dtype="<u4").tobytes(), 4)
                    for unit, words in program.streams.items()}
         output = place(bytes(int(np.prod(layer.ofmap_shape)) * relative.output_bytes), word)

@@ -27,6 +27,8 @@ allow.
 import itertools
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .allocation import Allocation, ifmap_elements
 from .isa import ARGUMENTS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, RegisterMap, Token, encode, \
     post_operand
@@ -175,6 +177,33 @@ def weight_order(mapping):
         order += [(((m0 + f) * Cg + cb * m.q + ch) * L.R + rr) * L.S + sb * m.seg + s
                   for s in range(m.seg) for ch in range(m.q) for f in range(m.p)] + padding
     return order
+
+
+def arranged_weights(mapping, w):
+    """The weights ``w`` (M, C/G, R, S) in external memory order (:func:`weight_order`), zeros
+    in the padding."""
+    order = np.array([-1 if i is None else i for i in weight_order(mapping)], dtype=np.int64)
+    return np.where(order < 0, 0, np.asarray(w).ravel()[np.maximum(order, 0)])
+
+
+_TYPES = {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}
+
+
+def element_bytes(values, size):
+    """Little-endian bytes of ``values`` as signed ``size``-byte elements (as external memory
+    holds them)."""
+    return np.asarray(values, dtype=np.int64).ravel().astype(_TYPES[size]).tobytes()
+
+
+def read_elements(memory, addr, count, size):
+    """``count`` signed elements of ``size`` bytes from byte ``addr`` of ``memory`` (bytes or uint8)."""
+    return np.frombuffer(memory, dtype=np.uint8)[addr:addr + count * size].view(_TYPES[size]).astype(np.int64)
+
+
+def write_elements(memory, addr, values, size):
+    """``values`` into ``memory`` (a uint8 array) from byte ``addr``."""
+    data = element_bytes(values, size)
+    memory[addr:addr + len(data)] = np.frombuffer(data, dtype=np.uint8)
 
 
 def words_spanned(addr, count, size, word):

@@ -161,8 +161,7 @@ class Accelerator(wiring.Component):
         faults = [(regs.ctrl_abort, ErrorCode.ABORTED), (port.error, ErrorCode.BUS),
                   (core.error | core.unmatched, ErrorCode.PROGRAM),
                   ((limit != 0) & (quiet >= limit), ErrorCode.TIMEOUT)]
-        fault = Cat(f for f, _ in faults).any()
-        code = Signal(4)
+        code = Signal(4)    # the first fault's ErrorCode, NONE without one
         for condition, value in reversed(faults):
             with m.If(condition):
                 m.d.comb += code.eq(value)
@@ -173,9 +172,9 @@ class Accelerator(wiring.Component):
         halves = 2 * len(COUNTERS)    # each counter as two 32-bit words, low first
         counter = Signal(range(halves + 1))
 
-        def fail(condition, value):
-            with m.If(condition):
-                m.d.sync += error.eq(value)
+        def fail():
+            with m.If(code != ErrorCode.NONE):
+                m.d.sync += error.eq(code)
                 m.next = "DRAIN"
 
         with m.FSM():
@@ -199,7 +198,7 @@ class Accelerator(wiring.Component):
                 with m.If(descriptors.runs.ready):
                     m.d.sync += received.eq(0)
                     m.next = "RECEIVE"
-                fail(fault, code)
+                fail()
             with m.State("RECEIVE"):
                 m.d.comb += descriptors.elements.ready.eq(1)
                 with m.If(descriptors.elements.valid):
@@ -211,7 +210,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += received.eq(received + 1)
                     with m.If(received == DESCRIPTOR_WORDS - 1):
                         m.next = "CHECK"
-                fail(fault, code)
+                fail()
             with m.State("CHECK"):
                 with m.If(malformed):
                     m.d.sync += error.eq(ErrorCode.DESCRIPTOR)
@@ -232,14 +231,14 @@ class Accelerator(wiring.Component):
                         m.next = "STATS"
                     with m.Else():
                         m.next = "NEXT"
-                fail(fault, code)
+                fail()
             with m.State("STATS"):
                 m.d.comb += [writing_stats.eq(1),
                              stats.runs.valid.eq(1), stats.runs.payload.addr.eq(desc["stats"]),
                              stats.runs.payload.count.eq(halves), stats.runs.payload.size.eq(2)]
                 with m.If(stats.runs.ready):
                     m.next = "STATS_DATA"
-                fail(fault, code)
+                fail()
             with m.State("STATS_DATA"):
                 m.d.comb += [writing_stats.eq(1), stats.elements.valid.eq(counter != halves)]
                 with m.Switch(counter):
@@ -252,7 +251,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += counter.eq(counter + 1)
                 with m.If((counter == halves) & stats.idle):
                     m.next = "NEXT"
-                fail(fault, code)
+                fail()
             with m.State("NEXT"):
                 m.d.sync += layer.eq(layer + 1)
                 with m.If(layer + 1 == regs.desc_count_count):

@@ -20,7 +20,7 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from ..gen.config import AcceleratorConfig
 from ..gen.csr import MAGIC, Access, ControlRegisters, ErrorCode
-from ..gen.descriptor import Kind, encode
+from ..gen.descriptor import DESCRIPTOR_BYTES, Kind, encode
 from ..gen.driver import Driver, Job, Transport
 from ..gen.isa import Opcode
 from ..gen.isa import encode as encode_op
@@ -84,32 +84,23 @@ async def run_job(dut):
     """Run a saved job; write the output and the per-layer counters for the caller to check."""
     driver, _, _ = await setup(dut, stall=CASE.get("stall", 0.0), seed=CASE.get("seed", 1))
     budget = CASE.get("timeout_us", 100000) * 1000 // PERIOD_NS * 9 // 10   # cycles, before cocotb's
-    try:
-        output, layers = await driver.run(JOB, timeout=budget)
-    except TimeoutError:
-        dut._log.error("status %s, counters %s", await driver.status(), await driver.counters())
-        raise
+    output, layers = await driver.run(JOB, timeout=budget)   # a timeout names status and counters
     (OUT / "output.bin").write_bytes(bytes(output))
     (OUT / "counters.json").write_text(json.dumps(layers))
     assert not dut.irq.value, "irq without irq_enable"
 
 
+def _words(values):
+    return b"".join(w.to_bytes(4, "little") for w in values)
+
+
 async def _run_list(driver, ram, descriptors, *, base=0x100, irq=False):
-    """Write ``descriptors`` (lists of words) at ``base``, start, wait until done; the status."""
+    """Write ``descriptors`` (lists of words) at ``base``, start, wait until done (the
+    interrupt left pending); the status."""
     for i, words in enumerate(descriptors):
-        ram.write(base + 64 * i, b"".join(w.to_bytes(4, "little") for w in words))
+        ram.write(base + DESCRIPTOR_BYTES * i, _words(words))
     await driver.start(base, len(descriptors), irq=irq)
-    for _ in range(10000):
-        status = await driver.status()
-        if status["done"] and not status["busy"]:
-            return status
-        await ClockCycles(driver.transport.dut.clk, 20)
-    raise AssertionError("the accelerator did not finish")
-
-
-def _program(ram, address, words):
-    ram.write(address, b"".join(w.to_bytes(4, "little") for w in words))
-    return {"program": address, "words": len(words)}
+    return await driver.finished(poll=20, timeout=200_000)
 
 
 _PROGRAMS = iter(range(0x10000, MEMORY_BYTES, 0x1000))
@@ -121,8 +112,8 @@ def _descriptor(ram, *, kind=Kind.CONV, programs=None, **fields):
     values, at = {"kind": kind}, next(_PROGRAMS)
     for unit in ("load", "execute", "store"):
         words = (programs or {}).get(unit, [encode_op(Opcode.END)])
-        placed = _program(ram, at, words)
-        values[f"{unit}_program"], values[f"{unit}_words"] = placed["program"], placed["words"]
+        ram.write(at, _words(words))
+        values[f"{unit}_program"], values[f"{unit}_words"] = at, len(words)
         at += 0x400
     values.update(fields)
     return encode(**values)
@@ -163,7 +154,7 @@ async def registers(dut):
     assert dut.irq.value == 0 and await axil.read_dword(REGS.offset("IRQ")) == 0
     # Start while busy: ignored and flagged (W1C); a stream without END runs until aborted.
     no_end = {"load": [encode_op(Opcode.LOAD, 0)]}   # waits for its arguments forever
-    ram.write(0x100, b"".join(w.to_bytes(4, "little") for w in _descriptor(ram, programs=no_end)))
+    ram.write(0x100, _words(_descriptor(ram, programs=no_end)))
     await axil.write_dword(REGS.offset("WATCHDOG"), 0)
     await driver.start(0x100, 1)
     await ClockCycles(dut.clk, 50)

@@ -14,25 +14,13 @@ import numpy as np
 
 from ..gen.isa import ARGUMENTS, COUNTERS, LOOPS, PE_SETTINGS, TOKEN_CONSUMER, TOKEN_DEPTH, TOKEN_PRODUCER, \
     UNITS, Opcode, Region, RegisterMap, Token, decode, decode_post
-from ..gen.program import weight_order, words_spanned
+from ..gen.program import arranged_weights, read_elements, write_elements, words_spanned
 from .dataflow import ifmap_rows, pe_streams
 from .golden import requantize
 from .pe_model import filter_words, pe_events, pe_reference
 
 
-__all__ = ["read_elements", "write_elements", "dram_image", "dram_output", "walk", "run_program"]
-
-
-_TYPES = {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}
-
-
-def read_elements(memory, addr, count, size):
-    """``count`` signed elements of ``size`` bytes from byte ``addr`` of ``memory`` (uint8)."""
-    return memory[addr:addr + count * size].view(_TYPES[size]).astype(np.int64)
-
-
-def write_elements(memory, addr, values, size):
-    memory[addr:addr + len(values) * size] = np.asarray(values, dtype=np.int64).astype(_TYPES[size]).view(np.uint8)
+__all__ = ["dram_image", "dram_output", "walk", "run_program"]
 
 
 def dram_image(mapping, layout, x, w):
@@ -40,9 +28,7 @@ def dram_image(mapping, layout, x, w):
     :func:`~rowstation.gen.program.weight_order` says) and the ifmap ``x`` at ``layout``,
     everything else zero."""
     memory = np.zeros(layout.end, dtype=np.uint8)
-    flat = np.asarray(w).ravel()
-    order = np.array([-1 if i is None else i for i in weight_order(mapping)], dtype=np.int64)
-    write_elements(memory, layout.weights, np.where(order < 0, 0, flat[order]), layout.weight_bytes)
+    write_elements(memory, layout.weights, arranged_weights(mapping, w), layout.weight_bytes)
     write_elements(memory, layout.ifmap, np.asarray(x).ravel(), layout.ifmap_bytes)
     return memory
 

@@ -9,7 +9,6 @@
   cocotbext-axi bus models (:mod:`rowstation.sim.accel_tb`).
 """
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .controller_model import read_elements, run_program
+from ..gen.program import read_elements
+from .controller_model import run_program
 from .golden import run_layer
 
 
@@ -55,34 +55,17 @@ def run_network_model(compiled, x):
     return current, counts
 
 
-def _verilog(config, build):
-    from ..hw.export import accelerator_verilog
-
-    path = build / "rowstation_accel.v"
-    if not path.exists():
-        build.mkdir(parents=True, exist_ok=True)
-        path.write_text(accelerator_verilog(config))
-    return path
-
-
-def accel_build(config, sim, build_root):
-    """The build folder of ``config``'s accelerator for ``sim``, named after the configuration
-    and the gateware so a changed design is rebuilt, with its Verilog."""
-    from .. import gen, hw
-
-    files = sorted(Path(hw.__file__).parent.glob("*.py")) + [Path(gen.__file__).parent / n for n in
-                                                            ("isa.py", "csr.py", "descriptor.py")]
-    digest = hashlib.sha1((config.to_json() + "".join(p.read_text() for p in files)).encode()).hexdigest()[:12]
-    build = Path(build_root).resolve() / f"accel-{digest}-{sim}"
-    return build, _verilog(config, build)
-
-
 def run_accel_test(config, sim, build_root, testcase, case, *, tmp_prefix="run-"):
     """Run the cocotb test ``testcase`` of :mod:`rowstation.sim.accel_tb` with the JSON
     ``case`` (its ``dir`` filled in); returns the run folder (deleted by the caller)."""
-    from .runner import run_cocotb
+    from .. import gen
+    from ..hw.export import accelerator_verilog
+    from .runner import design_build, run_cocotb
 
-    build, verilog = accel_build(config, sim, build_root)
+    build, verilog = design_build(
+        config, name="accel", sim=sim, build_root=build_root,
+        sources=[Path(gen.__file__).parent / f for f in ("isa.py", "csr.py", "descriptor.py")],
+        verilog=lambda: accelerator_verilog(config))
     tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix, dir=build))
     case = {**case, "dir": str(tmp), "config": json.loads(config.to_json())}
     (tmp / "case.json").write_text(json.dumps(case))

