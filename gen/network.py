@@ -199,16 +199,13 @@ class CompiledNetwork:
 
     def input_bytes(self, x):
         """The bytes of input ``x`` at its address, checked against the network's input."""
+        from ..sim.golden import as_int_array, check_signed
+
         addr, shape, size = self.input
-        x = np.asarray(x)
+        x = as_int_array("input", x)
         if tuple(x.shape) != tuple(shape):
             raise ValueError(f"input has shape {tuple(x.shape)}; the network takes {tuple(shape)}")
-        bits = self.config.ifmap_width
-        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-        if x.size and (x.min() < lo or x.max() > hi):
-            bad = x.min() if x.min() < lo else x.max()
-            raise ValueError(f"input value {int(bad)} is outside the signed {bits}-bit range "
-                             f"[{lo}, {hi}] of ifmap_width")
+        check_signed("input", x, self.config.ifmap_width)
         return element_bytes(x, size)
 
     def job(self, x):
@@ -223,6 +220,20 @@ class CompiledNetwork:
     def output_array(self, data):
         _, shape, size = self.output
         return read_elements(data, 0, int(np.prod(shape)), size).reshape(shape)
+
+
+def _check_tensors(config, spec, w):
+    """Weights and bias within their widths, every sum exact in the accumulator (as the golden
+    model requires): nothing the memory image holds may be wrapped."""
+    from ..sim.golden import check_signed, psum_bits_needed
+
+    check_signed(f"layer {spec.name} weights", w, config.weight_width)
+    if spec.bias is not None:
+        check_signed(f"layer {spec.name} bias", spec.bias, config.psum_width)
+    need = psum_bits_needed(w, spec.bias, config.ifmap_width)
+    if need > config.psum_width:
+        raise ValueError(f"layer {spec.name} needs {need}-bit partial sums for exact accumulation, "
+                         f"but psum_width is {config.psum_width}")
 
 
 def compile_network(config, network, *, base=0x1000):
@@ -250,6 +261,7 @@ def compile_network(config, network, *, base=0x1000):
     compiled = []
     for i, (spec, layer) in enumerate(zip(network.layers, layers)):
         w = spec.conv_weights(shape)
+        _check_tensors(config, spec, w)
         mapping = map_layer(config, layer)
         requantized = spec.shift is not None
         relative = DramLayout.packed(mapping, 0, requantized=requantized)

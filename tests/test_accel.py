@@ -128,8 +128,16 @@ def test_network_errors_name_the_value_and_limit(tmp_path):
     with pytest.raises(ValueError, match=r"fc weights \(3, 10\) do not match its input"):
         fc.shapes()
     compiled = compile_network(TINY, net)
-    with pytest.raises(ValueError, match=r"input value 128 is outside the signed 8-bit range \[-128, 127\]"):
+    with pytest.raises(ValueError, match=r"input value 128 at index \(0, 0, 0, 0\) is outside the signed "
+                                         r"8-bit range \[-128, 127\]"):
         compiled.job(np.full(x.shape, 128))
+    big = Network("n", net.input_shape, [dataclasses.replace(net.layers[0], weights=net.layers[0].weights * 64),
+                                         *net.layers[1:]])
+    with pytest.raises(ValueError, match=r"layer conv1 weights value -?\d+ at index .* outside the signed 8-bit"):
+        compile_network(TINY, big)
+    wide = Network("n", (1, 64, 9, 9), [LayerSpec("wide", "conv", np.full((2, 64, 3, 3), 127), None, shift=8)])
+    with pytest.raises(ValueError, match="layer wide needs 2[0-9]-bit partial sums .* psum_width is 16"):
+        compile_network(TINY.replace(psum_width=16), wide)
     with pytest.raises(ValueError, match=r"input has shape \(1, 4, 9\)"):
         compiled.job(x[:, :, :, 0])
     with pytest.raises(ValueError, match="base 0x2 is not a multiple of the 4-byte memory word"):
