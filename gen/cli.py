@@ -168,15 +168,22 @@ def cmd_run_net(args):
     compiled = compile_network(config, network)
     compiled.input_bytes(x)     # the input's shape and range, before any simulation
     y, _ = run_network_golden(config, network, x)
-    layers = [{"name": layer.spec.name, "layer": layer.layer.to_dict(), "macs": layer.layer.macs,
-               "predicted": layer_report(layer.mapping, layer.program)} for layer in compiled.layers]
+    layers = [{"name": layer.spec.name, "type": layer.spec.kind, "layer": layer.layer.to_dict(),
+               "macs": layer.layer.macs,
+               "predicted": layer_report(layer.mapping, layer.program) if layer.spec.computes
+               else layer.layer.report(config)} for layer in compiled.layers]
     if args.sim != "golden":
         rtl, counters = run_network_rtl(compiled, x, sim=args.sim, build_root=args.build_dir)
         if not np.array_equal(rtl, y):
             index = tuple(int(i) for i in np.argwhere(rtl != y)[0])
             raise RuntimeError(f"RTL result {rtl[index]} differs from the golden model's {y[index]} at {index}")
         for entry, layer, counts in zip(layers, compiled.layers, counters):
-            entry.update(measured_report(config, layer.layer, counts, entry["predicted"]))
+            if layer.spec.computes:
+                entry.update(measured_report(config, layer.layer, counts, entry["predicted"]))
+            else:   # the pooler's traffic is not counted (its words are exact in the prediction)
+                entry.update(cycles=counts["cycles"], pe_utilization=0.0, counters=counts,
+                             dram_read_bytes=entry["predicted"]["dram_read_bytes"],
+                             dram_write_bytes=entry["predicted"]["dram_write_bytes"])
     key = "cycles" if args.sim != "golden" else None
     cycles = sum(entry[key] for entry in layers) if key else sum(e["predicted"]["cycles"] for e in layers)
     macs = sum(entry["macs"] for entry in layers)
@@ -185,7 +192,7 @@ def cmd_run_net(args):
     if key:
         for name in ("dram_read_bytes", "dram_write_bytes", "glb_reads", "glb_writes", "spad_reads",
                      "spad_writes"):
-            total[name] = sum(entry[name] for entry in layers)
+            total[name] = sum(entry.get(name, 0) for entry in layers)
     np.save(args.output, y)
     if args.report:
         Path(args.report).write_text(json.dumps({"sim": args.sim, "network": network.name, "layers": layers,

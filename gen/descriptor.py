@@ -6,7 +6,9 @@ A descriptor is :data:`DESCRIPTOR_WORDS` little-endian 32-bit words (:data:`FIEL
 order); a list is descriptors back to back from ``DESC_BASE``. A ``CONV`` descriptor names the
 layer's three instruction streams (:mod:`rowstation.gen.isa`: byte address and word count of
 each, the streams ending in ``END``) and the tensor addresses its program's addresses are
-relative to. If ``stats`` is not zero, the accelerator writes every counter
+relative to; its ``pool_*`` words are zero. A ``MAXPOOL`` descriptor has no program (those
+words zero): it pools ``ifmap`` into ``output`` (:class:`rowstation.hw.pool.MaxPooler`) as its
+``pool_*`` words say. If ``stats`` is not zero, the accelerator writes every counter
 (:data:`rowstation.gen.isa.COUNTERS`, 8 bytes each, counted since start) there when the layer
 ends, so a host reads per-layer counts as differences.
 """
@@ -14,12 +16,17 @@ ends, so a host reads per-layer counts as differences.
 import enum
 
 
-__all__ = ["Kind", "FIELDS", "NAMES", "DESCRIPTOR_WORDS", "DESCRIPTOR_BYTES", "encode", "decode", "c_lines",
+__all__ = ["MAX_WINDOW", "Kind", "FIELDS", "NAMES", "DESCRIPTOR_WORDS", "DESCRIPTOR_BYTES", "encode", "decode", "c_lines",
            "markdown"]
+
+
+#: The largest max pooling window (K) a MAXPOOL descriptor may name.
+MAX_WINDOW = 8
 
 
 class Kind(enum.IntEnum):
     CONV = 1    # a convolution or fully connected layer: its program
+    MAXPOOL = 2  # max pooling of the ifmap into the output
 
 
 #: (name, meaning) of each word, in order.
@@ -32,10 +39,15 @@ FIELDS = (
     ("store_program", "byte address of the store stream"),
     ("store_words", "its words"),
     ("weights", "weights base: added to the filter stream's addresses (a multiple of the memory word)"),
-    ("ifmap", "ifmap base: added to ifmap LOAD addresses (a multiple of the memory word)"),
-    ("output", "output base: added to psum LOAD and STORE addresses (a multiple of the memory word)"),
+    ("ifmap", "ifmap base: added to ifmap LOAD addresses; MAXPOOL: its input (a multiple of the memory word)"),
+    ("output", "output base: added to psum LOAD and STORE addresses; MAXPOOL: its output (likewise)"),
     ("stats", "where to write the counters when the layer ends (a multiple of 8), or 0"),
-) + tuple((f"reserved{i}", "zero") for i in range(5))
+    ("pool_planes", "MAXPOOL: input planes, N x C"),
+    ("pool_width", "MAXPOOL: input row width W (bits 15:0), output row width F (bits 31:16)"),
+    ("pool_window", "MAXPOOL: window K (bits 7:0, at most 8), stride U (15:8), output rows E per plane (31:16)"),
+    ("pool_row_step", "MAXPOOL: bytes from one output row's first input row to the next's, U x W x element"),
+    ("pool_plane_step", "MAXPOOL: bytes from one input plane to the next, H x W x element"),
+)
 
 DESCRIPTOR_WORDS = len(FIELDS)
 DESCRIPTOR_BYTES = 4 * DESCRIPTOR_WORDS

@@ -9,7 +9,8 @@ A network directory holds ``network.json`` and the ``.npy`` files it names::
                 {"name": "fc", "type": "fc", "weights": "fc.w.npy"}]}
 
 ``conv`` weights are (M, C/G, R, S); ``fc`` weights (M, C*H*W) or (M, C, H, W), a convolution
-whose filter covers its input. ``shift`` requantises the output on chip (rounding shift,
+whose filter covers its input. ``maxpool`` takes ``kernel`` and ``stride`` (default: the
+kernel), no padding, and runs on chip too. ``shift`` requantises the output on chip (rounding shift,
 ``relu``, saturation to the activation width); a layer without it writes the exact
 accumulation, so only the last layer may omit it. ``bias`` is optional.
 """
@@ -24,25 +25,79 @@ from . import descriptor
 from .isa import COUNTERS
 from .layer import ConvLayer
 from .mapper import map_layer
-from .program import DramLayout, arranged_weights, compile_layer, element_bytes, read_elements
+from .program import DramLayout, arranged_weights, compile_layer, element_bytes, read_elements, words_spanned
 
 
-__all__ = ["LayerSpec", "Network", "CompiledLayer", "CompiledNetwork", "compile_network"]
+__all__ = ["PoolLayer", "LayerSpec", "Network", "CompiledLayer", "CompiledNetwork", "compile_network"]
 
-KINDS = ("conv", "fc")
+KINDS = ("conv", "fc", "maxpool")
+
+
+@dataclass(frozen=True)
+class PoolLayer:
+    """Max pooling of an (N, C, H, W) input over K x K windows at stride U, no padding."""
+
+    N: int
+    C: int
+    H: int
+    W: int
+    K: int
+    U: int
+
+    @property
+    def E(self):
+        return (self.H - self.K) // self.U + 1
+
+    @property
+    def F(self):
+        return (self.W - self.K) // self.U + 1
+
+    @property
+    def ofmap_shape(self):
+        return (self.N, self.C, self.E, self.F)
+
+    macs = 0
+
+    def to_dict(self):
+        return {"N": self.N, "C": self.C, "H": self.H, "W": self.W, "K": self.K, "U": self.U}
+
+    def report(self, config):
+        """The pass's external memory traffic (exact, in whole words: the pooler reads each
+        output row's K input rows and writes the row) and an estimate of its cycles (one
+        element a cycle in and out, ``ROW_OVERHEAD`` cycles a row, ``PASS_OVERHEAD`` for the
+        descriptor and the counters)."""
+        size, word = config.memory_width(config.ifmap_width) // 8, config.dram_width // 8
+        plane, rows = self.H * self.W * size, self.N * self.C * self.E
+        reads = sum(words_spanned(p * plane + (e * self.U + k) * self.W * size, self.W, size, word)
+                    for p in range(self.N * self.C) for e in range(self.E) for k in range(self.K))
+        writes = sum(words_spanned(r * self.F * size, self.F, size, word) for r in range(rows))
+        return {"cycles": rows * (self.K * self.W + self.F + self.ROW_OVERHEAD) + self.PASS_OVERHEAD,
+                "dram_read_bytes": reads * word, "dram_write_bytes": writes * word}
+
+    #: The estimate's overheads, fitted on four Verilator runs on ``tiny`` (docs/accelerator.md).
+    ROW_OVERHEAD, PASS_OVERHEAD = 2, 40
+
+    def __str__(self):
+        return f"maxpool N={self.N},C={self.C},H={self.H},W={self.W},K={self.K},U={self.U}"
 
 
 @dataclass
 class LayerSpec:
     name: str
-    kind: str                   # "conv" or "fc"
-    weights: np.ndarray
+    kind: str                   # one of KINDS
+    weights: np.ndarray | None = None
     bias: np.ndarray | None = None
     stride: int = 1
     padding: int = 0
     groups: int = 1
     shift: int | None = None    # None: the exact accumulation
     relu: bool = False
+    kernel: int = 0             # maxpool: the window
+
+    @property
+    def computes(self):
+        """The layer runs a program on the array (a convolution or FC layer)."""
+        return self.kind != "maxpool"
 
     def conv_weights(self, input_shape):
         """The weights as (M, C/G, R, S) for an input of ``input_shape`` (N, C, H, W)."""
@@ -57,8 +112,16 @@ class LayerSpec:
         return w
 
     def layer(self, input_shape):
-        """The :class:`ConvLayer` this layer computes on an input of ``input_shape``."""
+        """The :class:`ConvLayer` (or :class:`PoolLayer`) this layer computes on an input of
+        ``input_shape``."""
         N, C, H, W = input_shape
+        if not self.computes:
+            for name, value in (("kernel", self.kernel), ("stride", self.stride)):
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ValueError(f"layer {self.name}: maxpool {name} must be a positive integer, not {value!r}")
+            if self.kernel > min(H, W):
+                raise ValueError(f"layer {self.name}: maxpool window {self.kernel} is larger than its input {H}x{W}")
+            return PoolLayer(N=N, C=C, H=H, W=W, K=self.kernel, U=self.stride)
         w = self.conv_weights(input_shape)
         if w.ndim != 4:
             raise ValueError(f"layer {self.name}: weights must be (M, C/G, R, S), not {tuple(w.shape)}")
@@ -81,7 +144,7 @@ class Network:
         """The :class:`ConvLayer` of every layer, checking that each one's output feeds the next."""
         out, shape = [], tuple(self.input_shape)
         for i, spec in enumerate(self.layers):
-            if spec.shift is None and i != len(self.layers) - 1:
+            if spec.computes and spec.shift is None and i != len(self.layers) - 1:
                 raise ValueError(f"layer {spec.name}: only the last layer may write the exact "
                                  f"accumulation; give it a shift")
             layer = spec.layer(shape)
@@ -112,10 +175,17 @@ class Network:
             kind = item.get("type")
             if kind not in KINDS:
                 raise ValueError(f"{path}: layer {name} has type {kind!r}; supported: {', '.join(KINDS)}")
-            known = {"name", "type", "weights", "bias", "stride", "padding", "groups", "shift", "relu"}
+            known = {"name", "type", "weights", "bias", "stride", "padding", "groups", "shift", "relu"} \
+                if kind != "maxpool" else {"name", "type", "kernel", "stride"}
             unknown = set(item) - known
             if unknown:
                 raise ValueError(f"{path}: layer {name} has unknown keys {sorted(unknown)}")
+            if kind == "maxpool":
+                if "kernel" not in item:
+                    raise ValueError(f"{path}: maxpool layer {name} names no kernel")
+                layers.append(LayerSpec(name=name, kind=kind, kernel=item["kernel"],
+                                        stride=item.get("stride", item["kernel"])))
+                continue
             if "weights" not in item:
                 raise ValueError(f"{path}: layer {name} names no weights")
             arrays = {key: _load_array(directory / item[key], f"layer {name} {key}")
@@ -131,6 +201,9 @@ class Network:
         directory.mkdir(parents=True, exist_ok=True)
         items = []
         for spec in self.layers:
+            if not spec.computes:
+                items.append({"name": spec.name, "type": spec.kind, "kernel": spec.kernel, "stride": spec.stride})
+                continue
             item = {"name": spec.name, "type": spec.kind, "weights": f"{spec.name}.weights.npy"}
             np.save(directory / item["weights"], spec.weights)
             if spec.bias is not None:
@@ -168,11 +241,11 @@ def _load_array(path, what):
 @dataclass
 class CompiledLayer:
     spec: LayerSpec
-    layer: ConvLayer
-    mapping: object
-    program: object
+    layer: object          # ConvLayer or PoolLayer
     descriptor: dict       # the descriptor's fields
-    weights: np.ndarray    # (M, C/G, R, S)
+    mapping: object = None  # a convolution's: its mapping, program and weights (M, C/G, R, S)
+    program: object = None
+    weights: np.ndarray | None = None
 
 
 @dataclass
@@ -257,9 +330,21 @@ def compile_network(config, network, *, base=0x1000):
     ifmap_size = config.memory_width(config.ifmap_width) // 8
     shape = tuple(network.input_shape)
     activation = place(bytes(int(np.prod(shape)) * ifmap_size), word)
-    input_tensor = (activation, shape, ifmap_size)
+    input_tensor, out_size = (activation, shape, ifmap_size), ifmap_size
     compiled = []
     for i, (spec, layer) in enumerate(zip(network.layers, layers)):
+        if not spec.computes:
+            if layer.K > descriptor.MAX_WINDOW or layer.F > config.max_dim or max(layer.E, layer.W) >= 1 << 16:
+                raise ValueError(f"layer {spec.name}: {layer} needs K <= {descriptor.MAX_WINDOW}, "
+                                 f"F <= {config.max_dim} (max_dim), and E and W below 65536")
+            output = place(bytes(int(np.prod(layer.ofmap_shape)) * ifmap_size), word)
+            fields = {"kind": descriptor.Kind.MAXPOOL, "ifmap": activation, "output": output, "stats": stats[i],
+                      "pool_planes": layer.N * layer.C, "pool_width": layer.W | layer.F << 16,
+                      "pool_window": layer.K | layer.U << 8 | layer.E << 16,
+                      "pool_row_step": layer.U * layer.W * ifmap_size, "pool_plane_step": layer.H * layer.W * ifmap_size}
+            compiled.append(CompiledLayer(spec, layer, fields))
+            activation, shape, out_size = output, layer.ofmap_shape, ifmap_size
+            continue
         w = spec.conv_weights(shape)
         _check_tensors(config, spec, w)
         mapping = map_layer(config, layer)
@@ -275,7 +360,7 @@ def compile_network(config, network, *, base=0x1000):
                   "stats": stats[i]}
         for unit, words in program.streams.items():
             fields[f"{unit}_program"], fields[f"{unit}_words"] = streams[unit], len(words)
-        compiled.append(CompiledLayer(spec, layer, mapping, program, fields, w))
+        compiled.append(CompiledLayer(spec, layer, fields, mapping, program, w))
         activation, shape = output, layer.ofmap_shape
         out_size = relative.output_bytes
     for i, layer in enumerate(compiled):

@@ -2,8 +2,9 @@
 a list of layer descriptors (:mod:`rowstation.gen.descriptor`) after one start.
 
 The sequencer reads each descriptor, checks it, starts three :class:`ProgramFetcher` s (one per
-instruction stream) and the core with the descriptor's tensor bases, waits for the core's
-``done``, writes the counters to the descriptor's ``stats`` address, and goes on to the next.
+instruction stream) and the core with the descriptor's tensor bases (a ``CONV`` layer) or the
+:class:`~rowstation.hw.pool.MaxPooler` (a ``MAXPOOL`` layer), waits for it to finish, writes
+the counters to the descriptor's ``stats`` address, and goes on to the next.
 Every external access (descriptors, programs, tensors, counters) goes through the one
 :class:`~rowstation.hw.axi.AXI4Manager`. On an error (:class:`~rowstation.gen.csr.ErrorCode`)
 or ``CTRL.abort`` the sequencer holds everything but the registers and the AXI port in reset
@@ -17,12 +18,13 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..gen.csr import ControlRegisters, ErrorCode
-from ..gen.descriptor import DESCRIPTOR_BYTES, DESCRIPTOR_WORDS, NAMES, Kind
+from ..gen.descriptor import DESCRIPTOR_BYTES, DESCRIPTOR_WORDS, MAX_WINDOW, NAMES, Kind
 from ..gen.isa import COUNTERS, WORD_WIDTH
 from .axi import AXI4LiteSignature, AXI4Manager, AXI4Signature, RegisterFile
 from .controller import UNIT_NAMES
 from .core import RowStationCore
 from .memory import ADDR_WIDTH, BurstArbiter, ElementReader, ElementWriter, MemoryReadSignature
+from .pool import MaxPooler
 
 
 __all__ = ["ProgramFetcher", "Accelerator"]
@@ -103,7 +105,8 @@ class Accelerator(wiring.Component):
                                                           element_width=WORD_WIDTH))
         stats = engine("stats", ElementWriter(width=c.dram_width, burst=c.dram_burst,
                                               element_width=WORD_WIDTH))
-        readers = [core.mem_rd] + [f.memory for f in fetchers] + [descriptors.memory]
+        pooler = engine("pooler", MaxPooler(c))
+        readers = [core.mem_rd] + [f.memory for f in fetchers] + [descriptors.memory, pooler.memory_rd]
         arbiter = engine("arbiter", BurstArbiter(len(readers), width=c.dram_width))
         for i, reader in enumerate(readers):
             wiring.connect(m, reader, arbiter.readers[i])
@@ -111,20 +114,24 @@ class Accelerator(wiring.Component):
         for unit, fetcher in zip(UNIT_NAMES, fetchers):
             wiring.connect(m, fetcher.program, getattr(core.program, unit))
 
-        # Writes: the core's, or between layers the counters'.
-        writing_stats = Signal()
-        for name in ("cmd", "data"):
-            source_a, source_b = getattr(core.mem_wr, name), getattr(stats.memory, name)
+        # Writes: one writer at a time owns the port (the core's or the pooler's during a
+        # layer, the counters' between layers), chosen by the sequencer.
+        writers = [core.mem_wr, pooler.memory_wr, stats.memory]
+        writer = Signal(range(len(writers)))
+        for name in ("cmd", "data", "resp"):
             sink = getattr(port.wr, name)
-            m.d.comb += [sink.valid.eq(Mux(writing_stats, source_b.valid, source_a.valid)),
-                         sink.payload.eq(Mux(writing_stats, source_b.payload, source_a.payload)),
-                         source_a.ready.eq(sink.ready & ~writing_stats),
-                         source_b.ready.eq(sink.ready & writing_stats)]
-        resp = port.wr.resp
-        m.d.comb += [core.mem_wr.resp.valid.eq(resp.valid & ~writing_stats),
-                     stats.memory.resp.valid.eq(resp.valid & writing_stats),
-                     core.mem_wr.resp.payload.eq(resp.payload), stats.memory.resp.payload.eq(resp.payload),
-                     resp.ready.eq(Mux(writing_stats, stats.memory.resp.ready, core.mem_wr.resp.ready))]
+            sources = [getattr(w, name) for w in writers]
+            forward = name != "resp"
+            for i, source in enumerate(sources):
+                mine = writer == i
+                if forward:
+                    m.d.comb += source.ready.eq(sink.ready & mine)
+                    with m.If(mine):
+                        m.d.comb += [sink.valid.eq(source.valid), sink.payload.eq(source.payload)]
+                else:
+                    m.d.comb += [source.valid.eq(sink.valid & mine), source.payload.eq(sink.payload)]
+                    with m.If(mine):
+                        m.d.comb += sink.ready.eq(source.ready)
 
         # Counters to the registers.
         for name in COUNTERS:
@@ -142,8 +149,22 @@ class Accelerator(wiring.Component):
         def misaligned(value, size):
             return value[:(size - 1).bit_length()] != 0 if size > 1 else C(0)
 
-        malformed = (desc["kind"] != Kind.CONV) | Cat(desc[f"{u}_words"] == 0 for u in UNIT_NAMES).any() \
-            | Cat(desc[n] != 0 for n in NAMES if n.startswith("reserved")).any()
+        pool_names = [n for n in NAMES if n.startswith("pool_")]
+        programs = [desc[f"{u}_{f}"] for u in UNIT_NAMES for f in ("program", "words")]
+        window, stride, out_rows = desc["pool_window"][:8], desc["pool_window"][8:16], desc["pool_window"][16:]
+        width, out_width = desc["pool_width"][:16], desc["pool_width"][16:]
+        is_pool = desc["kind"] == Kind.MAXPOOL
+        malformed = Mux(is_pool,
+                        Cat(*(v != 0 for v in programs), desc["pool_planes"] == 0, width == 0,
+                            out_width == 0, out_width > c.max_dim, window == 0, window > MAX_WINDOW,
+                            stride == 0, out_rows == 0).any(),
+                        (desc["kind"] != Kind.CONV) | Cat(desc[f"{u}_words"] == 0 for u in UNIT_NAMES).any()
+                        | Cat(desc[n] != 0 for n in pool_names).any())
+        p = pooler.params
+        m.d.comb += [p.input.eq(desc["ifmap"]), p.output.eq(desc["output"]), p.planes.eq(desc["pool_planes"]),
+                     p.width.eq(width), p.out_width.eq(out_width), p.window.eq(window), p.stride.eq(stride),
+                     p.out_rows.eq(out_rows), p.row_step.eq(desc["pool_row_step"]),
+                     p.plane_step.eq(desc["pool_plane_step"])]
         unaligned = Cat(*(misaligned(desc[f"{u}_program"], 4) for u in UNIT_NAMES),
                         *(misaligned(desc[n], word_bytes) for n in ("weights", "ifmap", "output")),
                         misaligned(desc["stats"], 8)).any()
@@ -218,29 +239,42 @@ class Accelerator(wiring.Component):
                 with m.Elif(unaligned):
                     m.d.sync += error.eq(ErrorCode.ALIGNMENT)
                     m.next = "DRAIN"
+                with m.Elif(is_pool):
+                    m.d.comb += pooler.start.eq(1)
+                    m.d.sync += writer.eq(1)
+                    m.next = "POOL"
                 with m.Else():
                     m.d.comb += [f.start.eq(1) for f in fetchers]
+                    m.d.sync += writer.eq(0)
                     m.next = "RUN"
+
+            def layer_done():
+                with m.If(desc["stats"] != 0):
+                    m.d.sync += [counter.eq(0), writer.eq(2)]
+                    m.next = "STATS"
+                with m.Else():
+                    m.next = "NEXT"
+
             with m.State("RUN"):
                 with m.If(core.done):
                     with m.If(Cat(f.busy for f in fetchers).any()):
                         m.d.sync += error.eq(ErrorCode.PROGRAM)   # words after a stream's END
                         m.next = "DRAIN"
-                    with m.Elif(desc["stats"] != 0):
-                        m.d.sync += counter.eq(0)
-                        m.next = "STATS"
                     with m.Else():
-                        m.next = "NEXT"
+                        layer_done()
+                fail()
+            with m.State("POOL"):
+                with m.If(pooler.done):
+                    layer_done()
                 fail()
             with m.State("STATS"):
-                m.d.comb += [writing_stats.eq(1),
-                             stats.runs.valid.eq(1), stats.runs.payload.addr.eq(desc["stats"]),
+                m.d.comb += [stats.runs.valid.eq(1), stats.runs.payload.addr.eq(desc["stats"]),
                              stats.runs.payload.count.eq(halves), stats.runs.payload.size.eq(2)]
                 with m.If(stats.runs.ready):
                     m.next = "STATS_DATA"
                 fail()
             with m.State("STATS_DATA"):
-                m.d.comb += [writing_stats.eq(1), stats.elements.valid.eq(counter != halves)]
+                m.d.comb += stats.elements.valid.eq(counter != halves)
                 with m.Switch(counter):
                     for i, name in enumerate(COUNTERS):
                         value = getattr(core.counts, name).as_unsigned()

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..gen.program import read_elements
+from ..gen.isa import COUNTERS
+from ..gen.program import read_elements, write_elements
 from .controller_model import run_program
-from .golden import run_layer
+from .golden import max_pool, run_layer
 
 
 __all__ = ["run_network_golden", "run_network_model", "run_network_rtl"]
@@ -28,6 +29,10 @@ def run_network_golden(config, network, x):
     """The network's output for input ``x`` and each layer's output."""
     outputs = []
     for spec, layer in zip(network.layers, network.shapes()):
+        if not spec.computes:
+            x = max_pool(x, size=layer.K, stride=layer.U)
+            outputs.append(x)
+            continue
         w = spec.conv_weights(x.shape)
         y, _ = run_layer(config, x, w, spec.bias, stride=layer.U, padding=layer.P, groups=layer.G,
                          shift=spec.shift or 0, relu=spec.relu, raw=spec.shift is None)
@@ -46,6 +51,11 @@ def run_network_model(compiled, x):
     counts, current = [], np.asarray(x)
     for layer in compiled.layers:
         d = layer.descriptor
+        if not layer.spec.computes:   # the pooler: no counter of the core moves
+            current = max_pool(current, size=layer.layer.K, stride=layer.layer.U)
+            write_elements(memory, d["output"], current, compiled.input[2])   # activations' size
+            counts.append({name: 0 for name in COUNTERS if name not in ("cycles", "active_pe")})
+            continue
         streams = layer.program.streams
         counts.append(run_program(layer.mapping, streams, memory, current, layer.weights,
                                   bases={name: d[name] for name in ("weights", "ifmap", "output")}))
@@ -75,6 +85,11 @@ def run_accel_test(config, sim, build_root, testcase, case, *, tmp_prefix="run-"
     return tmp
 
 
+def _work(layer):
+    """A layer's MACs, or the elements a pooling pass reads."""
+    return layer.macs or layer.N * layer.C * layer.E * layer.K * layer.W
+
+
 def run_network_rtl(compiled, x, *, sim, build_root="build/rtl", stall=0.0, seed=1):
     """Run the compiled network on input ``x`` in the simulator ``sim``, every AXI channel
     pausing with probability ``stall``; returns (output, per-layer counters)."""
@@ -86,7 +101,7 @@ def run_network_rtl(compiled, x, *, sim, build_root="build/rtl", stall=0.0, seed
         job.save(work)
         tmp = run_accel_test(compiled.config, sim, build_root, "run_job",
                              {"job": str(work), "stall": stall, "seed": seed,
-                              "timeout_us": 1000 + sum(layer.layer.macs for layer in compiled.layers) // 10
+                              "timeout_us": 1000 + sum(_work(layer.layer) for layer in compiled.layers) // 10
                               + len(job.image) // 2})
         output = compiled.output_array((tmp / "output.bin").read_bytes())
         layers = json.loads((tmp / "counters.json").read_text())

@@ -128,11 +128,12 @@ def test_run_net_golden_and_verilator_agree(tmp_path, capsys):
         assert code == 0, err
         outputs[sim] = np.load(tmp_path / f"{sim}.npy")
         report = json.loads((tmp_path / f"{sim}.json").read_text())
-        assert [entry["name"] for entry in report["layers"]] == ["conv1", "conv2", "conv3", "fc"]
+        assert [entry["name"] for entry in report["layers"]] == ["conv1", "pool1", "conv2", "fc"]
     np.testing.assert_array_equal(outputs["golden"], outputs["verilator"])
     layers = report["layers"]
     assert report["total"]["cycles"] == sum(entry["cycles"] for entry in layers) > 0
     assert all(entry["dram_read_bytes"] > 0 and "predicted" in entry for entry in layers)
+    assert layers[1]["type"] == "maxpool" and layers[1]["cycles"] > 0
 
 
 def test_run_net_input_errors_are_one_line(tmp_path, capsys):

@@ -1,0 +1,139 @@
+"""Max pooling on chip: a pass over a tensor in external memory, between two layers.
+
+:class:`MaxPooler` reads the ``planes`` (N x C) input planes row by row and writes each output
+row once: for output row ``e`` it reads input rows ``e*U .. e*U+K-1`` (one run each), takes
+the maximum of every K-wide window at stride U along each row as the elements stream in (a
+shift register of the last K), keeps the running maximum over the K rows in a line buffer of
+``F`` entries, then writes the row. No padding; windows that do not fit are dropped (as
+:func:`rowstation.sim.golden.max_pool`).
+"""
+
+from amaranth import *
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..gen.descriptor import MAX_WINDOW
+from .memory import ADDR_WIDTH, ElementReader, ElementWriter, MemoryReadSignature, MemoryWriteSignature
+
+
+__all__ = ["PoolParams", "MaxPooler"]
+
+
+class PoolParams(data.StructLayout):
+    """A pooling pass: byte addresses of the input and output, input planes, row width W and
+    output width F, window K, stride U, output rows E per plane, and the byte steps between the
+    first input rows of consecutive output rows (U W) and between planes (H W)."""
+
+    def __init__(self):
+        super().__init__({"input": ADDR_WIDTH, "output": ADDR_WIDTH, "planes": 32, "width": 16,
+                          "out_width": 16, "window": 8, "stride": 8, "out_rows": 16,
+                          "row_step": 32, "plane_step": 32})
+
+
+class MaxPooler(wiring.Component):
+    """``start`` (with ``params`` held) runs a pass; ``done`` strobes once every output row is
+    written and its responses are back. ``config.max_dim`` bounds F (the line buffer)."""
+
+    def __init__(self, config):
+        self._config = config
+        super().__init__({"start": In(1), "params": In(PoolParams()), "done": Out(1),
+                          "memory_rd": Out(MemoryReadSignature(config.dram_width)),
+                          "memory_wr": Out(MemoryWriteSignature(config.dram_width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        c, p = self._config, self.params
+        bits = c.memory_width(c.ifmap_width)
+        size = (bits // 8).bit_length() - 1
+        m.submodules.reader = reader = ElementReader(width=c.dram_width, burst=c.dram_burst, element_width=bits)
+        m.submodules.writer = writer = ElementWriter(width=c.dram_width, burst=c.dram_burst, element_width=bits)
+        wiring.connect(m, reader.memory, wiring.flipped(self.memory_rd))
+        wiring.connect(m, writer.memory, wiring.flipped(self.memory_wr))
+        row_bytes = p.width << size
+
+        # Issue: one run per input row, in the order the rows are consumed.
+        issuing = Signal()
+        i_ky, i_row, i_plane = Signal(8), Signal(16), Signal(32)
+        addr, row_addr, plane_addr = Signal(ADDR_WIDTH), Signal(ADDR_WIDTH), Signal(ADDR_WIDTH)
+        m.d.comb += [reader.runs.valid.eq(issuing), reader.runs.payload.addr.eq(addr),
+                     reader.runs.payload.count.eq(p.width), reader.runs.payload.size.eq(size)]
+        with m.If(self.start):
+            m.d.sync += [issuing.eq(1), i_ky.eq(0), i_row.eq(0), i_plane.eq(0), addr.eq(p.input),
+                         row_addr.eq(p.input), plane_addr.eq(p.input)]
+        with m.Elif(reader.runs.valid & reader.runs.ready):
+            with m.If(i_ky != p.window - 1):
+                m.d.sync += [i_ky.eq(i_ky + 1), addr.eq(addr + row_bytes)]
+            with m.Elif(i_row != p.out_rows - 1):
+                m.d.sync += [i_ky.eq(0), i_row.eq(i_row + 1), row_addr.eq(row_addr + p.row_step),
+                             addr.eq(row_addr + p.row_step)]
+            with m.Elif(i_plane != p.planes - 1):
+                m.d.sync += [i_ky.eq(0), i_row.eq(0), i_plane.eq(i_plane + 1),
+                             plane_addr.eq(plane_addr + p.plane_step), row_addr.eq(plane_addr + p.plane_step),
+                             addr.eq(plane_addr + p.plane_step)]
+            with m.Else():
+                m.d.sync += issuing.eq(0)
+
+        # Consume: window maxima along each row, running maxima over the window's rows.
+        m.submodules.line = line = Memory(shape=signed(bits), depth=c.max_dim, init=[])
+        lb_write, lb_read = line.write_port(), line.read_port(domain="comb")
+        window = [Signal(signed(bits), name=f"window_{j}") for j in range(MAX_WINDOW - 1)]
+        c_ky, ix, until, ox = Signal(8), Signal(16), Signal(8), Signal(16)
+        c_row, c_plane = Signal(16), Signal(32)
+        wx, out_addr = Signal(16), Signal(ADDR_WIDTH)
+        value = reader.elements.payload.data[0][:bits].as_signed()
+        widest = value
+        for j, previous in enumerate(window):
+            widest = Mux((j + 1 < p.window) & (previous > widest), previous, widest)
+        horizontal = Signal(signed(bits))
+        m.d.comb += horizontal.eq(widest)
+        emit = (until == 0) & (ox < p.out_width)
+        fire = reader.elements.valid & reader.elements.ready
+        m.d.comb += [lb_write.addr.eq(ox), lb_write.en.eq(fire & emit),
+                     lb_write.data.eq(Mux((c_ky == 0) | (horizontal > lb_read.data), horizontal, lb_read.data))]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [c_ky.eq(0), ix.eq(0), ox.eq(0), until.eq(p.window - 1), c_row.eq(0),
+                                 c_plane.eq(0), out_addr.eq(p.output)]
+                    m.next = "READ"
+            with m.State("READ"):
+                m.d.comb += [reader.elements.ready.eq(1), lb_read.addr.eq(ox)]
+                with m.If(fire):
+                    m.d.sync += [window[0].eq(value)] + [window[j].eq(window[j - 1]) for j in range(1, len(window))]
+                    with m.If(emit):
+                        m.d.sync += [ox.eq(ox + 1), until.eq(p.stride - 1)]
+                    with m.Elif(until != 0):
+                        m.d.sync += until.eq(until - 1)
+                    m.d.sync += ix.eq(ix + 1)
+                    with m.If(ix == p.width - 1):
+                        m.d.sync += [ix.eq(0), ox.eq(0), until.eq(p.window - 1), c_ky.eq(c_ky + 1)]
+                        with m.If(c_ky == p.window - 1):
+                            m.d.sync += [c_ky.eq(0), wx.eq(0)]
+                            m.next = "WRITE"
+            with m.State("WRITE"):
+                m.d.comb += [writer.runs.valid.eq(1), writer.runs.payload.addr.eq(out_addr),
+                             writer.runs.payload.count.eq(p.out_width), writer.runs.payload.size.eq(size)]
+                with m.If(writer.runs.ready):
+                    m.next = "WRITE_ROW"
+            with m.State("WRITE_ROW"):
+                m.d.comb += [lb_read.addr.eq(wx), writer.elements.valid.eq(1),
+                             writer.elements.payload.eq(lb_read.data)]
+                with m.If(writer.elements.ready):
+                    m.d.sync += wx.eq(wx + 1)
+                    with m.If(wx == p.out_width - 1):
+                        m.d.sync += out_addr.eq(out_addr + (p.out_width << size))
+                        with m.If(c_row != p.out_rows - 1):
+                            m.d.sync += c_row.eq(c_row + 1)
+                            m.next = "READ"
+                        with m.Elif(c_plane != p.planes - 1):
+                            m.d.sync += [c_row.eq(0), c_plane.eq(c_plane + 1)]
+                            m.next = "READ"
+                        with m.Else():
+                            m.next = "FLUSH"
+            with m.State("FLUSH"):
+                with m.If(writer.idle):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+        return m
