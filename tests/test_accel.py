@@ -167,11 +167,14 @@ def test_accelerator_refuses_narrow_memory():
         Accelerator(TINY.replace(dram_width=16, filter_noc_width=1, psum_width=16))
 
 
-@pytest.mark.parametrize("sim,stall", [("verilator", 0.3), ("icarus", 0.2)])
-def test_network_on_the_accelerator_is_bit_exact(sim, stall):
+@pytest.mark.parametrize("sim,stall,width", [("verilator", 0.3, 32), ("icarus", 0.2, 32),
+                                             ("verilator", 0.3, 64), ("verilator", 0.3, 128)])
+def test_network_on_the_accelerator_is_bit_exact(sim, stall, width):
+    """AXI data widths 32, 64 and 128 bits."""
+    config = TINY.replace(dram_width=width)
     net, x = network()
-    compiled = compile_network(TINY, net)
-    golden, _ = run_network_golden(TINY, net, x)
+    compiled = compile_network(config, net)
+    golden, _ = run_network_golden(config, net, x)
     _, expected = run_network_model(compiled, x)
     output, layers = run_network_rtl(compiled, x, sim=sim, build_root=BUILD, stall=stall)
     np.testing.assert_array_equal(output, golden)
