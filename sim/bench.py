@@ -34,6 +34,9 @@ ALEXNET = {
 #: Small layers on the ``tiny`` core, run on the RTL by ``--quick``.
 QUICK_RTL = ["N=1,C=8,H=24,W=24,M=8,R=3,S=3,P=1", "N=2,C=16,H=12,W=12,M=16,R=3,S=3,P=1"]
 
+#: Max pooling passes on the ``tiny`` accelerator ((N, C, H, W), K, U), run by ``--quick`` too.
+POOL_RTL = [((2, 6, 6, 6), 3, 2), ((1, 4, 16, 16), 2, 2), ((1, 3, 13, 13), 3, 2), ((1, 2, 20, 30), 4, 1)]
+
 #: Layers on the full ``eyeriss-v1`` core (minutes each in Verilator).
 FULL_RTL = [("CONV1", 1), ("CONV5", 1)]
 
@@ -75,6 +78,26 @@ def _rtl_row(config, name, spec, build, seed):
             "note": "seconds include the Verilator build when the build folder is new"}
 
 
+def _pool_row(config, shape, kernel, stride, build, seed):
+    """A max pooling pass on the accelerator (:mod:`rowstation.sim.network`) beside the
+    estimate of :meth:`~rowstation.gen.network.PoolLayer.report`."""
+    import numpy as np
+    from ..gen.network import LayerSpec, Network, compile_network
+    from .network import run_network_rtl
+
+    compiled = compile_network(config, Network("pool", shape, [LayerSpec("pool", "maxpool", kernel=kernel,
+                                                                         stride=stride)]))
+    bits = config.ifmap_width
+    x = np.random.default_rng(seed).integers(-(1 << (bits - 1)), 1 << (bits - 1), size=shape)
+    t0 = time.monotonic()
+    _, [counts] = run_network_rtl(compiled, x, sim="verilator", build_root=build)
+    layer = compiled.layers[0].layer
+    cycles, predicted = counts["cycles"], layer.report(config)["cycles"]
+    return {"layer": str(layer), "shape": str(layer), "cycles": cycles, "predicted_cycles": predicted,
+            "model_error": round((predicted - cycles) / cycles, 4), "pe_utilization": 0.0,
+            "seconds": round(time.monotonic() - t0, 1)}
+
+
 def run_bench(*, quick, output, build="build/bench"):
     """Run the benchmarks, print a table and write ``output``/bench.json and bench.md."""
     from ..gen.cli import versions
@@ -85,7 +108,7 @@ def run_bench(*, quick, output, build="build/bench"):
     rtl_jobs = [(tiny, spec, spec) for spec in QUICK_RTL]
     if not quick:
         rtl_jobs += [(eyeriss, f"AlexNet {name} N={n}", f"N={n},{ALEXNET[name]}") for name, n in FULL_RTL]
-    total = len(model_jobs) + len(rtl_jobs)
+    total = len(model_jobs) + len(rtl_jobs) + len(POOL_RTL)
     model, rtl = [], []
     for step, (name, batch) in enumerate(model_jobs, 1):
         _progress(step, total, f"model: eyeriss-v1 AlexNet {name} batch {batch}", started)
@@ -94,6 +117,9 @@ def run_bench(*, quick, output, build="build/bench"):
         _progress(step, total, f"RTL (Verilator): {name}", started)
         rtl.append({"preset": "eyeriss-v1" if config is eyeriss else "tiny",
                     **_rtl_row(config, name, spec, build, seed=step)})
+    for step, (shape, kernel, stride) in enumerate(POOL_RTL, len(model_jobs) + len(rtl_jobs) + 1):
+        _progress(step, total, f"RTL (Verilator): maxpool {shape} K={kernel} U={stride}", started)
+        rtl.append({"preset": "tiny", **_pool_row(tiny, shape, kernel, stride, build, seed=step)})
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "python": platform.python_version()},
               "versions": versions(), "model": model, "rtl": rtl,
