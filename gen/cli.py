@@ -94,12 +94,13 @@ def cmd_random_layer(args):
     (out / "layer.json").write_text(json.dumps(layer.to_dict(), indent=2) + "\n")
 
 
-def measured_report(config, layer, counts, predicted):
-    """The report keys of a layer run on the RTL, from its counters and the model's prediction."""
+def measured_report(config, layer, counts, predicted, *, runs=1):
+    """The report keys of a layer run ``runs`` times on the RTL, from its counters (summed over
+    the runs) and the model's prediction (of one run)."""
     word = config.dram_width // 8
     return {
         "cycles": counts["cycles"],
-        "pe_utilization": layer.macs / (config.pe_count * counts["cycles"]),
+        "pe_utilization": layer.macs * runs / (config.pe_count * counts["cycles"]),
         "passes": counts["passes"],
         "dram_read_bytes": counts["dram_reads"] * word,
         "dram_write_bytes": counts["dram_writes"] * word,
@@ -154,55 +155,114 @@ def cmd_run_layer(args):
     print(f"{args.output}: {layer} -> {tuple(y.shape)}, {layer.macs} MACs{cycles} ({args.sim})")
 
 
+def progress_printer(what):
+    """A ``progress(done, total)`` callback that shows a bar on a terminal, else a line a run."""
+    def progress(done, total):
+        bar = "#" * (30 * done // total)
+        if sys.stderr.isatty():
+            print(f"\r  {what} [{bar:<30}] {done}/{total}", end="\n" if done == total else "",
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"  {what}: {done}/{total}", file=sys.stderr, flush=True)
+    return progress
+
+
+def network_inputs(config, network, path):
+    """The integer inputs of ``path`` for ``network``: integers as they are, floats quantised
+    at the network's input scale (a compiled ONNX model's), any batch."""
+    import numpy as np
+    from .network import load_inputs
+    from .quantize import quantize_input
+
+    x = load_inputs("input", path, network.input_shape)
+    if np.issubdtype(x.dtype, np.integer):
+        return x.astype(np.int64)
+    if network.quantization is None:
+        raise ValueError(f"input file {path} holds {x.dtype} values and the network has no input scale; "
+                         f"give integers, or compile the model with 'rowstation compile'")
+    frac = network.quantization["input_frac"]
+    q, saturated = quantize_input(x, frac, config.ifmap_width)
+    if saturated:
+        print(f"rowstation: note: {saturated} input values beyond the {config.ifmap_width}-bit range at "
+              f"scale 2**-{frac} saturated", file=sys.stderr)
+    return q
+
+
 def cmd_run_net(args):
     import numpy as np
     from .network import Network, compile_network
     from .performance import layer_report
-    from ..sim.network import run_network_golden, run_network_rtl
+    from .quantize import dequantize
+    from ..sim.network import batches, run_network_golden_batches, run_network_rtl
 
     config = _config(args)
     network = Network.load(args.network)
-    x = load_npy("input", args.input)
-    if not np.issubdtype(x.dtype, np.integer):
-        raise ValueError(f"input file {args.input} holds {x.dtype} values, not integers")
+    x = network_inputs(config, network, args.input)
     compiled = compile_network(config, network)
-    compiled.input_bytes(x)     # the input's shape and range, before any simulation
-    y, _ = run_network_golden(config, network, x)
+    chunks, _ = batches(x, network.input_shape[0])
+    for chunk in chunks:
+        compiled.input_bytes(chunk)     # every input's range, before any simulation
+    runs = len(chunks)
+    y = run_network_golden_batches(config, network, x)
     layers = [{"name": layer.spec.name, "type": layer.spec.kind, "layer": layer.layer.to_dict(),
-               "macs": layer.layer.macs,
+               "macs": layer.layer.macs * runs, "runs": runs,
                "predicted": layer_report(layer.mapping, layer.program) if layer.spec.computes
                else layer.layer.report(config)} for layer in compiled.layers]
     if args.sim != "golden":
-        rtl, counters = run_network_rtl(compiled, x, sim=args.sim, build_root=args.build_dir)
+        rtl, counters = run_network_rtl(compiled, x, sim=args.sim, build_root=args.build_dir,
+                                        progress=progress_printer(f"{args.sim}, batches of {network.input_shape[0]}"))
         if not np.array_equal(rtl, y):
             index = tuple(int(i) for i in np.argwhere(rtl != y)[0])
             raise RuntimeError(f"RTL result {rtl[index]} differs from the golden model's {y[index]} at {index}")
         for entry, layer, counts in zip(layers, compiled.layers, counters):
             if layer.spec.computes:
-                entry.update(measured_report(config, layer.layer, counts, entry["predicted"]))
+                entry.update(measured_report(config, layer.layer, counts, entry["predicted"], runs=runs))
             else:   # the pooler's traffic is not counted (its words are exact in the prediction)
                 entry.update(cycles=counts["cycles"], pe_utilization=0.0, counters=counts,
-                             dram_read_bytes=entry["predicted"]["dram_read_bytes"],
-                             dram_write_bytes=entry["predicted"]["dram_write_bytes"])
+                             dram_read_bytes=entry["predicted"]["dram_read_bytes"] * runs,
+                             dram_write_bytes=entry["predicted"]["dram_write_bytes"] * runs)
     key = "cycles" if args.sim != "golden" else None
-    cycles = sum(entry[key] for entry in layers) if key else sum(e["predicted"]["cycles"] for e in layers)
+    cycles = sum(entry[key] for entry in layers) if key else runs * sum(e["predicted"]["cycles"] for e in layers)
     macs = sum(entry["macs"] for entry in layers)
-    total = {"cycles": cycles, "macs": macs, "pe_utilization": macs / (config.pe_count * cycles),
-             "measured": key is not None}
+    total = {"cycles": cycles, "macs": macs, "pe_utilization": macs / (config.pe_count * cycles), "runs": runs,
+             "inputs": len(x), "measured": key is not None}
     if key:
         for name in ("dram_read_bytes", "dram_write_bytes", "glb_reads", "glb_writes", "spad_reads",
                      "spad_writes"):
             total[name] = sum(entry.get(name, 0) for entry in layers)
+    q = network.quantization
+    if args.dequantize:
+        if q is None:
+            raise ValueError("--dequantize needs a network with scales (compiled by 'rowstation compile')")
+        y = dequantize(y, q["output_frac"])
+    if q is not None and q.get("flat_output"):
+        y = y.reshape(len(y), -1)
     np.save(args.output, y)
     if args.report:
         Path(args.report).write_text(json.dumps({"sim": args.sim, "network": network.name, "layers": layers,
                                                  "total": total, "config": config.to_dict(),
                                                  "versions": versions()}, indent=2) + "\n")
     for entry in layers:
-        where = entry.get("cycles", entry["predicted"]["cycles"])
+        where = entry.get("cycles", runs * entry["predicted"]["cycles"])
         print(f"  {entry['name']:<12} {entry['macs']:>12,} MACs {where:>12,} cycles")
-    print(f"{args.output}: {network.name} -> {tuple(y.shape)}, {macs:,} MACs, {cycles:,} cycles "
-          f"{'measured' if key else 'predicted'} ({total['pe_utilization']:.1%} of peak, {args.sim})")
+    print(f"{args.output}: {network.name} on {len(x)} inputs ({runs} runs of batch {network.input_shape[0]}) -> "
+          f"{tuple(y.shape)}, {macs:,} MACs, {cycles:,} cycles {'measured' if key else 'predicted'} "
+          f"({total['pe_utilization']:.1%} of peak, {args.sim})")
+
+
+def cmd_compile(args):
+    from .frontend import read_onnx
+    from .model import compile_model
+    from .network import load_inputs
+
+    config = _config(args)
+    shape = read_onnx(args.model, batch=args.batch).input_shape
+    calibration = load_inputs("calibration", args.calibrate, shape).astype(float)
+    summary = compile_model(args.model, config, calibration, args.output, batch=args.batch,
+                            percentile=args.percentile)
+    print((Path(args.output) / "summary.md").read_text())
+    print(f"{args.output}: network.json, summary.md, mappings/, programs/, image.bin "
+          f"({summary['total']['cycles']:,} cycles predicted per batch of {args.batch})")
 
 
 def cmd_map(args):
@@ -279,12 +339,27 @@ def build_parser():
                               help="run a network directory on the golden model or the simulated accelerator")
     sub.add_argument("network", metavar="DIR", help="a directory with network.json and its .npy files")
     sub.add_argument("--sim", choices=SIMULATORS, default="golden")
-    sub.add_argument("--input", required=True, metavar="X.npy", help="integer array (N, C, H, W)")
+    sub.add_argument("--input", required=True, metavar="X.npy",
+                     help="inputs (any batch, C, H, W): integers, or floats for a compiled model (quantised "
+                          "at its input scale)")
     sub.add_argument("-o", "--output", required=True, metavar="Y.npy")
+    sub.add_argument("--dequantize", action="store_true",
+                     help="write floats (the outputs times the network's output scale)")
     sub.add_argument("--report", metavar="R.json", help="per-layer and total cycles, utilisation, traffic")
     sub.add_argument("--build-dir", default="build/rtl", metavar="DIR",
                      help="where simulator builds are kept and reused")
     sub.set_defaults(run=cmd_run_net)
+
+    sub = commands.add_parser("compile", parents=[common],
+                              help="compile a float ONNX CNN: quantise, map, write a network directory")
+    sub.add_argument("model", metavar="MODEL.onnx")
+    sub.add_argument("--calibrate", required=True, metavar="DATA.npy",
+                     help="float inputs (any batch) that choose the activation scales")
+    sub.add_argument("--batch", type=int, default=1, metavar="N", help="the compiled batch (default 1)")
+    sub.add_argument("--percentile", type=float, default=100.0, metavar="P",
+                     help="activation scales cover this percentile of magnitudes (default 100: the largest)")
+    sub.add_argument("-o", "--output", required=True, metavar="DIR")
+    sub.set_defaults(run=cmd_compile)
 
     sub = commands.add_parser("run-layer", parents=[common], help="run one convolution layer")
     sub.add_argument("--sim", choices=SIMULATORS, default="golden")

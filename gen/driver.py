@@ -157,11 +157,13 @@ class Driver:
             out[name] = lo | hi << 32
         return out
 
-    async def run(self, job, *, poll=200, timeout=None):
-        """Load ``job``, run it; returns (output bytes, per-descriptor counters)."""
-        await self.check()
+    async def run(self, job, *, poll=200, timeout=None, load=True):
+        """Load ``job`` (without ``load``: only its input, the image being in place from a
+        previous run), run it; returns (output bytes, per-descriptor counters)."""
         t = self.transport
-        await t.write_memory(job.base, job.image)
+        if load:
+            await self.check()
+            await t.write_memory(job.base, job.image)
         await t.write_memory(*job.input)
         await self.start(job.descriptors, job.count)
         await self.wait(poll=poll, timeout=timeout)

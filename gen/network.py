@@ -28,7 +28,8 @@ from .mapper import map_layer
 from .program import DramLayout, arranged_weights, compile_layer, element_bytes, read_elements, words_spanned
 
 
-__all__ = ["PoolLayer", "LayerSpec", "Network", "CompiledLayer", "CompiledNetwork", "compile_network"]
+__all__ = ["PoolLayer", "LayerSpec", "Network", "CompiledLayer", "CompiledNetwork", "compile_network", "load_npy",
+           "load_inputs"]
 
 KINDS = ("conv", "fc", "maxpool")
 
@@ -139,6 +140,7 @@ class Network:
     name: str
     input_shape: tuple
     layers: list = field(default_factory=list)
+    quantization: dict | None = None   # the scales of a compiled model (rowstation.gen.quantize)
 
     def shapes(self):
         """The :class:`ConvLayer` of every layer, checking that each one's output feeds the next."""
@@ -194,7 +196,12 @@ class Network:
                                     stride=item.get("stride", 1), padding=item.get("padding", 0),
                                     groups=item.get("groups", 1), shift=item.get("shift"),
                                     relu=bool(item.get("relu", False))))
-        return cls(spec.get("name", directory.name), tuple(shape), layers)
+        quantization = spec.get("quantization")
+        if quantization is not None and not (isinstance(quantization, dict) and
+                                             isinstance(quantization.get("input_frac"), int) and
+                                             isinstance(quantization.get("output_frac"), int)):
+            raise ValueError(f"{path}: quantization must hold integer input_frac and output_frac")
+        return cls(spec.get("name", directory.name), tuple(shape), layers, quantization)
 
     def save(self, directory):
         directory = Path(directory)
@@ -214,8 +221,10 @@ class Network:
             if spec.shift is not None:
                 item.update(shift=spec.shift, relu=spec.relu)
             items.append(item)
-        (directory / "network.json").write_text(json.dumps(
-            {"name": self.name, "input": list(self.input_shape), "layers": items}, indent=2) + "\n")
+        spec = {"name": self.name, "input": list(self.input_shape), "layers": items}
+        if self.quantization is not None:
+            spec["quantization"] = self.quantization
+        (directory / "network.json").write_text(json.dumps(spec, indent=2) + "\n")
 
 
 def load_npy(name, path):
@@ -229,6 +238,23 @@ def load_npy(name, path):
     if not isinstance(array, np.ndarray):
         raise ValueError(f"{name} file {path} is an .npz archive, not a single .npy array")
     return array
+
+
+def load_inputs(name, path, input_shape):
+    """The inputs in ``path`` for a network taking ``input_shape``, any batch: (batch, C, H, W),
+    or (batch, C) where H = W = 1; integers or finite floats."""
+    x = load_npy(name, path)
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(f"{name} file {path} holds {x.dtype} values, not numbers")
+    sample = tuple(input_shape[1:])
+    if x.ndim == 2 and sample[1:] == (1, 1):
+        x = x[:, :, None, None]
+    if x.ndim != 4 or tuple(x.shape[1:]) != sample or not len(x):
+        raise ValueError(f"{name} file {path} has shape {tuple(x.shape)}; the network takes "
+                         f"(batch, {', '.join(map(str, sample))})")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise ValueError(f"{name} file {path} holds values that are not finite")
+    return x
 
 
 def _load_array(path, what):

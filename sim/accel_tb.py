@@ -4,13 +4,16 @@ random), so the simulated accelerator is driven as a board's host would drive it
 
 The JSON file named by ROWSTATION_CASE gives the run folder (``dir``), the configuration, and
 a saved :class:`~rowstation.gen.driver.Job` (``job``): ``run_job`` runs it (with ``stall``,
-``seed``, ``timeout_us``), ``registers`` and ``errors`` recover with it.
+``seed``, ``timeout_us``) on each of ``inputs`` (files of input bytes; default: the job's own),
+loading the image once, and writes ``output_<i>.bin`` and ``counters_<i>.json``;
+``registers`` and ``errors`` recover with it.
 """
 
 import json
 import logging
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import cocotb
@@ -83,10 +86,13 @@ async def setup(dut, *, stall=0.0, seed=1):
 async def run_job(dut):
     """Run a saved job; write the output and the per-layer counters for the caller to check."""
     driver, _, _ = await setup(dut, stall=CASE.get("stall", 0.0), seed=CASE.get("seed", 1))
-    budget = CASE.get("timeout_us", 100000) * 1000 // PERIOD_NS * 9 // 10   # cycles, before cocotb's
-    output, layers = await driver.run(JOB, timeout=budget)   # a timeout names status and counters
-    (OUT / "output.bin").write_bytes(bytes(output))
-    (OUT / "counters.json").write_text(json.dumps(layers))
+    inputs = CASE.get("inputs", [str(Path(CASE["job"]) / "input.bin")])
+    budget = CASE.get("timeout_us", 100000) * 1000 // PERIOD_NS * 9 // 10 // len(inputs)   # cycles a run
+    for i, path in enumerate(inputs):
+        job = replace(JOB, input=(JOB.input[0], Path(path).read_bytes()))
+        output, layers = await driver.run(job, timeout=budget, load=i == 0)   # a timeout names status, counters
+        (OUT / f"counters_{i}.json").write_text(json.dumps(layers))
+        (OUT / f"output_{i}.bin").write_bytes(bytes(output))     # last: the caller's progress signal
     assert not dut.irq.value, "irq without irq_enable"
 
 

@@ -12,6 +12,9 @@
 import json
 import shutil
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,7 @@ from .controller_model import run_program
 from .golden import max_pool, run_layer
 
 
-__all__ = ["run_network_golden", "run_network_model", "run_network_rtl"]
+__all__ = ["run_network_golden", "run_network_golden_batches", "run_network_model", "run_network_rtl", "batches"]
 
 
 def run_network_golden(config, network, x):
@@ -65,9 +68,10 @@ def run_network_model(compiled, x):
     return current, counts
 
 
-def run_accel_test(config, sim, build_root, testcase, case, *, tmp_prefix="run-"):
+def run_accel_test(config, sim, build_root, testcase, case, *, tmp=None):
     """Run the cocotb test ``testcase`` of :mod:`rowstation.sim.accel_tb` with the JSON
-    ``case`` (its ``dir`` filled in); returns the run folder (deleted by the caller)."""
+    ``case`` (its ``dir`` filled in: ``tmp``, or a new folder in the build); returns the run
+    folder (deleted by the caller)."""
     from .. import gen
     from ..hw.export import accelerator_verilog
     from .runner import design_build, run_cocotb
@@ -76,7 +80,7 @@ def run_accel_test(config, sim, build_root, testcase, case, *, tmp_prefix="run-"
         config, name="accel", sim=sim, build_root=build_root,
         sources=[Path(gen.__file__).parent / f for f in ("isa.py", "csr.py", "descriptor.py")],
         verilog=lambda: accelerator_verilog(config))
-    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix, dir=build))
+    tmp = Path(tmp) if tmp is not None else Path(tempfile.mkdtemp(prefix="run-", dir=build))
     case = {**case, "dir": str(tmp), "config": json.loads(config.to_json())}
     (tmp / "case.json").write_text(json.dumps(case))
     run_cocotb(sim=sim, verilog=verilog, toplevel="rowstation_accel", test_module="rowstation.sim.accel_tb",
@@ -90,22 +94,58 @@ def _work(layer):
     return layer.macs or layer.N * layer.C * layer.E * layer.K * layer.W
 
 
-def run_network_rtl(compiled, x, *, sim, build_root="build/rtl", stall=0.0, seed=1):
-    """Run the compiled network on input ``x`` in the simulator ``sim``, every AXI channel
-    pausing with probability ``stall``; returns (output, per-layer counters)."""
+def batches(x, batch):
+    """``x`` split into chunks of the network's ``batch`` (the last padded with zeros) and
+    the number of real inputs."""
+    x = np.asarray(x)
+    pad = -len(x) % batch
+    if pad:
+        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), dtype=x.dtype)])
+    return [x[i:i + batch] for i in range(0, len(x), batch)], len(x) - pad
+
+
+def run_network_golden_batches(config, network, x):
+    """The golden output for any number of inputs ``x`` (the network's layers, every batch)."""
+    return run_network_golden(config, replace(network, input_shape=(len(x), *network.input_shape[1:])), x)[0]
+
+
+def run_network_rtl(compiled, x, *, sim, build_root="build/rtl", stall=0.0, seed=1, progress=None):
+    """Run the compiled network on inputs ``x`` in the simulator ``sim``, every AXI channel
+    pausing with probability ``stall``; returns (output, per-layer counters summed over runs).
+
+    ``x`` may hold any number of inputs: they run as chunks of the network's batch, in one
+    simulation that loads the image once; ``progress(done, total)`` is called as chunks finish."""
     if not 0 <= stall < 1:
         raise ValueError(f"stall must be a probability in [0, 1), not {stall}")
-    job = compiled.job(x)
+    chunks, count = batches(x, compiled.input[1][0])
+    jobs = [compiled.job(chunk) for chunk in chunks]       # checks every input before simulating
     work = Path(tempfile.mkdtemp(prefix="job-"))
     try:
-        job.save(work)
-        tmp = run_accel_test(compiled.config, sim, build_root, "run_job",
-                             {"job": str(work), "stall": stall, "seed": seed,
-                              "timeout_us": 1000 + sum(_work(layer.layer) for layer in compiled.layers) // 10
-                              + len(job.image) // 2})
-        output = compiled.output_array((tmp / "output.bin").read_bytes())
-        layers = json.loads((tmp / "counters.json").read_text())
-        shutil.rmtree(tmp)
+        jobs[0].save(work)
+        inputs = []
+        for i, job in enumerate(jobs):
+            inputs.append(str(work / f"input_{i}.bin"))
+            Path(inputs[-1]).write_bytes(job.input[1])
+        per_run = 1000 + sum(_work(layer.layer) for layer in compiled.layers) // 10
+        case = {"job": str(work), "inputs": inputs, "stall": stall, "seed": seed,
+                "timeout_us": len(jobs) * per_run + len(jobs[0].image) // 2}
+        tmp = Path(tempfile.mkdtemp(prefix="run-", dir=work))
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(run_accel_test, compiled.config, sim, build_root, "run_job", case, tmp=tmp)
+            done = 0
+            while True:
+                finished = future.done()
+                now = sum((tmp / f"output_{i}.bin").exists() for i in range(len(jobs)))
+                if progress and now != done:
+                    progress(now, len(jobs))
+                done = now
+                if finished:
+                    break
+                time.sleep(0.2)
+            future.result()
+        outputs = [compiled.output_array((tmp / f"output_{i}.bin").read_bytes()) for i in range(len(jobs))]
+        runs = [json.loads((tmp / f"counters_{i}.json").read_text()) for i in range(len(jobs))]
     finally:
         shutil.rmtree(work)
-    return output, layers
+    layers = [{name: sum(run[k][name] for run in runs) for name in runs[0][k]} for k in range(len(runs[0]))]
+    return np.concatenate(outputs)[:count], layers
