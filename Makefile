@@ -30,20 +30,9 @@ iverilog:
 		echo "Icarus Verilog is missing: run 'sudo apt-get install -y iverilog' (Debian/Ubuntu)" >&2; exit 1; \
 	fi
 
+# The digits CNN (sim/models/digits_cnn.onnx) compiled and run on the simulated accelerator.
 demo: setup
-	$(BIN)/rowstation presets
-	$(BIN)/rowstation generate --preset tiny -o $(DEMO)/rtl
-	$(BIN)/rowstation map --preset eyeriss-v1 --layer "N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4,P=0"
-	$(BIN)/rowstation random-layer --preset eyeriss-v1 --zeros 0.4 -o $(DEMO)/conv1 \
-		--layer "N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4,P=0"
-	$(BIN)/rowstation run-layer --preset eyeriss-v1 --sim golden --stride 4 --shift 16 --relu \
-		--ifmap $(DEMO)/conv1/ifmap.npy --weights $(DEMO)/conv1/weights.npy --bias $(DEMO)/conv1/bias.npy \
-		-o $(DEMO)/conv1/ofmap.npy --report $(DEMO)/conv1/report.json
-	$(BIN)/rowstation random-layer --preset tiny --zeros 0.3 -o $(DEMO)/small \
-		--layer "N=2,C=4,H=10,W=10,M=6,R=3,S=3,U=1,P=1"
-	$(BIN)/rowstation run-layer --preset tiny --sim verilator --padding 1 --shift 6 --relu \
-		--ifmap $(DEMO)/small/ifmap.npy --weights $(DEMO)/small/weights.npy --bias $(DEMO)/small/bias.npy \
-		-o $(DEMO)/small/ofmap.npy --report $(DEMO)/small/report.json
+	$(BIN)/rowstation demo -o $(DEMO)
 
 # The default selection skips tests marked slow; test-all runs everything.
 test: setup

@@ -55,14 +55,15 @@ def cmd_presets(args):
               f"{config.glb_bytes / 1024:>6g} KiB")
 
 
-def cmd_generate(args):
+def write_rtl(config, out):
+    """Write the accelerator's Verilog, its C header, register map and configuration into
+    ``out``; return the paths."""
     from ..hw.export import accelerator_verilog, core_verilog, to_verilog
     from ..hw.pe import PE
     from .csr import ControlRegisters
     from . import descriptor
 
-    config = _config(args)
-    out = Path(args.output)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "rowstation_accel.v": accelerator_verilog(config),
@@ -75,7 +76,12 @@ def cmd_generate(args):
     }
     for name, text in files.items():
         (out / name).write_text(text)
-        print(out / name)
+    return [out / name for name in files]
+
+
+def cmd_generate(args):
+    for path in write_rtl(_config(args), args.output):
+        print(path)
 
 
 def cmd_random_layer(args):
@@ -156,13 +162,14 @@ def cmd_run_layer(args):
 
 
 def progress_printer(what):
-    """A ``progress(done, total)`` callback that shows a bar on a terminal, else a line a run."""
+    """A ``progress(done, total)`` callback that shows a bar on a terminal, else a line about
+    every tenth of the way."""
     def progress(done, total):
         bar = "#" * (30 * done // total)
         if sys.stderr.isatty():
             print(f"\r  {what} [{bar:<30}] {done}/{total}", end="\n" if done == total else "",
                   file=sys.stderr, flush=True)
-        else:
+        elif done == total or 10 * done // total != 10 * (done - 1) // total:   # about every tenth
             print(f"  {what}: {done}/{total}", file=sys.stderr, flush=True)
     return progress
 
@@ -299,6 +306,14 @@ def cmd_bench(args):
     run_bench(quick=args.quick, output=args.output, build=args.build_dir)
 
 
+def cmd_demo(args):
+    from ..sim.demo import run_demo
+
+    run_demo(args.output, config_name=args.preset, images=args.images, batch=args.batch, sim=args.sim,
+             build_root=args.build_dir, synth=args.synth, plot=args.plot,
+             progress=progress_printer(f"{args.sim}, batches of {args.batch}"))
+
+
 def _layer_argument(parser):
     parser.add_argument("--layer", required=True, metavar="SPEC",
                         help='e.g. "N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4,P=0" (U, P, G optional)')
@@ -378,6 +393,20 @@ def build_parser():
     sub.add_argument("--build-dir", default="build/rtl", metavar="DIR",
                      help="simulator builds, one per configuration (default: build/rtl)")
     sub.set_defaults(run=cmd_run_layer)
+
+    sub = commands.add_parser("demo", help="classify held-out handwritten digits with the committed CNN "
+                                           "on the simulated accelerator (what `make demo` runs)")
+    sub.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    sub.add_argument("--images", type=int, default=300, metavar="N", help="held-out images on the RTL (default 300)")
+    sub.add_argument("--batch", type=int, default=8, metavar="N", help="the compiled batch (default 8)")
+    sub.add_argument("--sim", choices=SIMULATORS[1:], default="verilator")
+    sub.add_argument("--synth", action="store_true",
+                     help="add each precision's ECP5 resources (yosys) to the precision table")
+    sub.add_argument("--plot", metavar="FILE.png", help="the precision plot (default: OUTPUT/precision.png)")
+    sub.add_argument("-o", "--output", default="build/demo", metavar="DIR")
+    sub.add_argument("--build-dir", default="build/rtl", metavar="DIR",
+                     help="simulator builds, one per configuration (default: build/rtl)")
+    sub.set_defaults(run=cmd_demo)
 
     sub = commands.add_parser("bench", help="the performance model on AlexNet and layers on the RTL "
                                             "(Verilator), with the model's error")

@@ -8,9 +8,12 @@ float64 NumPy, so it can be checked against onnxruntime before anything is quant
 Supported: Conv (stride, symmetric padding, groups, depthwise), Relu, MaxPool (no padding),
 AveragePool (no padding) and GlobalAveragePool (depthwise convolutions with weights 1/K),
 Gemm and MatMul (with a constant operand), Add of a constant (a bias), BatchNormalization after a
-Conv, Flatten and Reshape to (N, features), Identity and Dropout (inference), and a final Softmax
-or LogSoftmax (kept on the host: the hardware outputs the logits). Anything else is refused with
-a one-line error naming the node, the operator and the attribute.
+Conv, Flatten, Reshape and Squeeze to (N, features), Identity and Dropout (inference), and a
+final Softmax or LogSoftmax (kept on the host: the hardware outputs the logits). Nodes whose
+inputs are all constants (shape arithmetic such as Shape -> Gather -> Concat -> Reshape, weight
+transposes) are evaluated at compile time with onnx's reference evaluator, whatever their
+operator. Anything else is refused with a one-line error naming the node, the operator and the
+attribute.
 """
 
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 __all__ = ["FloatLayer", "FloatNetwork", "read_onnx", "SUPPORTED"]
 
 SUPPORTED = ("Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Gemm", "MatMul", "Add",
-             "BatchNormalization", "Flatten", "Reshape", "Identity", "Dropout", "Constant",
+             "BatchNormalization", "Flatten", "Reshape", "Squeeze", "Identity", "Dropout", "Constant", "Shape",
              "Softmax", "LogSoftmax")
 
 
@@ -110,7 +113,8 @@ class _Reader:
         self.numpy_helper = numpy_helper
         graph = model.graph
         self.graph = graph
-        self.constants = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in graph.initializer}
+        self.opsets = list(model.opset_import)
+        self.constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         inputs = [i for i in graph.input if i.name not in self.constants]
         if len(inputs) != 1:
             raise ValueError(f"the model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
@@ -154,9 +158,32 @@ class _Reader:
                 self.refuse(node, f"attribute {name} is not supported")
 
     def constant(self, node, name):
+        """A constant input as float64."""
         if name not in self.constants:
             self.refuse(node, f"input {name} must be a constant (an initializer), not a computed tensor")
-        return self.constants[name]
+        return np.asarray(self.constants[name], dtype=np.float64)
+
+    def onnx_shape(self):
+        """The chain tensor's shape as the ONNX graph sees it."""
+        N, C, H, W = self.shape
+        return (N, C * H * W) if self.flat else self.shape
+
+    def fold(self, node):
+        """Evaluate a node whose inputs are all constants (shape arithmetic, weight transposes)."""
+        from onnx import helper
+        from onnx.reference import ReferenceEvaluator
+
+        names = [name for name in node.input if name]
+        inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(self.constants[name].dtype),
+                                                self.constants[name].shape) for name in names]
+        outputs = [helper.make_empty_tensor_value_info(name) for name in node.output if name]
+        graph = helper.make_graph([node], "fold", inputs, outputs)
+        try:
+            values = ReferenceEvaluator(helper.make_model(graph, opset_imports=self.opsets)).run(
+                None, {name: self.constants[name] for name in names})
+        except Exception as error:   # the reference evaluator raises many types
+            self.refuse(node, f"cannot evaluate it on its constant inputs: {error}")
+        self.constants.update(zip([name for name in node.output if name], (np.asarray(v) for v in values)))
 
     def chained(self, node, name):
         if name != self.current:
@@ -302,7 +329,7 @@ class _Reader:
 
     def Reshape(self, node, attrs):
         self.chained(node, node.input[0])
-        target = [int(v) for v in self.constant(node, node.input[1])]
+        target = [int(v) for v in self.constant(node, node.input[1]).ravel()]
         N, C, H, W = self.shape
         resolved = [N if v == 0 and i == 0 else v for i, v in enumerate(target)]
         if len(resolved) != 2 or resolved[0] not in (N, -1) or resolved[1] not in (C * H * W, -1) \
@@ -369,7 +396,23 @@ class _Reader:
         value = attrs.get("value")
         if value is None:
             self.refuse(node, f"attributes {sorted(attrs)} are not supported (a tensor value only)")
-        self.constants[node.output[0]] = self.numpy_helper.to_array(value).astype(np.float64)
+        self.constants[node.output[0]] = self.numpy_helper.to_array(value)
+
+    def Shape(self, node, attrs):
+        self.chained(node, node.input[0])
+        shape = np.array(self.onnx_shape(), dtype=np.int64)
+        self.constants[node.output[0]] = shape[attrs.get("start", 0):attrs.get("end", len(shape))]
+
+    def Squeeze(self, node, attrs):
+        self.chained(node, node.input[0])
+        axes = attrs.get("axes") or (self.constant(node, node.input[1]).astype(int).tolist()
+                                     if len(node.input) > 1 and node.input[1] else None)
+        N, C, H, W = self.shape
+        if self.flat or (H, W) != (1, 1) or sorted(a % 4 for a in (axes or [2, 3])) != [2, 3]:
+            self.refuse(node, f"only squeezing the 1x1 spatial axes of (N, C, 1, 1) is supported, not axes "
+                              f"{axes} of {self.onnx_shape()}")
+        self.flat = True
+        self.current = node.output[0]
 
     def Softmax(self, node, attrs):
         self.chained(node, node.input[0])
@@ -384,6 +427,10 @@ class _Reader:
         for node in self.graph.node:
             if self.host_output is not None:
                 self.refuse(node, f"only the graph's output may follow {self.host_output} (it runs on the host)")
+            if node.op_type not in ("Constant", "Shape") and all(
+                    name in self.constants for name in node.input if name) and any(node.input):
+                self.fold(node)
+                continue
             handler = getattr(self, node.op_type, None) if node.op_type in SUPPORTED else None
             if handler is None or node.domain not in ("", "ai.onnx"):
                 raise ValueError(f"node {node.name or node.output[0]}: operator {node.op_type} is not "
