@@ -10,7 +10,6 @@ needs neither torch nor training.
 
 import argparse
 
-
 from .digits import MODEL, load_split
 
 

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from onnx_models import MODELS, Builder, cnn, mlp
+from onnx_models import MODELS, Builder
 from rowstation.gen import preset
 from rowstation.gen.cli import main
 from rowstation.gen.frontend import read_onnx
