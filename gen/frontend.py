@@ -5,7 +5,8 @@
 additions folded into the layer they follow; :meth:`FloatNetwork.run` evaluates that reading in
 float64 NumPy, so it can be checked against onnxruntime before anything is quantised.
 
-Supported: Conv (stride, symmetric padding, groups, depthwise), Relu, MaxPool (no padding),
+Supported: Conv (stride, symmetric padding, groups, depthwise), Relu (or a Clip at 0 with no
+upper bound), MaxPool (no padding),
 AveragePool (no padding) and GlobalAveragePool (depthwise convolutions with weights 1/K),
 Gemm and MatMul (with a constant operand), Add of a constant (a bias), BatchNormalization after a
 Conv, Flatten, Reshape and Squeeze to (N, features), Identity and Dropout (inference), and a
@@ -24,7 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = ["FloatLayer", "FloatNetwork", "read_onnx", "SUPPORTED"]
 
-SUPPORTED = ("Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Gemm", "MatMul", "Add",
+SUPPORTED = ("Conv", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Gemm", "MatMul", "Add",
              "BatchNormalization", "Flatten", "Reshape", "Squeeze", "Identity", "Dropout", "Constant", "Shape",
              "Softmax", "LogSoftmax")
 
@@ -287,6 +288,16 @@ class _Reader:
         layer.relu = True
         layer.nodes.append(node.name or node.output[0])
         self.current = node.output[0]
+
+    def Clip(self, node, attrs):
+        """A Clip at 0 with no upper bound is a ReLU (ReLU6 and other bounds are refused)."""
+        bounds = [attrs.get("min"), attrs.get("max")]
+        for i, name in enumerate(node.input[1:3]):
+            if name:
+                bounds[i] = float(self.constant(node, name).ravel()[0])
+        if bounds[0] != 0 or (bounds[1] is not None and np.isfinite(bounds[1])):
+            self.refuse(node, f"bounds {bounds} are not supported (only a ReLU: min 0, no max)")
+        self.Relu(node, {})
 
     def MaxPool(self, node, attrs):
         self.chained(node, node.input[0])

@@ -12,7 +12,8 @@ A network directory holds ``network.json`` and the ``.npy`` files it names::
 whose filter covers its input. ``maxpool`` takes ``kernel`` and ``stride`` (default: the
 kernel), no padding, and runs on chip too. ``shift`` requantises the output on chip (rounding shift,
 ``relu``, saturation to the activation width); a layer without it writes the exact
-accumulation, so only the last layer may omit it. ``bias`` is optional.
+accumulation, so only the last layer may omit it. ``bias`` is optional. A network compiled from
+ONNX (:mod:`rowstation.gen.model`) also holds ``quantization``: its scales.
 """
 
 import json

@@ -124,7 +124,8 @@ def run_demo(output, *, config_name="tiny", images=300, batch=8, sim="verilator"
     float_logits = onnxruntime_outputs(MODEL, x).reshape(images, -1)
     network, ints, golden = _classify(config, out / "model", x)
     compiled = compile_network(config, network)
-    log(f"  simulating      {images} images on {sim}, batches of {batch}")
+    log(f"  simulating      {images} images on {sim}, batches of {batch} (a first run builds the "
+        f"simulator: about a minute)")
     rtl, counters = run_network_rtl(compiled, ints, sim=sim, build_root=build_root, progress=progress)
     rtl = rtl.reshape(images, -1)
     mismatches = int(np.sum(np.any(rtl != golden, axis=1)))
@@ -161,7 +162,7 @@ def run_demo(output, *, config_name="tiny", images=300, batch=8, sim="verilator"
     log(f"  {'total':<12} {'':<8} {t['macs']:>12,} {t['cycles']:>10,} {t['pe_utilization']:>12.1%}"
         f"   ({t['cycles_per_image']:,.0f} cycles an image)")
     log("")
-    log("  precision (golden model, all 450 held-out images):")
+    log(f"  precision (golden model, all {len(y_test)} held-out images):")
     for line in _table(precision).splitlines():
         log(f"    {line}")
     log("")

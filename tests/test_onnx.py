@@ -182,6 +182,7 @@ def _model(tmp_path, build):
     (lambda b: b.batchnorm(2), r"BatchNormalization is folded into the Conv it follows"),
     (lambda b: b.node("Relu"), r"\(Relu\): a ReLU must follow a Conv or Gemm"),
     (lambda b: b.node("LeakyRelu", alpha=0.1), r"operator LeakyRelu is not supported"),
+    (lambda b: (b.conv(2, 4, 3), b.node("Clip", b.tensor(0.0), b.tensor(6.0))), r"\(Clip\): bounds \[0.0, 6.0\]"),
 ])
 def test_unsupported_models_are_refused_naming_node_and_attribute(tmp_path, build, message):
     with pytest.raises(ValueError, match=message):
@@ -235,9 +236,19 @@ def test_float_input_needs_a_compiled_network(tmp_path, capsys):
     assert "has no input scale" in capsys.readouterr().err
 
 
+def test_clip_at_zero_is_a_relu(tmp_path):
+    b = Builder((2, 6, 6))
+    b.conv(2, 4, 3)
+    b.node("Clip", b.tensor(0.0))
+    path = b.model(tmp_path / "clip.onnx", ["N", 4, 4, 4])
+    network = read_onnx(path)
+    assert network.layers[0].relu
+    check_against_onnxruntime(path, network, inputs((2, 6, 6), 4, 12))
+
+
 def test_onnxruntime_reference_runs_fixed_batches_one_chunk_at_a_time(models):
     path, shape = models["global_pool"]
-    x = inputs(shape, 6, 10)
+    x = inputs(shape, 5, 10)
     np.testing.assert_allclose(onnxruntime_outputs(path, x), read_onnx(path).run(x), rtol=1e-5, atol=1e-6)
 
 
