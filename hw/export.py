@@ -3,7 +3,7 @@
 from amaranth.back import verilog
 
 
-__all__ = ["to_verilog", "array_verilog", "core_verilog", "accelerator_verilog", "ACCEL_PORT_PREFIXES"]
+__all__ = ["to_verilog", "array_verilog", "core_verilog", "accelerator_verilog", "board_verilog", "ACCEL_PORT_PREFIXES"]
 
 #: Verilog port name prefix of each of the accelerator's interfaces.
 ACCEL_PORT_PREFIXES = {"ctrl": "s_axil_", "mem": "m_axi_", "irq": ""}
@@ -52,3 +52,15 @@ def accelerator_verilog(config):
         ports[prefix + ("_".join(map(str, path[1:])) or path[0])] = (value, None)
     return (to_verilog(PE(config), name="rowstation_accel_pe")
             + verilog.convert(accel, name="rowstation_accel", ports=ports, emit_src=False))
+
+
+def board_verilog(config, *, memory_bytes, divisor):
+    """Verilog of the board top (:class:`~rowstation.hw.board.BoardTop`: accelerator, on-chip
+    memory, UART host bridge) as ``rowstation_board``, ports ``clk``, ``rst``, ``rx``, ``tx``,
+    ``irq``, with the PE written once as ``rowstation_board_pe``."""
+    from .board import BoardTop
+    from .pe import PE
+
+    top = BoardTop(config, memory_bytes=memory_bytes, divisor=divisor, pe_module="rowstation_board_pe")
+    return (to_verilog(PE(config), name="rowstation_board_pe")
+            + verilog.convert(top, name="rowstation_board", emit_src=False))

@@ -68,22 +68,29 @@ def run_network_model(compiled, x):
     return current, counts
 
 
-def run_accel_test(config, sim, build_root, testcase, case, *, tmp=None):
-    """Run the cocotb test ``testcase`` of :mod:`rowstation.sim.accel_tb` with the JSON
-    ``case`` (its ``dir`` filled in: ``tmp``, or a new folder in the build); returns the run
-    folder (deleted by the caller)."""
+def run_accel_test(config, sim, build_root, testcase, case, *, tmp=None, board=None):
+    """Run the cocotb test ``testcase`` of :mod:`rowstation.sim.accel_tb` (or, with ``board``
+    = {"memory_bytes": ..., "divisor": ...}, of :mod:`rowstation.sim.board_tb` on the board top)
+    with the JSON ``case`` (its ``dir`` filled in: ``tmp``, or a new folder in the build);
+    returns the run folder (deleted by the caller)."""
     from .. import gen
-    from ..hw.export import accelerator_verilog
+    from ..hw.export import accelerator_verilog, board_verilog
     from .runner import design_build, run_cocotb
 
-    build, verilog = design_build(
-        config, name="accel", sim=sim, build_root=build_root,
-        sources=[Path(gen.__file__).parent / f for f in ("isa.py", "csr.py", "descriptor.py")],
-        verilog=lambda: accelerator_verilog(config))
+    sources = [Path(gen.__file__).parent / f for f in ("isa.py", "csr.py", "descriptor.py")]
+    if board is None:
+        name, top, module, verilog = "accel", "rowstation_accel", "accel_tb", lambda: accelerator_verilog(config)
+    else:
+        name, top, module = f"board-{board['memory_bytes']}-{board['divisor']}", "rowstation_board", "board_tb"
+        verilog = lambda: board_verilog(config, **board)
+        sources.append(Path(gen.__file__).parent / "bridge.py")
+        case = {**case, **board}
+    build, verilog = design_build(config, name=name, sim=sim, build_root=build_root, sources=sources,
+                                  verilog=verilog)
     tmp = Path(tmp) if tmp is not None else Path(tempfile.mkdtemp(prefix="run-", dir=build))
     case = {**case, "dir": str(tmp), "config": json.loads(config.to_json())}
     (tmp / "case.json").write_text(json.dumps(case))
-    run_cocotb(sim=sim, verilog=verilog, toplevel="rowstation_accel", test_module="rowstation.sim.accel_tb",
+    run_cocotb(sim=sim, verilog=verilog, toplevel=top, test_module=f"rowstation.sim.{module}",
                build_dir=build / "sim", test_dir=tmp, env={"ROWSTATION_CASE": str(tmp / "case.json")},
                testcase=testcase)
     return tmp
@@ -109,9 +116,12 @@ def run_network_golden_batches(config, network, x):
     return run_network_golden(config, replace(network, input_shape=(len(x), *network.input_shape[1:])), x)[0]
 
 
-def run_network_rtl(compiled, x, *, sim, build_root="build/rtl", stall=0.0, seed=1, progress=None):
+def run_network_rtl(compiled, x, *, sim, build_root="build/rtl", stall=0.0, seed=1, progress=None, board=None,
+                    testcase="run_job"):
     """Run the compiled network on inputs ``x`` in the simulator ``sim``, every AXI channel
     pausing with probability ``stall``; returns (output, per-layer counters summed over runs).
+    With ``board`` ({"memory_bytes": ..., "divisor": ...}) it runs on the board top instead,
+    driven through its UART (:mod:`rowstation.sim.board_tb`; ``stall`` does not apply).
 
     ``x`` may hold any number of inputs: they run as chunks of the network's batch, in one
     simulation that loads the image once; ``progress(done, total)`` is called as chunks finish."""
@@ -127,11 +137,17 @@ def run_network_rtl(compiled, x, *, sim, build_root="build/rtl", stall=0.0, seed
             inputs.append(str(work / f"input_{i}.bin"))
             Path(inputs[-1]).write_bytes(job.input[1])
         per_run = 1000 + sum(_work(layer.layer) for layer in compiled.layers) // 10
-        case = {"job": str(work), "inputs": inputs, "stall": stall, "seed": seed,
-                "timeout_us": len(jobs) * per_run + len(jobs[0].image) // 2}
+        timeout = len(jobs) * per_run + len(jobs[0].image) // 2
+        if board is not None:      # every byte crosses the UART, 10 bits of `divisor` cycles
+            if compiled.end > board["memory_bytes"]:
+                raise ValueError(f"the network's memory image ends at {compiled.end:#x}, beyond the board's "
+                                 f"{board['memory_bytes']} bytes of memory")
+            timeout += (len(jobs[0].image) + len(jobs) * 8192) * 2 * board["divisor"] // 10   # us
+        case = {"job": str(work), "inputs": inputs, "stall": stall, "seed": seed, "timeout_us": timeout}
         tmp = Path(tempfile.mkdtemp(prefix="run-", dir=work))
         with ThreadPoolExecutor(1) as pool:
-            future = pool.submit(run_accel_test, compiled.config, sim, build_root, "run_job", case, tmp=tmp)
+            future = pool.submit(run_accel_test, compiled.config, sim, build_root, testcase, case, tmp=tmp,
+                                 board=board)
             done = 0
             while True:
                 finished = future.done()
