@@ -1,0 +1,68 @@
+"""The board top (accelerator, on-chip memory, UART host bridge) driven through its UART by the
+host driver over the bridge protocol, as on a board; the protocol's host side; lint."""
+
+import numpy as np
+import pytest
+
+from test_accel import TINY, network
+from rowstation.gen.bridge import Command, crc8, request
+from rowstation.gen.network import LayerSpec, Network, compile_network
+from rowstation.hw.export import board_verilog
+from rowstation.sim.network import run_network_golden, run_network_model, run_network_rtl
+from rowstation.sim.runner import lint
+
+BOARD = {"memory_bytes": 32768, "divisor": 4}
+
+
+def test_crc_and_frames():
+    assert crc8(b"123456789") == 0xF4            # CRC-8 (SMBus) check value
+    frame = request(Command.WRITE_MEMORY, 0x1234, 1, b"\x01\x02\x03\x04")
+    assert frame[:8] == bytes([0x52, 4, 1, 0x34, 0x12, 0, 0, 1]) and frame[-1] == crc8(frame[1:-1])
+
+
+@pytest.mark.parametrize("sim", ["verilator", pytest.param("icarus", marks=pytest.mark.slow)])
+def test_network_through_the_uart(sim):
+    """conv-pool-conv-FC on a batch of two: image, input and start written, status polled,
+    output and counters read, all through the UART; bit-exact, counters equal to the model."""
+    net, x = network()
+    compiled = compile_network(TINY, net)
+    output, layers = run_network_rtl(compiled, x, sim=sim, board=BOARD)
+    np.testing.assert_array_equal(output, run_network_golden(TINY, net, x)[0])
+    _, expected = run_network_model(compiled, x)
+    for got, want in zip(layers, expected):
+        assert {name: got[name] for name in want} == want
+
+
+def test_one_layer_in_batches_through_the_uart():
+    """A single requantised layer, five inputs as three runs of two in one session."""
+    rng = np.random.default_rng(3)
+    spec = LayerSpec("conv", "conv", weights=rng.integers(-8, 8, (4, 3, 3, 3)), bias=rng.integers(-50, 50, 4),
+                     padding=1, shift=4, relu=True)
+    net = Network("one", (2, 3, 6, 6), [spec])
+    x = rng.integers(-20, 20, (5, 3, 6, 6))
+    output, _ = run_network_rtl(compile_network(TINY, net), x, sim="verilator", board=BOARD)
+    expected = np.concatenate([run_network_golden(TINY, net, x[i:i + 2])[0] for i in (0, 2)]
+                              + [run_network_golden(TINY, Network("one", (1, 3, 6, 6), [spec]), x[4:])[0]])
+    np.testing.assert_array_equal(output, expected)
+
+
+def test_bridge_refuses_corrupted_and_malformed_requests():
+    """A corrupted write is answered CHECKSUM and changes nothing; a truncated one TIMEOUT;
+    noise is skipped; unknown commands, bad counts, misaligned and out-of-range addresses and
+    register errors each get their status; partial-word writes merge; then a network runs."""
+    net, x = network()
+    compiled = compile_network(TINY, net)
+    output, _ = run_network_rtl(compiled, x, sim="verilator", board=BOARD, testcase="bridge_errors")
+    np.testing.assert_array_equal(output, run_network_golden(TINY, net, x)[0])
+
+
+def test_network_larger_than_the_board_memory_is_refused():
+    net, x = network()
+    with pytest.raises(ValueError, match=r"beyond the board's 4096 bytes of memory"):
+        run_network_rtl(compile_network(TINY, net), x, sim="verilator", board={"memory_bytes": 4096, "divisor": 4})
+
+
+def test_board_verilog_is_lint_clean(tmp_path):
+    path = tmp_path / "rowstation_board.v"
+    path.write_text(board_verilog(TINY, memory_bytes=8192, divisor=8))
+    assert lint(path, top="rowstation_board") == []
