@@ -306,6 +306,98 @@ def cmd_bench(args):
     run_bench(quick=args.quick, output=args.output, build=args.build_dir)
 
 
+def cmd_build(args):
+    from ..boards.build import BOARDS, build_board
+
+    if args.board not in BOARDS:
+        raise ValueError(f"unknown board {args.board!r}; boards: {', '.join(BOARDS)}")
+    config = resolve_config(args.preset or BOARDS[args.board].preset, args.config, args.overrides)
+    report = build_board(args.board, config, args.output)
+    print((Path(args.output) / "report.md").read_text())
+    if not report["timing_met"]:
+        print(f"rowstation build: warning: timing NOT met: Fmax {report['fmax_mhz']:.1f} MHz is below the "
+              f"{report['clock_mhz']:g} MHz board clock", file=sys.stderr)
+    print(f"{report['bitstream']} ({report['seconds']:.0f} s; report.json, tool logs in {args.output})")
+
+
+def _one_layer_network(args):
+    """The network of one layer from a ``random-layer`` directory and the requantisation options."""
+    import numpy as np
+    from .network import LayerSpec, Network
+
+    directory = Path(args.layer)
+    shape = json.loads((directory / "layer.json").read_text()) if (directory / "layer.json").exists() else None
+    if shape is None:
+        raise ValueError(f"{directory} has no layer.json (write one with 'rowstation random-layer')")
+    bias = directory / "bias.npy"
+    spec = LayerSpec("layer", "conv", weights=load_npy("weights", directory / "weights.npy"),
+                     bias=load_npy("bias", bias) if bias.exists() else None, stride=shape.get("U", 1),
+                     padding=shape.get("P", 0), groups=shape.get("G", 1), shift=args.shift, relu=args.relu)
+    x = load_npy("ifmap", directory / "ifmap.npy")
+    if not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"ifmap file {directory / 'ifmap.npy'} holds {x.dtype} values, not integers")
+    return Network("layer", tuple(x.shape), [spec]), x.astype(np.int64)
+
+
+def cmd_board_run(args):
+    import asyncio
+    import numpy as np
+    from ..boards.build import BOARDS
+    from .bridge import BridgeTransport, SerialLink
+    from .driver import Driver
+    from .network import Network, compile_network
+    from ..sim.network import batches, run_network_golden_batches, run_network_rtl
+
+    if args.board not in BOARDS:
+        raise ValueError(f"unknown board {args.board!r}; boards: {', '.join(BOARDS)}")
+    board = BOARDS[args.board]
+    config = resolve_config(args.preset or board.preset, args.config, args.overrides)
+    if args.net:
+        network = Network.load(args.net)
+        if args.input is None:
+            raise ValueError("--net needs --input X.npy")
+        x = network_inputs(config, network, args.input)
+    else:
+        network, x = _one_layer_network(args)
+    compiled = compile_network(config, network)
+    if compiled.end > board.memory_bytes:
+        raise ValueError(f"the memory image ends at {compiled.end:#x}, beyond {args.board}'s "
+                         f"{board.memory_bytes} bytes of on-chip memory")
+    golden = run_network_golden_batches(config, network, x)
+    progress = progress_printer(f"{args.board}, batches of {network.input_shape[0]}")
+    if args.sim:
+        y, layers = run_network_rtl(compiled, x, sim=args.sim, progress=progress, build_root=args.build_dir,
+                                    board={"memory_bytes": board.memory_bytes, "divisor": args.divisor})
+    else:
+        if args.port is None:
+            raise ValueError("give --port (the board's serial port) or --sim")
+        chunks, count = batches(x, network.input_shape[0])
+        link = SerialLink(args.port, board.baud)
+        driver = Driver(BridgeTransport(link, timeout=2.0), config)
+        outputs, runs = [], []
+        try:
+            for i, chunk in enumerate(chunks):
+                data, counters = asyncio.run(driver.run(compiled.job(chunk), load=i == 0, poll=1))
+                outputs.append(compiled.output_array(data))
+                runs.append(counters)
+                progress(i + 1, len(chunks))
+        finally:
+            link.close()
+        y = np.concatenate(outputs)[:count]
+        layers = [{name: sum(run[k][name] for run in runs) for name in runs[0][k]} for k in range(len(runs[0]))]
+    if not np.array_equal(y, golden):
+        index = tuple(int(i) for i in np.argwhere(y != golden)[0])
+        raise RuntimeError(f"the board's result {y[index]} differs from the golden model's {golden[index]} at {index}")
+    if network.quantization is not None and network.quantization.get("flat_output"):
+        y = y.reshape(len(y), -1)
+    np.save(args.output, y)
+    for layer, counts in zip(compiled.layers, layers):
+        print(f"  {layer.spec.name:<12} {counts['cycles']:>12,} cycles")
+    total = sum(counts["cycles"] for counts in layers)
+    print(f"{args.output}: {network.name} on {len(x)} inputs -> {tuple(y.shape)}, equal to the golden model; "
+          f"{total:,} cycles ({args.board}{', simulated' if args.sim else ''})")
+
+
 def cmd_demo(args):
     from ..sim.demo import run_demo
 
@@ -407,6 +499,31 @@ def build_parser():
     sub.add_argument("--build-dir", default="build/rtl", metavar="DIR",
                      help="simulator builds, one per configuration (default: build/rtl)")
     sub.set_defaults(run=cmd_demo)
+
+    sub = commands.add_parser("build", parents=[common],
+                              help="build a board's bitstream (YoWASP yosys + nextpnr) with a resource and Fmax report")
+    sub.add_argument("--board", required=True, metavar="NAME", help="icebreaker, ulx3s-12f, -25f, -45f or -85f")
+    sub.add_argument("-o", "--output", required=True, metavar="DIR")
+    sub.set_defaults(run=cmd_build)
+
+    sub = commands.add_parser("board", help="run networks on a board through its UART host bridge")
+    board = sub.add_subparsers(dest="board_command", required=True, metavar="COMMAND")
+    sub = board.add_parser("run", parents=[common], help="load a network or a layer, run it, read results and counters")
+    sub.add_argument("--board", required=True, metavar="NAME")
+    sub.add_argument("--port", metavar="DEVICE", help="the board's serial port, e.g. /dev/ttyUSB0")
+    sub.add_argument("--sim", choices=SIMULATORS[1:],
+                     help="drive the simulated board top instead (cocotb, a UART model, the same host code)")
+    sub.add_argument("--divisor", type=int, default=4, metavar="N",
+                     help="with --sim: clock cycles per UART bit (default 4, for speed)")
+    what = sub.add_mutually_exclusive_group(required=True)
+    what.add_argument("--net", metavar="DIR", help="a network directory (compile or hand-written)")
+    what.add_argument("--layer", metavar="DIR", help="a random-layer directory (ifmap, weights, bias, layer.json)")
+    sub.add_argument("--input", metavar="X.npy", help="with --net: the inputs")
+    sub.add_argument("--shift", type=int, default=0, metavar="K", help="with --layer: requantisation shift")
+    sub.add_argument("--relu", action="store_true", help="with --layer: ReLU")
+    sub.add_argument("-o", "--output", required=True, metavar="Y.npy")
+    sub.add_argument("--build-dir", default="build/rtl", metavar="DIR")
+    sub.set_defaults(run=cmd_board_run)
 
     sub = commands.add_parser("bench", help="the performance model on AlexNet and layers on the RTL "
                                             "(Verilator), with the model's error")

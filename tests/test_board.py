@@ -66,3 +66,23 @@ def test_board_verilog_is_lint_clean(tmp_path):
     path = tmp_path / "rowstation_board.v"
     path.write_text(board_verilog(TINY, memory_bytes=8192, divisor=8))
     assert lint(path, top="rowstation_board") == []
+
+
+def test_board_run_command_drives_the_simulated_board(tmp_path, capsys):
+    """`rowstation board run --sim`: the host code a board uses, on the simulated board top."""
+    from rowstation.gen.cli import main
+
+    layer = tmp_path / "layer"
+    assert main(["random-layer", "--preset", "tiny", "--layer", "N=2,C=3,H=6,W=6,M=4,R=3,S=3,P=1",
+                 "-o", str(layer)]) == 0
+    assert main(["board", "run", "--board", "ulx3s-25f", "--sim", "verilator", "--layer", str(layer),
+                 "--shift", "6", "--relu", "-o", str(tmp_path / "y.npy")]) == 0
+    assert "equal to the golden model" in capsys.readouterr().out
+    x, w, b = (np.load(layer / f"{name}.npy") for name in ("ifmap", "weights", "bias"))
+    from rowstation.sim.golden import run_layer
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"),
+                                  run_layer(TINY, x, w, b, padding=1, shift=6, relu=True)[0])
+    assert main(["board", "run", "--board", "nexys", "--layer", str(layer), "-o", str(tmp_path / "z.npy")]) == 2
+    assert "unknown board 'nexys'" in capsys.readouterr().err
+    assert main(["board", "run", "--board", "ulx3s-25f", "--layer", str(layer), "-o", str(tmp_path / "z.npy")]) == 2
+    assert "give --port" in capsys.readouterr().err

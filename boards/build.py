@@ -1,0 +1,152 @@
+"""Bitstreams for FPGA boards with the pip-only open flow (amaranth-boards platforms, YoWASP
+yosys and nextpnr), and a report of what the design used and how fast it runs."""
+
+import json
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth import *
+
+from .toolchain import use_yowasp
+
+
+__all__ = ["Board", "BOARDS", "BoardDesign", "build_board", "parse_report"]
+
+
+@dataclass(frozen=True)
+class Board:
+    platform: str            # "module:Class" in amaranth_boards
+    preset: str              # the configuration preset sized for it
+    memory_bytes: int        # on-chip memory behind the accelerator's AXI4 port
+    baud: int = 115200
+    family: str = "ecp5"     # ecp5 or ice40
+
+    def make_platform(self):
+        import importlib
+
+        module, name = self.platform.split(":")
+        cls = getattr(importlib.import_module(f"amaranth_boards.{module}"), name)
+        if self.family == "ecp5":     # only the programmer needs openFPGALoader, and we do not program
+            cls = type(name, (cls,), {"required_tools": ["yosys", "nextpnr-ecp5", "ecppack"]})
+        return cls()
+
+
+BOARDS = {
+    "icebreaker": Board("icebreaker:ICEBreakerPlatform", "tiny", 16384, family="ice40"),
+    "ulx3s-12f": Board("ulx3s:ULX3S_12F_Platform", "tiny", 32768),
+    "ulx3s-25f": Board("ulx3s:ULX3S_25F_Platform", "tiny", 32768),
+    "ulx3s-45f": Board("ulx3s:ULX3S_45F_Platform", "tiny", 65536),
+    "ulx3s-85f": Board("ulx3s:ULX3S_85F_Platform", "tiny", 65536),
+}
+
+
+class BoardDesign(Elaboratable):
+    """:class:`~rowstation.hw.board.BoardTop` on a board's clock (with a power-on reset), its USB
+    UART and LED 0 (the interrupt)."""
+
+    def __init__(self, config, board):
+        self.config, self.board = config, board
+
+    def elaborate(self, platform):
+        from ..hw.board import BoardTop
+
+        m = Module()
+        # The board's clock with a power-on reset (the platforms' default domain has none).
+        clock = platform.request(platform.default_clk, dir="i")
+        m.domains.power_on = ClockDomain(reset_less=True)
+        m.domains.sync = ClockDomain()
+        ticks = Signal(4)
+        with m.If(ticks != 15):
+            m.d.power_on += ticks.eq(ticks + 1)
+        m.d.comb += [ClockSignal("power_on").eq(clock.i), ClockSignal("sync").eq(clock.i),
+                     ResetSignal("sync").eq(ticks != 15)]
+        divisor = round(platform.default_clk_frequency / self.board.baud)
+        m.submodules.top = top = BoardTop(self.config, memory_bytes=self.board.memory_bytes, divisor=divisor,
+                                          pe_module="rowstation_board_pe")
+        uart = platform.request("uart", 0)
+        led = platform.request("led", 0)
+        m.d.comb += [top.rx.eq(uart.rx.i), uart.tx.o.eq(top.tx), led.o.eq(top.irq)]
+        return m
+
+
+#: nextpnr cell types of each report field, per family.
+CELLS = {"ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "dsps": "MULT18X18D", "brams": "DP16KD"},
+         "ice40": {"luts": "ICESTORM_LC", "ffs": "ICESTORM_LC", "dsps": "ICESTORM_DSP", "brams": "ICESTORM_RAM"}}
+
+
+def parse_report(family, report, log_text, clock_mhz):
+    """The build report's fields from nextpnr's ``--report`` JSON and its log."""
+    utilization = report.get("utilization", {})
+    out = {}
+    for key, cell in CELLS[family].items():
+        entry = utilization.get(cell, {"used": 0, "available": 0})
+        out[key], out[f"{key}_available"] = entry["used"], entry["available"]
+    if family == "ice40":   # a logic cell holds a LUT and a flip-flop: count the flip-flops from yosys
+        out["ffs"] = None
+        out["spram"] = utilization.get("ICESTORM_SPRAM", {}).get("used", 0)
+    fmax = [clock.get("achieved") for clock in report.get("fmax", {}).values()]
+    out["fmax_mhz"] = min(fmax) if fmax else None
+    out["clock_mhz"] = clock_mhz
+    out["timing_met"] = out["fmax_mhz"] is not None and out["fmax_mhz"] >= clock_mhz
+    found = re.findall(r"Max frequency for clock\s+'([^']+)': ([\d.]+) MHz", log_text)
+    out["clocks"] = {name: float(mhz) for name, mhz in found}
+    return out
+
+
+def build_board(name, config, output, *, log=print):
+    """Build the bitstream of board ``name`` for ``config`` in ``output``; returns the report
+    (also written as ``report.json`` and ``report.md``). The tools' logs stay in ``output``."""
+    from ..hw.export import to_verilog
+    from ..hw.pe import PE
+
+    if name not in BOARDS:
+        raise ValueError(f"unknown board {name!r}; boards: {', '.join(BOARDS)}")
+    board = BOARDS[name]
+    use_yowasp()
+    platform = board.make_platform()
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    platform.add_file("rowstation_board_pe.v", to_verilog(PE(config), name="rowstation_board_pe"))
+    options = {"nextpnr_opts": "--report report.json --timing-allow-fail"}
+    if board.family == "ice40":
+        options["synth_opts"] = "-dsp"
+    clock_mhz = platform.default_clk_frequency / 1e6
+    log(f"building {name} ({board.platform.split(':')[1]}, {clock_mhz:g} MHz clock) for a "
+        f"{config.array_rows}x{config.array_cols} array in {out}/ (logs: rowstation_board.rpt, .tim)")
+    started = time.time()
+    try:
+        platform.build(BoardDesign(config, board), name="rowstation_board", build_dir=str(out),
+                       do_program=False, **options)
+    except subprocess.CalledProcessError as error:      # a tool failed: the log lines that say why
+        tail = ""
+        for log_name in ("rowstation_board.tim", "rowstation_board.rpt"):
+            path = out / log_name
+            if path.exists():
+                lines = [line for line in path.read_text(errors="replace").splitlines() if "ERROR" in line]
+                tail = tail or "\n".join(lines[-5:])
+        raise RuntimeError(f"the {name} build failed ({type(error).__name__}); {tail or 'see the logs in ' + str(out)}")
+    report = parse_report(board.family, json.loads((out / "report.json").read_text()),
+                          (out / "rowstation_board.tim").read_text(errors="replace"), clock_mhz)
+    report.update(board=name, preset=board.preset, pe_count=config.pe_count, macs_per_pe_per_cycle=1,
+                  peak_gmacs=config.pe_count * 1 * (report["fmax_mhz"] or 0) / 1000,
+                  memory_bytes=board.memory_bytes, baud=board.baud, seconds=round(time.time() - started, 1),
+                  bitstream=str(next(iter(sorted(out.glob("rowstation_board.b*"))), "")))
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(report_table(report) + "\n")
+    return report
+
+
+def report_table(report):
+    rows = [("LUTs" if report["board"] != "icebreaker" else "logic cells", "luts"), ("flip-flops", "ffs"),
+            ("DSPs", "dsps"), ("block RAMs", "brams")]
+    lines = ["| resource | used | available |", "|---|--:|--:|"]
+    for label, key in rows:
+        if report.get(key) is not None:
+            lines.append(f"| {label} | {report[key]:,} | {report[f'{key}_available']:,} |")
+    met = "met" if report["timing_met"] else "NOT MET"
+    lines += ["", f"Fmax {report['fmax_mhz']:.1f} MHz (board clock {report['clock_mhz']:g} MHz: timing {met}); "
+                  f"peak {report['peak_gmacs']:.2f} GMAC/s at Fmax ({report['pe_count']} PEs x 1 MAC/cycle)."]
+    return "\n".join(lines)
