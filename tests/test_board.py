@@ -86,3 +86,26 @@ def test_board_run_command_drives_the_simulated_board(tmp_path, capsys):
     assert "unknown board 'nexys'" in capsys.readouterr().err
     assert main(["board", "run", "--board", "ulx3s-25f", "--layer", str(layer), "-o", str(tmp_path / "z.npy")]) == 2
     assert "give --port" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ulx3s_85f_bitstream(tmp_path):
+    """`rowstation build --board ulx3s-85f`: a bitstream and a report (several minutes)."""
+    import json
+    from rowstation.gen.cli import main
+
+    assert main(["build", "--board", "ulx3s-85f", "-o", str(tmp_path / "b")]) == 0
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["dsps"] == TINY.pe_count and report["luts"] <= report["luts_available"]
+    assert report["fmax_mhz"] > 0 and report["peak_gmacs"] == pytest.approx(TINY.pe_count * report["fmax_mhz"] / 1000)
+    assert (tmp_path / "b" / "rowstation_board.bit").stat().st_size > 0
+
+
+def test_docs_bridge_protocol_is_generated_from_the_code():
+    from pathlib import Path
+    from rowstation.gen.bridge import markdown
+
+    text = (Path(__file__).parent.parent / "docs" / "boards.md").read_text()
+    start = text.index("<!-- bridge protocol: rowstation.gen.bridge.markdown() -->\n")
+    table = text[start:text.index("<!-- end bridge protocol -->")].split("\n", 1)[1].strip()
+    assert table == markdown()
