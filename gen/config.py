@@ -282,22 +282,13 @@ PRESETS = {
         glb_banks=4, glb_bank_depth=256, glb_bank_width=32,
         dram_width=32, dram_burst=16, dim_width=8, counter_width=32,
     ),
-    # tiny at 4 and at 16 bits: the demo's precision table compiles one model for all three.
-    "tiny-4": AcceleratorConfig(
-        array_rows=3, array_cols=4,
-        ifmap_width=4, weight_width=4, psum_width=16,
-        filter_spad_depth=48, filter_banks=2, filter_noc_width=2, ifmap_spad_depth=12, psum_spad_depth=8, psum_fifo_depth=4,
-        glb_banks=4, glb_bank_depth=256, glb_bank_width=32,
-        dram_width=32, dram_burst=16, dim_width=8, counter_width=32,
-    ),
-    "tiny-16": AcceleratorConfig(
-        array_rows=3, array_cols=4,
-        ifmap_width=16, weight_width=16, psum_width=40,
-        filter_spad_depth=48, filter_banks=2, filter_noc_width=2, ifmap_spad_depth=12, psum_spad_depth=8, psum_fifo_depth=4,
-        glb_banks=4, glb_bank_depth=256, glb_bank_width=64,
-        dram_width=64, dram_burst=16, dim_width=8, counter_width=32,
-    ),
 }
+
+
+# tiny at 4 and at 16 bits: the demo's precision table compiles one model for all three.
+PRESETS["tiny-4"] = PRESETS["tiny"].replace(ifmap_width=4, weight_width=4, psum_width=16)
+PRESETS["tiny-16"] = PRESETS["tiny"].replace(ifmap_width=16, weight_width=16, psum_width=40, glb_bank_width=64,
+                                             dram_width=64)
 
 
 def preset(name):
