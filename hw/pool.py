@@ -3,8 +3,8 @@
 :class:`MaxPooler` reads the ``planes`` (N x C) input planes row by row and writes each output
 row once: for output row ``e`` it reads input rows ``e*U .. e*U+K-1`` (one run each), takes
 the maximum of every K-wide window at stride U along each row as the elements stream in (a
-shift register of the last K), keeps the running maximum over the K rows in a line buffer of
-``F`` entries, then writes the row. No padding; windows that do not fit are dropped (as
+shift register of the last K and a tree of comparisons), keeps the running maximum over the K
+rows in a line buffer of ``F`` entries (block RAM, read a cycle ahead), then writes the row. No padding; windows that do not fit are dropped (as
 :func:`rowstation.sim.golden.max_pool`).
 """
 
@@ -74,23 +74,29 @@ class MaxPooler(wiring.Component):
             with m.Else():
                 m.d.sync += issuing.eq(0)
 
-        # Consume: window maxima along each row, running maxima over the window's rows.
+        # Consume, in two stages so no path runs from the reader through the maxima to the line
+        # buffer: (0) each element shifts into the window registers, the line buffer's entry
+        # for its output column is read; (1) the window's maximum (a tree over its K newest)
+        # meets the running maximum over the window's rows, written back on an emitting column.
         m.submodules.line = line = Memory(shape=signed(bits), depth=c.max_dim, init=[])
-        lb_write, lb_read = line.write_port(), line.read_port(domain="comb")
-        window = [Signal(signed(bits), name=f"window_{j}") for j in range(MAX_WINDOW - 1)]
+        lb_write = line.write_port()
+        lb_read = line.read_port(transparent_for=(lb_write,))
+        window = [Signal(signed(bits), name=f"window_{j}") for j in range(MAX_WINDOW)]
         c_ky, ix, until, ox = Signal(8), Signal(16), Signal(8), Signal(16)
         c_row, c_plane = Signal(16), Signal(32)
         wx, out_addr = Signal(16), Signal(ADDR_WIDTH)
         value = reader.elements.payload.data[0][:bits].as_signed()
-        widest = value
-        for j, previous in enumerate(window):
-            widest = Mux((j + 1 < p.window) & (previous > widest), previous, widest)
-        horizontal = Signal(signed(bits))
-        m.d.comb += horizontal.eq(widest)
         emit = (until == 0) & (ox < p.out_width)
         fire = reader.elements.valid & reader.elements.ready
-        m.d.comb += [lb_write.addr.eq(ox), lb_write.en.eq(fire & emit),
-                     lb_write.data.eq(Mux((c_ky == 0) | (horizontal > lb_read.data), horizontal, lb_read.data))]
+        emitted, first_row, at = Signal(), Signal(), Signal(16)      # stage 1's column
+        m.d.sync += [emitted.eq(fire & emit), first_row.eq(c_ky == 0), at.eq(ox)]
+        lowest = C(-(1 << (bits - 1)), signed(bits))
+        level = [Mux(j < p.window, w, lowest) for j, w in enumerate(window)]
+        while len(level) > 1:
+            level = [Mux(a > b, a, b) for a, b in zip(level[::2], level[1::2])]
+        horizontal = Signal(signed(bits))
+        m.d.comb += [horizontal.eq(level[0]), lb_write.addr.eq(at), lb_write.en.eq(emitted),
+                     lb_write.data.eq(Mux(first_row | (horizontal > lb_read.data), horizontal, lb_read.data))]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -111,14 +117,17 @@ class MaxPooler(wiring.Component):
                         m.d.sync += [ix.eq(0), ox.eq(0), until.eq(p.window - 1), c_ky.eq(c_ky + 1)]
                         with m.If(c_ky == p.window - 1):
                             m.d.sync += [c_ky.eq(0), wx.eq(0)]
-                            m.next = "WRITE"
+                            m.next = "SETTLE"
+            with m.State("SETTLE"):     # stage 1 writes the row's last column
+                m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += [writer.runs.valid.eq(1), writer.runs.payload.addr.eq(out_addr),
-                             writer.runs.payload.count.eq(p.out_width), writer.runs.payload.size.eq(size)]
+                             writer.runs.payload.count.eq(p.out_width), writer.runs.payload.size.eq(size),
+                             lb_read.addr.eq(wx)]
                 with m.If(writer.runs.ready):
                     m.next = "WRITE_ROW"
-            with m.State("WRITE_ROW"):
-                m.d.comb += [lb_read.addr.eq(wx), writer.elements.valid.eq(1),
+            with m.State("WRITE_ROW"):     # the line buffer's output is column wx; read the next ahead
+                m.d.comb += [lb_read.addr.eq(Mux(writer.elements.ready, wx + 1, wx)), writer.elements.valid.eq(1),
                              writer.elements.payload.eq(lb_read.data)]
                 with m.If(writer.elements.ready):
                     m.d.sync += wx.eq(wx + 1)

@@ -204,3 +204,20 @@ def test_docs_register_map_and_descriptors_are_generated_from_the_code():
     for marker, table in (("registers", ControlRegisters(TINY).markdown()), ("descriptors", descriptor.markdown())):
         block = text.split(f"<!-- {marker}:")[1].split("-->", 1)[1].split(f"<!-- end {marker} -->")[0]
         assert block.strip() == table, f"docs/accelerator.md's {marker} table is stale"
+
+
+@pytest.mark.parametrize("pools,shape", [
+    ([(3, 2), (2, 3), (1, 1), (3, 1)], (2, 3, 17, 17)),     # overlapping, gapped, identity, down to 1x1
+    ([(8, 1), (2, 2)], (1, 2, 9, 12)),                      # the widest window, then F = 1 rows
+])
+def test_max_pooling_chains_on_the_rtl(pools, shape):
+    """Chains of pooling passes alone: every window and stride the pooler handles, rows of one
+    output, bit-exact against the loop reference."""
+    layers = [LayerSpec(f"pool{i}", "maxpool", kernel=k, stride=u) for i, (k, u) in enumerate(pools)]
+    net = Network("pools", shape, layers)
+    x = np.random.default_rng(7).integers(-128, 128, shape)
+    output, _ = run_network_rtl(compile_network(TINY, net), x, sim="verilator", build_root=BUILD, stall=0.3)
+    expected = x
+    for k, u in pools:
+        expected = max_pool_loops(expected, k, u)
+    np.testing.assert_array_equal(output, expected)
