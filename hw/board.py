@@ -18,8 +18,9 @@ __all__ = ["OnChipMemory", "BoardTop"]
 
 class OnChipMemory(wiring.Component):
     """``size`` bytes of block RAM from address 0: an AXI4 subordinate (``axi``: INCR bursts,
-    one read and one write burst at a time, SLVERR for a burst reaching beyond the memory) and a
-    32-bit host port (``host``), served when no burst is under way."""
+    one read and one write burst at a time with the next one's address accepted ahead, SLVERR
+    for a burst reaching beyond the memory) and a 32-bit host port (``host``), served when no
+    burst is under way."""
 
     def __init__(self, *, data_width, size):
         if size & (size - 1) or size < data_width // 8 * 2:
@@ -68,20 +69,30 @@ class OnChipMemory(wiring.Component):
         with m.If(axi.bvalid & axi.bready):
             m.d.sync += b_valid.eq(0)
 
-        # New bursts, unless the host port takes this cycle.
+        # New bursts: an accepted address waits in a register (so no path runs from the
+        # managers' arbiters into the range check), and starts once the previous burst is done,
+        # unless the host port takes the cycle.
         granted = Signal()      # a host read's word is on the port's output
-        busy = r_active | w_active | b_valid
+        ar_held, aw_held = Signal(), Signal()
+        ar_addr, aw_addr = Signal(32), Signal(32)
+        ar_len, aw_len = Signal(8), Signal(8)
+        busy = r_active | w_active | b_valid | ar_held | aw_held
         host_turn = host.req & ~busy & ~granted
-        m.d.comb += [axi.arready.eq(~r_active & ~host_turn), axi.awready.eq(~w_active & ~b_valid & ~host_turn)]
+        m.d.comb += [axi.arready.eq(~ar_held & ~host_turn), axi.awready.eq(~aw_held & ~host_turn)]
+        with m.If(axi.arvalid & axi.arready):
+            m.d.sync += [ar_held.eq(1), ar_addr.eq(axi.araddr), ar_len.eq(axi.arlen)]
+        with m.If(axi.awvalid & axi.awready):
+            m.d.sync += [aw_held.eq(1), aw_addr.eq(axi.awaddr), aw_len.eq(axi.awlen)]
 
         def beyond(addr, length):
             return (addr >> shift) + length >= depth   # the burst's last word is past the end
 
-        with m.If(axi.arvalid & axi.arready):
-            m.d.sync += [r_active.eq(1), r_addr.eq(axi.araddr >> shift), r_left.eq(axi.arlen + 1),
-                         r_beats.eq(axi.arlen + 1), r_error.eq(beyond(axi.araddr, axi.arlen))]
-        with m.If(axi.awvalid & axi.awready):
-            m.d.sync += [w_active.eq(1), w_addr.eq(axi.awaddr >> shift), w_error.eq(beyond(axi.awaddr, axi.awlen))]
+        with m.If(ar_held & ~r_active):
+            m.d.sync += [ar_held.eq(0), r_active.eq(1), r_addr.eq(ar_addr >> shift), r_left.eq(ar_len + 1),
+                         r_beats.eq(ar_len + 1), r_error.eq(beyond(ar_addr, ar_len))]
+        with m.If(aw_held & ~w_active & ~b_valid):
+            m.d.sync += [aw_held.eq(0), w_active.eq(1), w_addr.eq(aw_addr >> shift),
+                         w_error.eq(beyond(aw_addr, aw_len))]
 
         # The host port: one 32-bit word a request, read the cycle after it is granted.
         word = host.addr[2:shift] if shift > 2 else C(0, 1)
