@@ -3,8 +3,9 @@
 :class:`MaxPooler` reads the ``planes`` (N x C) input planes row by row and writes each output
 row once: for output row ``e`` it reads input rows ``e*U .. e*U+K-1`` (one run each), takes
 the maximum of every K-wide window at stride U along each row as the elements stream in (a
-shift register of the last K and a tree of comparisons), keeps the running maximum over the K
-rows in a line buffer of ``F`` entries (block RAM, read a cycle ahead), then writes the row. No padding; windows that do not fit are dropped (as
+shift register of the last K and a tree of comparisons, a pipeline stage behind the reader),
+keeps the running maximum over the K rows in a line buffer of ``F`` entries (block RAM, read a
+stage ahead of its update), then writes the row. No padding; windows that do not fit are dropped (as
 :func:`rowstation.sim.golden.max_pool`).
 """
 
@@ -74,29 +75,36 @@ class MaxPooler(wiring.Component):
             with m.Else():
                 m.d.sync += issuing.eq(0)
 
-        # Consume, in two stages so no path runs from the reader through the maxima to the line
-        # buffer: (0) each element shifts into the window registers, the line buffer's entry
-        # for its output column is read; (1) the window's maximum (a tree over its K newest)
-        # meets the running maximum over the window's rows, written back on an emitting column.
+        # Consume, in three stages so no long path runs from the reader through the maxima to the
+        # line buffer: (0) each element shifts into the window registers; (1) the window's
+        # maximum (a tree over its K newest, masked by a register set at start) is registered
+        # while the line buffer's entry for its output column is read; (2) it meets the running
+        # maximum over the window's rows, written back on an emitting column.
         m.submodules.line = line = Memory(shape=signed(bits), depth=c.max_dim, init=[])
         lb_write = line.write_port()
         lb_read = line.read_port(transparent_for=(lb_write,))
         window = [Signal(signed(bits), name=f"window_{j}") for j in range(MAX_WINDOW)]
+        mask = Signal(MAX_WINDOW)
         c_ky, ix, until, ox = Signal(8), Signal(16), Signal(8), Signal(16)
         c_row, c_plane = Signal(16), Signal(32)
         wx, out_addr = Signal(16), Signal(ADDR_WIDTH)
         value = reader.elements.payload.data[0][:bits].as_signed()
         emit = (until == 0) & (ox < p.out_width)
         fire = reader.elements.valid & reader.elements.ready
-        emitted, first_row, at = Signal(), Signal(), Signal(16)      # stage 1's column
-        m.d.sync += [emitted.eq(fire & emit), first_row.eq(c_ky == 0), at.eq(ox)]
+        with m.If(self.start):
+            m.d.sync += mask.eq(Cat(j < p.window for j in range(MAX_WINDOW)))
+        emitted, first_row, at = Signal(), Signal(), Signal(16)             # stage 1
+        emitted_2, first_row_2, at_2 = Signal(), Signal(), Signal(16)       # stage 2
+        horizontal = Signal(signed(bits))
+        m.d.sync += [emitted.eq(fire & emit), first_row.eq(c_ky == 0), at.eq(ox),
+                     emitted_2.eq(emitted), first_row_2.eq(first_row), at_2.eq(at)]
         lowest = C(-(1 << (bits - 1)), signed(bits))
-        level = [Mux(j < p.window, w, lowest) for j, w in enumerate(window)]
+        level = [Mux(mask[j], w, lowest) for j, w in enumerate(window)]
         while len(level) > 1:
             level = [Mux(a > b, a, b) for a, b in zip(level[::2], level[1::2])]
-        horizontal = Signal(signed(bits))
-        m.d.comb += [horizontal.eq(level[0]), lb_write.addr.eq(at), lb_write.en.eq(emitted),
-                     lb_write.data.eq(Mux(first_row | (horizontal > lb_read.data), horizontal, lb_read.data))]
+        m.d.sync += horizontal.eq(level[0])
+        m.d.comb += [lb_read.addr.eq(at), lb_write.addr.eq(at_2), lb_write.en.eq(emitted_2),
+                     lb_write.data.eq(Mux(first_row_2 | (horizontal > lb_read.data), horizontal, lb_read.data))]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -105,7 +113,7 @@ class MaxPooler(wiring.Component):
                                  c_plane.eq(0), out_addr.eq(p.output)]
                     m.next = "READ"
             with m.State("READ"):
-                m.d.comb += [reader.elements.ready.eq(1), lb_read.addr.eq(ox)]
+                m.d.comb += reader.elements.ready.eq(1)
                 with m.If(fire):
                     m.d.sync += [window[0].eq(value)] + [window[j].eq(window[j - 1]) for j in range(1, len(window))]
                     with m.If(emit):
@@ -118,7 +126,9 @@ class MaxPooler(wiring.Component):
                         with m.If(c_ky == p.window - 1):
                             m.d.sync += [c_ky.eq(0), wx.eq(0)]
                             m.next = "SETTLE"
-            with m.State("SETTLE"):     # stage 1 writes the row's last column
+            with m.State("SETTLE"):     # stages 1 and 2 finish the row's last column
+                m.next = "SETTLE_2"
+            with m.State("SETTLE_2"):
                 m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += [writer.runs.valid.eq(1), writer.runs.payload.addr.eq(out_addr),
