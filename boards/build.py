@@ -2,7 +2,6 @@
 yosys and nextpnr), and a report of what the design used and how fast it runs."""
 
 import json
-import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -74,25 +73,22 @@ class BoardDesign(Elaboratable):
 
 #: nextpnr cell types of each report field, per family.
 CELLS = {"ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "dsps": "MULT18X18D", "brams": "DP16KD"},
-         "ice40": {"luts": "ICESTORM_LC", "ffs": "ICESTORM_LC", "dsps": "ICESTORM_DSP", "brams": "ICESTORM_RAM"}}
+         "ice40": {"luts": "ICESTORM_LC", "dsps": "ICESTORM_DSP", "brams": "ICESTORM_RAM",
+                   "spram": "ICESTORM_SPRAM"}}
 
 
-def parse_report(family, report, log_text, clock_mhz):
-    """The build report's fields from nextpnr's ``--report`` JSON and its log."""
+def parse_report(family, report, clock_mhz):
+    """The build report's fields from nextpnr's ``--report`` JSON. On iCE40 a logic cell holds
+    a LUT and a flip-flop, so ``luts`` counts logic cells and ``ffs`` is None."""
     utilization = report.get("utilization", {})
-    out = {}
+    out = {"ffs": None}
     for key, cell in CELLS[family].items():
         entry = utilization.get(cell, {"used": 0, "available": 0})
         out[key], out[f"{key}_available"] = entry["used"], entry["available"]
-    if family == "ice40":   # a logic cell holds a LUT and a flip-flop: count the flip-flops from yosys
-        out["ffs"] = None
-        out["spram"] = utilization.get("ICESTORM_SPRAM", {}).get("used", 0)
-    fmax = [clock.get("achieved") for clock in report.get("fmax", {}).values()]
+    fmax = [clock["achieved"] for clock in report.get("fmax", {}).values()]
     out["fmax_mhz"] = min(fmax) if fmax else None
     out["clock_mhz"] = clock_mhz
     out["timing_met"] = out["fmax_mhz"] is not None and out["fmax_mhz"] >= clock_mhz
-    found = re.findall(r"Max frequency for clock\s+'([^']+)': ([\d.]+) MHz", log_text)
-    out["clocks"] = {name: float(mhz) for name, mhz in found}
     return out
 
 
@@ -110,7 +106,7 @@ def build_board(name, config, output, *, log=print):
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     platform.add_file("rowstation_board_pe.v", to_verilog(PE(config), name="rowstation_board_pe"))
-    options = {"nextpnr_opts": "--report report.json --timing-allow-fail"}
+    options = {"nextpnr_opts": "--report nextpnr-report.json --timing-allow-fail"}
     if board.family == "ice40":
         options["synth_opts"] = "-dsp"
     clock_mhz = platform.default_clk_frequency / 1e6
@@ -128,8 +124,7 @@ def build_board(name, config, output, *, log=print):
                 lines = [line for line in path.read_text(errors="replace").splitlines() if "ERROR" in line]
                 tail = tail or "\n".join(lines[-5:])
         raise RuntimeError(f"the {name} build failed ({type(error).__name__}); {tail or 'see the logs in ' + str(out)}")
-    report = parse_report(board.family, json.loads((out / "report.json").read_text()),
-                          (out / "rowstation_board.tim").read_text(errors="replace"), clock_mhz)
+    report = parse_report(board.family, json.loads((out / "nextpnr-report.json").read_text()), clock_mhz)
     report.update(board=name, preset=board.preset, pe_count=config.pe_count, macs_per_pe_per_cycle=1,
                   peak_gmacs=config.pe_count * 1 * (report["fmax_mhz"] or 0) / 1000,
                   memory_bytes=board.memory_bytes, baud=board.baud, seconds=round(time.time() - started, 1),

@@ -100,6 +100,15 @@ def cmd_random_layer(args):
     (out / "layer.json").write_text(json.dumps(layer.to_dict(), indent=2) + "\n")
 
 
+def check_equal(result, golden, what):
+    """A RuntimeError naming the first element where ``result`` differs from the golden model's."""
+    import numpy as np
+
+    if not np.array_equal(result, golden):
+        index = tuple(int(i) for i in np.argwhere(result != golden)[0])
+        raise RuntimeError(f"{what} {result[index]} differs from the golden model's {golden[index]} at {index}")
+
+
 def measured_report(config, layer, counts, predicted, *, runs=1):
     """The report keys of a layer run ``runs`` times on the RTL, from its counters (summed over
     the runs) and the model's prediction (of one run)."""
@@ -145,10 +154,7 @@ def cmd_run_layer(args):
         [(rtl, stats)] = run_layers_rtl(config, [dict(x=ints[0], w=ints[1], b=ints[2], stride=args.stride,
                                                       padding=args.padding, groups=args.groups, **post)],
                                         sim=args.sim, build_root=args.build_dir)
-        if not np.array_equal(rtl, y):
-            index = tuple(int(i) for i in np.argwhere(rtl != y)[0])
-            raise RuntimeError(f"RTL result {rtl[index]} differs from the golden model's {y[index]} "
-                               f"at {index}")
+        check_equal(rtl, y, "RTL result")
         report.update(measured_report(config, layer, stats["counters"], stats["predicted"]),
                       epochs=stats["epochs"], tiles=stats["tiles"], matches_golden=True)
     np.save(args.output, y)
@@ -195,6 +201,12 @@ def network_inputs(config, network, path):
     return q
 
 
+def shaped_output(network, y):
+    """``y`` as (count, features) where the compiled model's output is flat, else as it is."""
+    flat = network.quantization is not None and network.quantization.get("flat_output")
+    return y.reshape(len(y), -1) if flat else y
+
+
 def cmd_run_net(args):
     import numpy as np
     from .network import Network, compile_network
@@ -218,9 +230,7 @@ def cmd_run_net(args):
     if args.sim != "golden":
         rtl, counters = run_network_rtl(compiled, x, sim=args.sim, build_root=args.build_dir,
                                         progress=progress_printer(f"{args.sim}, batches of {network.input_shape[0]}"))
-        if not np.array_equal(rtl, y):
-            index = tuple(int(i) for i in np.argwhere(rtl != y)[0])
-            raise RuntimeError(f"RTL result {rtl[index]} differs from the golden model's {y[index]} at {index}")
+        check_equal(rtl, y, "RTL result")
         for entry, layer, counts in zip(layers, compiled.layers, counters):
             if layer.spec.computes:
                 entry.update(measured_report(config, layer.layer, counts, entry["predicted"], runs=runs))
@@ -242,8 +252,7 @@ def cmd_run_net(args):
         if q is None:
             raise ValueError("--dequantize needs a network with scales (compiled by 'rowstation compile')")
         y = dequantize(y, q["output_frac"])
-    if q is not None and q.get("flat_output"):
-        y = y.reshape(len(y), -1)
+    y = shaped_output(network, y)
     np.save(args.output, y)
     if args.report:
         Path(args.report).write_text(json.dumps({"sim": args.sim, "network": network.name, "layers": layers,
@@ -326,9 +335,9 @@ def _one_layer_network(args):
     from .network import LayerSpec, Network
 
     directory = Path(args.layer)
-    shape = json.loads((directory / "layer.json").read_text()) if (directory / "layer.json").exists() else None
-    if shape is None:
+    if not (directory / "layer.json").exists():
         raise ValueError(f"{directory} has no layer.json (write one with 'rowstation random-layer')")
+    shape = json.loads((directory / "layer.json").read_text())
     bias = directory / "bias.npy"
     spec = LayerSpec("layer", "conv", weights=load_npy("weights", directory / "weights.npy"),
                      bias=load_npy("bias", bias) if bias.exists() else None, stride=shape.get("U", 1),
@@ -344,7 +353,7 @@ def cmd_board_run(args):
     import numpy as np
     from ..boards.build import BOARDS
     from .bridge import BridgeTransport, SerialLink
-    from .driver import Driver
+    from .driver import Driver, summed
     from .network import Network, compile_network
     from ..sim.network import batches, run_network_golden_batches, run_network_rtl
 
@@ -360,9 +369,7 @@ def cmd_board_run(args):
     else:
         network, x = _one_layer_network(args)
     compiled = compile_network(config, network)
-    if compiled.end > board.memory_bytes:
-        raise ValueError(f"the memory image ends at {compiled.end:#x}, beyond {args.board}'s "
-                         f"{board.memory_bytes} bytes of on-chip memory")
+    compiled.check_fits(board.memory_bytes)
     golden = run_network_golden_batches(config, network, x)
     progress = progress_printer(f"{args.board}, batches of {network.input_shape[0]}")
     if args.sim:
@@ -374,23 +381,16 @@ def cmd_board_run(args):
         chunks, count = batches(x, network.input_shape[0])
         link = SerialLink(args.port, board.baud)
         driver = Driver(BridgeTransport(link, timeout=2.0), config)
-        outputs, runs = [], []
+        jobs = [compiled.job(chunk) for chunk in chunks]
         try:
-            for i, chunk in enumerate(chunks):
-                data, counters = asyncio.run(driver.run(compiled.job(chunk), load=i == 0, poll=1))
-                outputs.append(compiled.output_array(data))
-                runs.append(counters)
-                progress(i + 1, len(chunks))
+            runs = asyncio.run(driver.run_inputs(jobs[0], [job.input[1] for job in jobs], poll=1,
+                                                 done=lambda i, output, counters: progress(i + 1, len(jobs))))
         finally:
             link.close()
-        y = np.concatenate(outputs)[:count]
-        layers = [{name: sum(run[k][name] for run in runs) for name in runs[0][k]} for k in range(len(runs[0]))]
-    if not np.array_equal(y, golden):
-        index = tuple(int(i) for i in np.argwhere(y != golden)[0])
-        raise RuntimeError(f"the board's result {y[index]} differs from the golden model's {golden[index]} at {index}")
-    if network.quantization is not None and network.quantization.get("flat_output"):
-        y = y.reshape(len(y), -1)
-    np.save(args.output, y)
+        y = np.concatenate([compiled.output_array(output) for output, _ in runs])[:count]
+        layers = summed([counters for _, counters in runs])
+    check_equal(y, golden, "the board's result")
+    np.save(args.output, shaped_output(network, y))
     for layer, counts in zip(compiled.layers, layers):
         print(f"  {layer.spec.name:<12} {counts['cycles']:>12,} cycles")
     total = sum(counts["cycles"] for counts in layers)

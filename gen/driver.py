@@ -9,14 +9,14 @@ simply never awaits (run it with :func:`asyncio.run`).
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .csr import MAGIC, VERSION, ControlRegisters, ErrorCode
 from .isa import COUNTERS
 
 
-__all__ = ["Transport", "Job", "AcceleratorError", "Driver"]
+__all__ = ["Transport", "Job", "AcceleratorError", "Driver", "summed"]
 
 
 class Transport:
@@ -157,6 +157,19 @@ class Driver:
             out[name] = lo | hi << 32
         return out
 
+    async def run_inputs(self, job, inputs, *, done=None, poll=200, timeout=None):
+        """Run ``job`` once per input (bytes) of ``inputs``, loading its image only before the
+        first; ``done(i, output, counters)`` after each run. Returns the list of (output bytes,
+        per-descriptor counters)."""
+        results = []
+        for i, data in enumerate(inputs):
+            output, counters = await self.run(replace(job, input=(job.input[0], data)), poll=poll,
+                                              timeout=timeout, load=i == 0)
+            results.append((output, counters))
+            if done is not None:
+                done(i, output, counters)
+        return results
+
     async def run(self, job, *, poll=200, timeout=None, load=True):
         """Load ``job`` (without ``load``: only its input, the image being in place from a
         previous run), run it; returns (output bytes, per-descriptor counters)."""
@@ -175,3 +188,8 @@ class Driver:
             layers.append({name: (now[name] - before[name]) % modulo for name in COUNTERS})
             before = now
         return output, layers
+
+
+def summed(runs):
+    """Per-descriptor counters summed over ``runs`` (each a list of per-descriptor dicts)."""
+    return [{name: sum(run[k][name] for run in runs) for name in runs[0][k]} for k in range(len(runs[0]))]

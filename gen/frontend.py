@@ -213,14 +213,18 @@ class _Reader:
             self.refuse(node, f"attribute {key} = {values} is not supported (square 2-D windows only)")
         return int(values[0])
 
-    def no_padding(self, node, attrs):
+    def pads(self, node, attrs):
+        """The padding of a convolution or pooling node (auto_pad NOTSET or VALID, no dilation)."""
         if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
-            self.refuse(node, f"attribute auto_pad = {attrs['auto_pad']!r} is not supported")
-        if any(attrs.get("pads", [0])):
-            self.refuse(node, f"attribute pads = {list(attrs['pads'])} is not supported (no padding "
-                              f"for pooling)")
+            self.refuse(node, f"attribute auto_pad = {attrs['auto_pad']!r} is not supported (give pads)")
         if any(d != 1 for d in attrs.get("dilations", [1])):
             self.refuse(node, f"attribute dilations = {list(attrs['dilations'])} is not supported")
+        return list(attrs.get("pads", [0, 0, 0, 0]))
+
+    def no_padding(self, node, attrs):
+        if any(self.pads(node, attrs)):
+            self.refuse(node, f"attribute pads = {list(attrs['pads'])} is not supported (no padding "
+                              f"for pooling)")
 
     def pooled_shape(self, node, attrs, K, U):
         N, C, H, W = self.shape
@@ -243,11 +247,7 @@ class _Reader:
         b = self.constant(node, node.input[2]).copy() if len(node.input) > 2 and node.input[2] else None
         if w.ndim != 4:
             self.refuse(node, f"weights of shape {w.shape} are not supported (2-D convolutions only)")
-        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
-            self.refuse(node, f"attribute auto_pad = {attrs['auto_pad']!r} is not supported (give pads)")
-        if any(d != 1 for d in attrs.get("dilations", [1])):
-            self.refuse(node, f"attribute dilations = {list(attrs['dilations'])} is not supported")
-        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        pads = self.pads(node, attrs)
         if len(set(pads)) != 1:
             self.refuse(node, f"attribute pads = {pads} is not supported (equal padding on every side)")
         stride = self.square(node, attrs, "strides", [1, 1])

@@ -294,8 +294,11 @@ class CompiledNetwork:
     def end(self):
         return self.base + len(self.image)
 
-    def stats_address(self, index):
-        return self.layers[index].descriptor["stats"]
+    def check_fits(self, memory_bytes):
+        """A ValueError unless the image fits a memory of ``memory_bytes`` from address 0."""
+        if self.end > memory_bytes:
+            raise ValueError(f"the network's memory image ends at {self.end:#x}, beyond the board's "
+                             f"{memory_bytes} bytes of memory")
 
     def input_bytes(self, x):
         """The bytes of input ``x`` at its address, checked against the network's input."""

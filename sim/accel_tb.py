@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import random
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import cocotb
@@ -27,6 +27,7 @@ from ..gen.descriptor import DESCRIPTOR_BYTES, Kind, encode
 from ..gen.driver import Driver, Job, Transport
 from ..gen.isa import Opcode
 from ..gen.isa import encode as encode_op
+from .network import write_run
 
 
 CASE = json.loads(Path(os.environ["ROWSTATION_CASE"]).read_text())
@@ -88,11 +89,8 @@ async def run_job(dut):
     driver, _, _ = await setup(dut, stall=CASE.get("stall", 0.0), seed=CASE.get("seed", 1))
     inputs = CASE.get("inputs", [str(Path(CASE["job"]) / "input.bin")])
     budget = CASE.get("timeout_us", 100000) * 1000 // PERIOD_NS * 9 // 10 // len(inputs)   # cycles a run
-    for i, path in enumerate(inputs):
-        job = replace(JOB, input=(JOB.input[0], Path(path).read_bytes()))
-        output, layers = await driver.run(job, timeout=budget, load=i == 0)   # a timeout names status, counters
-        (OUT / f"counters_{i}.json").write_text(json.dumps(layers))
-        (OUT / f"output_{i}.bin").write_bytes(bytes(output))     # last: the caller's progress signal
+    await driver.run_inputs(JOB, [Path(path).read_bytes() for path in inputs], done=partial(write_run, OUT),
+                            timeout=budget)      # a timeout names status and counters
     assert not dut.irq.value, "irq without irq_enable"
 
 

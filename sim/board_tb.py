@@ -12,7 +12,7 @@ its status and changes nothing, then runs the job.
 import json
 import logging
 import os
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import cocotb
@@ -23,6 +23,7 @@ from cocotbext.uart import UartSink, UartSource
 from ..gen.bridge import MAX_WORDS, REPLY, SYNC, TIMEOUT_BYTES, BridgeError, BridgeTransport, Command, Status, crc8, request
 from ..gen.config import AcceleratorConfig
 from ..gen.driver import Driver, Job
+from .network import write_run
 
 
 CASE = json.loads(Path(os.environ["ROWSTATION_CASE"]).read_text())
@@ -73,11 +74,7 @@ async def setup(dut):
 
 async def _run_inputs(driver):
     inputs = CASE.get("inputs", [str(Path(CASE["job"]) / "input.bin")])
-    for i, path in enumerate(inputs):
-        job = replace(JOB, input=(JOB.input[0], Path(path).read_bytes()))
-        output, layers = await driver.run(job, load=i == 0, poll=1)
-        (OUT / f"counters_{i}.json").write_text(json.dumps(layers))
-        (OUT / f"output_{i}.bin").write_bytes(bytes(output))
+    await driver.run_inputs(JOB, [Path(path).read_bytes() for path in inputs], done=partial(write_run, OUT), poll=1)
 
 
 @cocotb.test(timeout_time=CASE.get("timeout_us", 100000), timeout_unit="us")

@@ -29,7 +29,8 @@ PRECISIONS = ("tiny-4", "tiny", "tiny-16")
 
 
 def _classify(config, directory, x):
-    """(quantised integer inputs, golden logits) of the compiled network in ``directory``."""
+    """(the network, its quantised integer inputs, the golden logits) of the compiled network
+    in ``directory`` on float inputs ``x``."""
     network = Network.load(directory)
     ints, _ = quantize_input(x, network.quantization["input_frac"], config.ifmap_width)
     return network, ints, run_network_golden_batches(config, network, ints).reshape(len(x), -1)

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..gen.driver import summed
 from ..gen.isa import COUNTERS
 from ..gen.program import read_elements, write_elements
 from .controller_model import run_program
 from .golden import max_pool, run_layer
 
 
-__all__ = ["run_network_golden", "run_network_golden_batches", "run_network_model", "run_network_rtl", "batches"]
+__all__ = ["run_network_golden", "run_network_golden_batches", "run_network_model", "run_network_rtl", "batches", "write_run"]
 
 
 def run_network_golden(config, network, x):
@@ -101,6 +102,13 @@ def _work(layer):
     return layer.macs or layer.N * layer.C * layer.E * layer.K * layer.W
 
 
+def write_run(directory, i, output, counters):
+    """What a testbench writes after run ``i`` for :func:`run_network_rtl`: the counters, then
+    the output, whose appearance is the caller's progress signal."""
+    (Path(directory) / f"counters_{i}.json").write_text(json.dumps(counters))
+    (Path(directory) / f"output_{i}.bin").write_bytes(bytes(output))
+
+
 def batches(x, batch):
     """``x`` split into chunks of the network's ``batch`` (the last padded with zeros) and
     the number of real inputs."""
@@ -139,9 +147,7 @@ def run_network_rtl(compiled, x, *, sim, build_root="build/rtl", stall=0.0, seed
         per_run = 1000 + sum(_work(layer.layer) for layer in compiled.layers) // 10
         timeout = len(jobs) * per_run + len(jobs[0].image) // 2
         if board is not None:      # every byte crosses the UART, 10 bits of `divisor` cycles
-            if compiled.end > board["memory_bytes"]:
-                raise ValueError(f"the network's memory image ends at {compiled.end:#x}, beyond the board's "
-                                 f"{board['memory_bytes']} bytes of memory")
+            compiled.check_fits(board["memory_bytes"])
             timeout += (len(jobs[0].image) + len(jobs) * 8192) * 2 * board["divisor"] // 10   # us
         case = {"job": str(work), "inputs": inputs, "stall": stall, "seed": seed, "timeout_us": timeout}
         tmp = Path(tempfile.mkdtemp(prefix="run-", dir=work))
@@ -163,5 +169,4 @@ def run_network_rtl(compiled, x, *, sim, build_root="build/rtl", stall=0.0, seed
         runs = [json.loads((tmp / f"counters_{i}.json").read_text()) for i in range(len(jobs))]
     finally:
         shutil.rmtree(work)
-    layers = [{name: sum(run[k][name] for run in runs) for name in runs[0][k]} for k in range(len(runs[0]))]
-    return np.concatenate(outputs)[:count], layers
+    return np.concatenate(outputs)[:count], summed(runs)

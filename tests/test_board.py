@@ -109,3 +109,21 @@ def test_docs_bridge_protocol_is_generated_from_the_code():
     start = text.index("<!-- bridge protocol: rowstation.gen.bridge.markdown() -->\n")
     table = text[start:text.index("<!-- end bridge protocol -->")].split("\n", 1)[1].strip()
     assert table == markdown()
+
+
+def test_build_report_from_nextpnr():
+    """The report's fields from nextpnr's --report JSON; missed timing is said."""
+    from rowstation.boards.build import parse_report, report_table
+
+    nextpnr = {"utilization": {"TRELLIS_COMB": {"used": 100, "available": 24288},
+                               "TRELLIS_FF": {"used": 50, "available": 24288},
+                               "MULT18X18D": {"used": 12, "available": 28}, "DP16KD": {"used": 4, "available": 56}},
+               "fmax": {"clk": {"achieved": 21.5, "constraint": 25.0}}}
+    report = parse_report("ecp5", nextpnr, 25.0)
+    assert (report["luts"], report["ffs"], report["dsps"], report["brams"]) == (100, 50, 12, 4)
+    assert report["dsps_available"] == 28 and report["fmax_mhz"] == 21.5 and not report["timing_met"]
+    report.update(board="ulx3s-25f", pe_count=12, peak_gmacs=0.258)
+    assert "timing NOT MET" in report_table(report)
+    ice40 = parse_report("ice40", {"utilization": {"ICESTORM_LC": {"used": 5000, "available": 5280}},
+                                   "fmax": {"clk": {"achieved": 30.0}}}, 12.0)
+    assert ice40["luts"] == 5000 and ice40["ffs"] is None and ice40["timing_met"]
