@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-__all__ = ["YOWASP_TOOLS", "ECP5_PER_MODULE", "use_yowasp", "synthesize"]
+__all__ = ["YOWASP_TOOLS", "ECP5_PER_MODULE", "use_yowasp", "synthesize", "ecp5_resources"]
 
 
 #: Environment variables through which Amaranth's platforms find each YoWASP tool.
@@ -61,3 +61,17 @@ def synthesize(verilog, *, top, script="synth"):
     stat = json.loads((verilog.parent / f"{top}.stat.json").read_text())
     design = stat.get("design") or stat["modules"][f"\\{top}"]
     return design.get("num_cells_by_type", {})
+
+
+def ecp5_resources(config, build):
+    """ECP5 cells of the whole accelerator for ``config`` (yosys, hierarchy kept), its Verilog
+    written into the folder ``build``: ``luts``, ``ffs``, ``dsps`` and ``brams``."""
+    from ..hw.export import accelerator_verilog
+
+    build = Path(build)
+    build.mkdir(parents=True, exist_ok=True)
+    verilog = build / "rowstation_accel.v"
+    verilog.write_text(accelerator_verilog(config))
+    cells = synthesize(verilog, top="rowstation_accel", script=ECP5_PER_MODULE)
+    return {"luts": cells.get("LUT4", 0), "ffs": cells.get("TRELLIS_FF", 0),
+            "dsps": cells.get("MULT18X18D", 0), "brams": cells.get("DP16KD", 0)}

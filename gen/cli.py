@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import PRESETS, c_header, resolve_config
 from .layer import ConvLayer
 from .network import load_npy
+from .zoo import NETWORKS
 
 
 SIMULATORS = ("golden", "icarus", "verilator")
@@ -309,6 +310,59 @@ def cmd_map(args):
               f"compulsory)")
 
 
+def _parallel(args):
+    """The --workers and --scheduler options as run_tasks' keywords."""
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {args.workers}")
+    return {"workers": args.workers, "scheduler": args.scheduler}
+
+
+def cmd_analyze(args):
+    from .analysis import analyze, dataflow_names, markdown, plot
+    from .dataflows import parse_costs
+    from .zoo import network_layers, onnx_layers
+
+    config = _config(args)
+    dataflows = dataflow_names(args.dataflow)
+    costs = parse_costs(args.costs or "")
+    if args.onnx:
+        layers, network = onnx_layers(args.onnx, args.batch), Path(args.onnx).stem
+    else:
+        layers, network = network_layers(args.network, args.batch), args.network
+    report = analyze(config, layers, network=network, batch=args.batch, dataflows=dataflows, costs=costs,
+                     progress=progress_printer(f"{network}: {len(dataflows)} dataflow(s) x {len(layers)} layers"),
+                     **_parallel(args))
+    print(markdown(report), end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot:
+        plot(report, args.plot)
+    for path in filter(None, (args.json, args.plot)):
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def cmd_sweep(args):
+    from .sweep import load_space, run_sweep, write_report
+    from .zoo import network_layers, onnx_layers
+
+    space = load_space(args.space)
+    batch = args.batch or space.batch
+    layers = {name: network_layers(name, batch) for name in dict.fromkeys([*space.networks, *args.network])}
+    for path in args.onnx:
+        layers[Path(path).stem] = onnx_layers(path, batch)
+    if not layers:
+        raise ValueError(f"no network: name one in {args.space} (networks = [...]) or with --network/--onnx")
+    space.batch = batch
+    points = sum(1 for _ in space.points())
+    report = run_sweep(space, layers, synth=args.synth, build=Path(args.output) / "synth",
+                       progress=progress_printer(f"{points} points x {sum(map(len, layers.values()))} layers"
+                                                 + (" + synthesis" if args.synth else "")),
+                       **_parallel(args))
+    paths = write_report(report, args.output)
+    print(Path(paths[1]).read_text(), end="")
+    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+
+
 def cmd_bench(args):
     from ..sim.bench import run_bench
 
@@ -409,6 +463,13 @@ def cmd_demo(args):
 def _layer_argument(parser):
     parser.add_argument("--layer", required=True, metavar="SPEC",
                         help='e.g. "N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4,P=0" (U, P, G optional)')
+
+
+def _parallel_arguments(parser):
+    group = parser.add_argument_group("parallelism")
+    group.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU)")
+    group.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://10.0.0.5:8786)")
 
 
 def build_parser():
@@ -524,6 +585,35 @@ def build_parser():
     sub.add_argument("-o", "--output", required=True, metavar="Y.npy")
     sub.add_argument("--build-dir", default="build/rtl", metavar="DIR")
     sub.set_defaults(run=cmd_board_run)
+
+    sub = commands.add_parser("analyze", parents=[common],
+                              help="per-layer cycles, accesses and energy of a network under RS and the "
+                                   "survey's other dataflows (WS, OS, NLR) on equal area")
+    what = sub.add_mutually_exclusive_group(required=True)
+    what.add_argument("--network", choices=sorted(NETWORKS), help="a built-in network's layer shapes")
+    what.add_argument("--onnx", metavar="FILE", help="the layer shapes of an ONNX model")
+    sub.add_argument("--batch", type=int, default=1, metavar="N", help="images per batch (default 1)")
+    sub.add_argument("--dataflow", default="rs", metavar="NAMES",
+                     help="rs, ws, os (variants os-a, os-b, os-c), nlr, all, or a comma-separated list (default rs)")
+    sub.add_argument("--costs", metavar="LEVEL=VALUE,...",
+                     help="energy per access relative to a MAC (default dram=200,glb=6,noc=2,rf=1,alu=1)")
+    sub.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    sub.add_argument("--plot", metavar="FILE.png", help="energy by level and utilisation per layer")
+    _parallel_arguments(sub)
+    sub.set_defaults(run=cmd_analyze)
+
+    sub = commands.add_parser("sweep", help="evaluate every configuration of a design space on networks "
+                                            "(model, optionally yosys) with the Pareto front")
+    sub.add_argument("--space", required=True, metavar="SPACE.toml", help="base preset, keys and values, budget")
+    sub.add_argument("--network", action="append", default=[], choices=sorted(NETWORKS),
+                     help="a built-in network (repeatable; adds to the space's networks)")
+    sub.add_argument("--onnx", action="append", default=[], metavar="FILE", help="an ONNX model's layers (repeatable)")
+    sub.add_argument("--batch", type=int, metavar="N", help="images per batch (default: the space's, else 1)")
+    sub.add_argument("--synth", action="store_true",
+                     help="synthesise each point's accelerator for ECP5 with yosys (LUTs, FFs, DSPs, BRAMs)")
+    sub.add_argument("-o", "--output", required=True, metavar="DIR", help="sweep.json, sweep.md, pareto.png")
+    _parallel_arguments(sub)
+    sub.set_defaults(run=cmd_sweep)
 
     sub = commands.add_parser("bench", help="the performance model on AlexNet and layers on the RTL "
                                             "(Verilator), with the model's error")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..boards.toolchain import ecp5_resources
 from ..gen.config import preset
 from ..gen.model import compile_model, onnxruntime_outputs
 from ..gen.network import Network, compile_network
@@ -36,19 +37,6 @@ def _classify(config, directory, x):
     return network, ints, run_network_golden_batches(config, network, ints).reshape(len(x), -1)
 
 
-def _resources(config, build):
-    """ECP5 cells of the whole accelerator for ``config`` (yosys, hierarchy kept)."""
-    from ..boards.toolchain import ECP5_PER_MODULE, synthesize
-    from ..hw.export import accelerator_verilog
-
-    build.mkdir(parents=True, exist_ok=True)
-    verilog = build / "rowstation_accel.v"
-    verilog.write_text(accelerator_verilog(config))
-    cells = synthesize(verilog, top="rowstation_accel", script=ECP5_PER_MODULE)
-    return {"luts": cells.get("LUT4", 0), "ffs": cells.get("TRELLIS_FF", 0),
-            "dsps": cells.get("MULT18X18D", 0), "brams": cells.get("DP16KD", 0)}
-
-
 def precision_table(output, calibration, x, labels, *, batch, synth=False, plot=None):
     """Golden accuracy of the model at each of :data:`PRECISIONS`, its predicted cycles a batch,
     and (with ``synth``) the accelerator's ECP5 resources; rows as dicts."""
@@ -61,7 +49,7 @@ def precision_table(output, calibration, x, labels, *, batch, synth=False, plot=
         row = {"preset": name, "bits": config.ifmap_width, "accuracy": float(np.mean(logits.argmax(1) == labels)),
                "cycles_per_batch": summary["total"]["cycles"], "pe_utilization": summary["total"]["pe_utilization"]}
         if synth:
-            row.update(_resources(config, Path(output) / f"synth-{name}"))
+            row.update(ecp5_resources(config, Path(output) / f"synth-{name}"))
         rows.append(row)
     if plot:
         _plot(rows, plot)

@@ -1,0 +1,307 @@
+"""Dataflows compared on equal area: row stationary (RS) and the survey's alternatives.
+
+RS is rowstation's own hardware: the mapper's chosen mapping, with cycles and access counts from
+the performance model that equals the RTL counters (:func:`rowstation.gen.performance.layer_report`).
+Weight stationary (WS), output stationary (OS, variants A/B/C) and no local reuse (NLR) are
+analytic models on the same PE count, operand widths, memory port and total on-chip storage:
+the storage a dataflow does not keep in its PEs' register files goes to its global buffer
+(Chen et al., ISCA 2016). Each searches its own best mapping (tile shapes on the array and
+blocks of images and output rows held in the global buffer), least energy first, then fewest
+cycles.
+
+Access counts are per level, in elements: ``dram`` counts words of the operand width moved to
+or from external memory (a 48-bit psum spilled in a 64-bit word counts as four 16-bit words),
+``glb`` global buffer reads and writes, ``noc`` words entering or leaving a PE (from the
+global buffer or a neighbour: a word multicast to k PEs counts k times, a psum passed up a chain
+once per hop), ``rf`` register-file (scratchpad) reads and writes; every MAC is one ``alu`` operation. Energy is the sum of accesses times the
+cost of their level (:data:`COSTS`: the survey's 200 / 6 / 2 / 1 / 1, relative to one MAC).
+"""
+
+from itertools import product
+from math import ceil
+
+from .zoo import is_fc
+
+
+__all__ = ["DATAFLOWS", "LEVELS", "COSTS", "parse_costs", "storage_bits", "storage_budget", "evaluate_layer"]
+
+
+#: Dataflow names: rowstation's RS, then the survey's alternatives.
+DATAFLOWS = ("rs", "ws", "os-a", "os-b", "os-c", "nlr")
+
+#: Storage levels, outermost first.
+LEVELS = ("dram", "glb", "noc", "rf")
+
+#: Normalised energy per access (survey Fig. 22): DRAM, global buffer, array (NoC), register
+#: file, and one MAC in the ALU.
+COSTS = {"dram": 200, "glb": 6, "noc": 2, "rf": 1, "alu": 1}
+
+
+def parse_costs(text):
+    """A cost table from ``"dram=200,glb=6,..."``: the keys given replace :data:`COSTS`' values."""
+    costs = dict(COSTS)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in COSTS:
+            raise ValueError(f"cost item {item!r} is not LEVEL=VALUE with LEVEL one of {', '.join(COSTS)}")
+        try:
+            costs[key] = float(value)
+        except ValueError:
+            raise ValueError(f"cost of {key} must be a number, not {value.strip()!r}")
+        if costs[key] < 0:
+            raise ValueError(f"cost of {key} must not be negative, not {costs[key]:g}")
+    return costs
+
+
+def _rs_rf_bits(config):
+    """Register-file bits of one RS PE: its filter (all banks), ifmap and psum scratchpads."""
+    return (config.filter_spad_depth * config.filter_banks * config.weight_width
+            + config.ifmap_spad_depth * config.ifmap_width + config.psum_spad_depth * config.psum_width)
+
+
+def storage_bits(config):
+    """On-chip storage of ``config``: the global buffer and every PE's scratchpads."""
+    return config.pe_count * _rs_rf_bits(config) + config.glb_words * config.glb_bank_width
+
+
+def storage_budget(config, dataflow):
+    """(register-file bits per PE, global buffer bits) of ``dataflow`` on the area of ``config``:
+    RS has ``config``'s scratchpads, WS one weight per PE, OS one psum per PE, NLR none; the
+    rest of RS's total storage is the global buffer."""
+    rf = {"rs": _rs_rf_bits(config), "ws": config.weight_width, "os-a": config.psum_width,
+          "os-b": config.psum_width, "os-c": config.psum_width, "nlr": 0}[dataflow]
+    return rf, storage_bits(config) - config.pe_count * rf
+
+
+def _bytes(config, width):
+    return config.memory_width(width) // 8
+
+
+def _compulsory_bytes(config, L):
+    """Weights, ifmap and (requantised) ofmap moved once each."""
+    return (L.M * (L.C // L.G) * L.R * L.S * _bytes(config, config.weight_width)
+            + (L.N * L.C * L.H * L.W + L.N * L.M * L.E * L.F) * _bytes(config, config.ifmap_width))
+
+
+def _operand_bytes(config):
+    return _bytes(config, max(config.ifmap_width, config.weight_width))
+
+
+def _result(config, L, costs, *, cycles, dram_bytes, glb, noc, rf, mapping):
+    accesses = {"dram": dram_bytes / _operand_bytes(config), "glb": glb, "noc": noc, "rf": rf}
+    energy = {level: accesses[level] * costs[level] for level in LEVELS}
+    energy["alu"] = L.macs * costs["alu"]
+    energy["total"] = sum(energy.values())
+    return {"macs": L.macs, "cycles": cycles, "utilization": L.macs / (config.pe_count * cycles),
+            "accesses": accesses, "energy": energy, "dram_bytes": dram_bytes,
+            "dram_compulsory_bytes": _compulsory_bytes(config, L),
+            "dram_over_compulsory": dram_bytes / _compulsory_bytes(config, L), "mapping": mapping}
+
+
+def _rs(config, L, costs):
+    from .mapper import map_layer
+    from .performance import layer_report
+    from .program import compile_layer
+
+    m = map_layer(config, L)
+    report = layer_report(m, compile_layer(m, shift=0, check_storage=False))
+    pe, per_row = m.pe_config, m.n * L.F * m.p
+    # Every PE of a pass takes its filter block and its ifmap rows; psums go up the chains' links,
+    # into the chain bottoms from the buffer (not in a first fold) and out of the tops.
+    delivered = 0
+    for plan in m.plans:
+        delivered += (len(plan.assign) * (pe.filter_words + m.n * m.q * pe.row_length)
+                      + (len(plan.assign) - len(plan.tops)) * per_row)
+    noc = m.blocks * delivered + report["psum_transfers"] + report["opsum_transfers"]
+    return _result(config, L, costs, cycles=report["cycles"],
+                   dram_bytes=report["dram_read_bytes"] + report["dram_write_bytes"],
+                   glb=report["glb_reads"] + report["glb_writes"], noc=noc,
+                   rf=report["spad_reads"] + report["spad_writes"],
+                   mapping={"p": m.p, "q": m.q, "s": m.seg, "chain": m.chain, "images": m.n,
+                            "e_block": m.e_block or L.E, "binding": report["binding"]})
+
+
+# The analytic dataflows share a schedule outside the array: the ifmap is read from external
+# memory in blocks of ``nb`` images x ``eb`` output rows (every channel, the rows those outputs
+# read), each block held in the global buffer while every filter works on it; the weights stay
+# in the global buffer for the whole layer when they fit beside the largest block, else they
+# are read again for every block; outputs leave once.
+
+def _row_blocks(L, eb):
+    """(ifmap rows read summed over the blocks of ``eb`` output rows, the most one block reads)."""
+    total = most = 0
+    for e0 in range(0, L.E, eb):
+        e1 = min(L.E, e0 + eb)
+        rows = min(L.H - 1, (e1 - 1) * L.U - L.P + L.R - 1) - max(0, e0 * L.U - L.P) + 1
+        total, most = total + rows, max(most, rows)
+    return total, most
+
+
+def _blockings(L):
+    """(images per block, output rows per block) to try: divisors of N, and E split evenly."""
+    images = [n for n in range(1, L.N + 1) if L.N % n == 0]
+    rows = sorted({ceil(L.E / j) for j in range(1, L.E + 1)}, reverse=True)
+    return [(nb, eb) for nb in images for eb in rows]
+
+
+def _channel_tiles(L, tm):
+    """(channel tiles over all groups, channels per tile, reads of each ifmap value): a tile of
+    ``tm`` output channels stays within a group, or takes whole groups when ``tm`` exceeds one."""
+    Mg = L.M // L.G
+    if tm <= Mg:
+        return L.G * ceil(Mg / tm), tm, L.G * ceil(Mg / tm)
+    per = min(L.G, tm // Mg)
+    return ceil(L.G / per), per * Mg, L.G
+
+
+def _blocked(config, L, glb_bits, nb, eb, keep_bits):
+    """The layer in blocks of ``nb`` images x ``eb`` output rows, or None when the largest
+    block's ifmap and what must stay beside it (``keep_bits``) exceed the global buffer:
+    (blocks, DRAM bytes, whether the weights stay resident, ifmap elements loaded)."""
+    a, w = config.ifmap_width, config.weight_width
+    rows_total, rows_most = _row_blocks(L, eb)
+    block_bits = nb * L.C * L.W * rows_most * a + keep_bits
+    if block_bits > glb_bits:
+        return None
+    blocks = (L.N // nb) * ceil(L.E / eb)
+    weights = L.M * (L.C // L.G) * L.R * L.S
+    resident = block_bits + weights * w <= glb_bits
+    ifmap = L.N * L.C * L.W * rows_total
+    ab, wb = _bytes(config, a), _bytes(config, w)
+    dram = ifmap * ab + weights * wb * (1 if resident else blocks) + L.N * L.M * L.E * L.F * ab
+    return blocks, dram, resident, ifmap
+
+
+def _memory_bound(config, cycles, dram_bytes):
+    """Cycles are at least the external memory's words (one per cycle)."""
+    return max(cycles, ceil(dram_bytes / (config.dram_width // 8)))
+
+
+def _spatial_reduction(config, L, costs, dataflow, glb_bits):
+    """WS and NLR: a tile of ``tm`` output channels x ``tk`` reduction terms (c, r, s) spread on
+    the array; positions (n, e, f) stream one per cycle; each ifmap value is multicast along the
+    tile's channels, psums are summed across its terms PE to PE and meet in the global buffer
+    between tiles of terms. WS keeps the tile's weights in its PEs' registers (loaded once per
+    block); NLR reads every weight from the global buffer for every MAC."""
+    P, K, Q = config.pe_count, (L.C // L.G) * L.R * L.S, L.N * L.E * L.F
+    weights, psums = L.M * (L.C // L.G) * L.R * L.S, L.N * L.E * L.F * L.M
+    ws = dataflow == "ws"
+    best = None
+    tks = sorted({min(K, P)} | {d for d in range(1, min(K, P) + 1) if K % d == 0}
+                 | {ceil(K / j) for j in range(1, 17) if ceil(K / j) <= P})
+    for tk in tks:
+        kt = ceil(K / tk)
+        for tm in {min(P // tk, L.M), min(P // tk, L.M // L.G)}:
+            mtiles, tm_eff, ifmap_reads = _channel_tiles(L, tm)
+            for nb, eb in _blockings(L):
+                # The block's psums of one channel tile wait in the buffer between term tiles;
+                # NLR also keeps the channel tile's weights there (read at every position).
+                keep = nb * eb * L.F * tm_eff * config.glb_psum_bits + (0 if ws else tm_eff * K * config.weight_width)
+                blocked = _blocked(config, L, glb_bits, nb, eb, keep)
+                if blocked is None:
+                    continue
+                blocks, dram, resident, ifmap = blocked
+                loads = weights * (1 if resident and not ws else blocks)   # weights written into the PEs (WS) or the buffer
+                fill = tk + tm_eff if ws else 2
+                cycles = _memory_bound(config, mtiles * kt * (Q + blocks * fill), dram)
+                psum_noc = psums * (K - kt) + psums * (2 * kt - 1)   # hops in the array, out and back in
+                glb_psums = psums * kt + psums * (kt - 1) + psums    # writes, reads for the next tile, the store
+                # Every MAC takes an ifmap value (WS: passed PE to PE along the channels); WS's PEs
+                # take their weights once per block, NLR's one per MAC.
+                if ws:
+                    noc = loads + L.macs + psum_noc
+                    glb_weights = weights + loads if resident else 0   # else straight from memory
+                    rf = L.macs + loads
+                else:
+                    noc = 2 * L.macs + psum_noc
+                    glb_weights = loads + L.macs
+                    rf = 0
+                glb = ifmap + Q * K * ifmap_reads + glb_psums + glb_weights
+                result = _result(config, L, costs, cycles=cycles, dram_bytes=dram, glb=glb, noc=noc, rf=rf,
+                                 mapping={"channels": tm_eff, "terms": tk, "images": nb, "rows": eb,
+                                          "weights": "resident" if resident else "per block"})
+                best = _better(best, result)
+    return best
+
+
+def _tiles_over_rows(L, eb, te):
+    """Tiles of ``te`` output rows in blocks of ``eb`` rows, summed over the blocks."""
+    return sum(ceil((min(L.E, e0 + eb) - e0) / te) for e0 in range(0, L.E, eb))
+
+
+def _output_stationary(config, L, costs, dataflow, glb_bits):
+    """OS: each PE accumulates one output in its register over all reduction terms; a tile of
+    ``tm`` output channels x positions (``tf`` columns x ``te`` rows x ``tn`` images) takes one
+    term a cycle:
+    ``tm`` weights multicast along the positions, one ifmap value per position multicast along
+    the channels (values that neighbouring windows share pass between PEs: the global buffer is
+    read once per tile for each), then drains its outputs through one port per array column.
+    Variant A spreads positions only (tm = 1), C channels only (one position; the channel count
+    is searched), B both."""
+    P, K = config.pe_count, (L.C // L.G) * L.R * L.S
+    weights, psums = L.M * (L.C // L.G) * L.R * L.S, L.N * L.E * L.F * L.M
+    powers = [1 << i for i in range(P.bit_length()) if 1 << i <= P]
+    tms = {"os-a": [1], "os-c": powers[1:], "os-b": powers[1:-1]}[dataflow]
+    best = None
+    for tm in tms:
+        mtiles, tm_eff, ifmap_reads = _channel_tiles(L, min(tm, L.M))
+        # Positions: tf columns x te rows of tn images (variant C: one position).
+        room = 1 if dataflow == "os-c" else P // tm
+        tf = min(L.F, room)
+        te = min(L.E, room // tf)
+        tn = min(L.N, room // (tf * te))
+        rows_in = min(L.H + 2 * L.P, (te - 1) * L.U + L.R)
+        cols_in = min(L.W + 2 * L.P, (tf - 1) * L.U + L.S)
+        # A channel tile's weights wait in the buffer for the block's position tiles; if they
+        # do not fit, every position tile reads them from memory.
+        for (nb, eb), streamed in product(_blockings(L), (False, True)):
+            blocked = _blocked(config, L, glb_bits, nb, eb, 0 if streamed else tm_eff * K * config.weight_width)
+            if blocked is None:
+                continue
+            blocks, dram, resident, ifmap = blocked
+            tiles = (L.N // nb) * ceil(nb / tn) * _tiles_over_rows(L, eb, te) * ceil(L.F / tf)
+            positions = tn * te * tf
+            drain = ceil(tm_eff * positions / config.array_cols)
+            weight_reads = mtiles * tiles * K * tm_eff
+            if streamed:
+                resident = False
+                dram += (weight_reads - weights) * _bytes(config, config.weight_width)
+            cycles = _memory_bound(config, mtiles * tiles * (K + drain), dram)
+            noc = 2 * L.macs + psums     # a weight and an ifmap value into every MAC, the outputs out
+            glb = (ifmap + tiles * tn * (L.C // L.G) * rows_in * cols_in * ifmap_reads + 2 * psums
+                   + (0 if streamed else weight_reads + weights * (1 if resident else blocks)))
+            result = _result(config, L, costs, cycles=cycles, dram_bytes=dram, glb=glb, noc=noc, rf=2 * L.macs,
+                             mapping={"channels": tm_eff, "positions": positions, "images": nb, "rows": eb,
+                                      "weights": "streamed" if streamed else "resident" if resident else "per block"})
+            best = _better(best, result)
+    return best
+
+
+def _better(best, result):
+    key = (result["energy"]["total"], result["cycles"])
+    return result if best is None or key < (best["energy"]["total"], best["cycles"]) else best
+
+
+def evaluate_layer(config, name, layer, dataflow, costs=COSTS):
+    """The figures of ``layer`` (named ``name``) under ``dataflow`` on the area of ``config``: a
+    dict with ``name``, the shape, ``weights``, ``macs``, ``cycles``, ``utilization``,
+    ``accesses`` and ``energy`` by level (and ``total``), DRAM bytes over the compulsory minimum,
+    and the mapping chosen. ValueError names the layer if it cannot be mapped."""
+    if dataflow not in DATAFLOWS:
+        raise ValueError(f"unknown dataflow {dataflow!r}; dataflows: {', '.join(DATAFLOWS)}")
+    try:
+        if dataflow == "rs":
+            result = _rs(config, layer, costs)
+        else:
+            _, glb_bits = storage_budget(config, dataflow)
+            model = _spatial_reduction if dataflow in ("ws", "nlr") else _output_stationary
+            result = model(config, layer, costs, dataflow, glb_bits)
+            if result is None:
+                raise ValueError(f"no block of one image and one output row fits its global buffer of "
+                                 f"{glb_bits // 8} bytes")
+    except ValueError as error:
+        raise ValueError(f"layer {name} ({layer}), dataflow {dataflow}: {error}") from None
+    weights = layer.M * (layer.C // layer.G) * layer.R * layer.S
+    return {"name": name, "layer": layer.to_dict(), "fc": is_fc(layer), "weights": weights,
+            "dram_per_mac": result["accesses"]["dram"] / layer.macs, **result}
