@@ -18,7 +18,7 @@ $(BIN)/python:
 
 # Reinstall only when the package metadata changes.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,onnx,boards]'
+	$(BIN)/python -m pip install --quiet -e '.[test,onnx,boards,analysis]'
 	touch $@
 
 iverilog:

@@ -129,11 +129,14 @@ def _rs(config, L, costs):
 # are read again for every block; outputs leave once.
 
 def _row_blocks(L, eb):
-    """(ifmap rows read summed over the blocks of ``eb`` output rows, the most one block reads)."""
+    """(ifmap rows that blocks of ``eb`` output rows read, summed over the blocks; the most one
+    block reads). Rows are loaded whole; a row no window reads (stride beyond the filter) is not."""
     total = most = 0
     for e0 in range(0, L.E, eb):
-        e1 = min(L.E, e0 + eb)
-        rows = min(L.H - 1, (e1 - 1) * L.U - L.P + L.R - 1) - max(0, e0 * L.U - L.P) + 1
+        rows, end = 0, -1
+        for e in range(e0, min(L.E, e0 + eb)):
+            lo, hi = max(0, e * L.U - L.P, end + 1), min(L.H - 1, e * L.U - L.P + L.R - 1)
+            rows, end = rows + max(0, hi - lo + 1), max(end, hi)
         total, most = total + rows, max(most, rows)
     return total, most
 
@@ -178,107 +181,131 @@ def _memory_bound(config, cycles, dram_bytes):
     return max(cycles, ceil(dram_bytes / (config.dram_width // 8)))
 
 
-def _spatial_reduction(config, L, costs, dataflow, glb_bits):
-    """WS and NLR: a tile of ``tm`` output channels x ``tk`` reduction terms (c, r, s) spread on
-    the array; positions (n, e, f) stream one per cycle; each ifmap value is multicast along the
-    tile's channels, psums are summed across its terms PE to PE and meet in the global buffer
-    between tiles of terms. WS keeps the tile's weights in its PEs' registers (loaded once per
-    block); NLR reads every weight from the global buffer for every MAC."""
-    P, K, Q = config.pe_count, (L.C // L.G) * L.R * L.S, L.N * L.E * L.F
-    weights, psums = L.M * (L.C // L.G) * L.R * L.S, L.N * L.E * L.F * L.M
+def spatial_reduction(config, L, costs, dataflow, glb_bits, *, tm, tk, nb, eb):
+    """WS or NLR with ``tm`` output channels x ``tk`` reduction terms (c, r, s) spread on the
+    array, in blocks of ``nb`` images x ``eb`` output rows; None if a block does not fit.
+
+    Positions (n, e, f) of a block stream one per cycle through each tile of channels and terms;
+    each ifmap value is multicast along the tile's channels (passed PE to PE), psums are summed
+    across its terms PE to PE and meet in the global buffer between tiles of terms. WS keeps the
+    tile's weights in its PEs' registers (loaded once per block); NLR reads every weight from
+    the global buffer for every MAC."""
+    K, Q = (L.C // L.G) * L.R * L.S, L.N * L.E * L.F
+    weights, psums = L.M * K, Q * L.M
     ws = dataflow == "ws"
-    best = None
+    kt = ceil(K / tk)
+    mtiles, tm_eff, ifmap_reads = _channel_tiles(L, tm)
+    # The block's psums of one channel tile wait in the buffer between term tiles; NLR also
+    # keeps the channel tile's weights there (read at every position).
+    keep = nb * eb * L.F * tm_eff * config.glb_psum_bits + (0 if ws else tm_eff * K * config.weight_width)
+    blocked = _blocked(config, L, glb_bits, nb, eb, keep)
+    if blocked is None:
+        return None
+    blocks, dram, resident, ifmap = blocked
+    loads = weights * (1 if resident and not ws else blocks)   # weights into the PEs (WS) or the buffer
+    fill = tk + tm_eff if ws else 2
+    cycles = _memory_bound(config, mtiles * kt * (Q + blocks * fill), dram)
+    psum_noc = psums * (K - kt) + psums * (2 * kt - 1)   # hops in the array, out and back in
+    glb_psums = psums * kt + psums * (kt - 1) + psums    # writes, reads for the next tile, the store
+    # Every MAC takes an ifmap value; WS's PEs take their weights once per block, NLR's one per MAC.
+    if ws:
+        noc = loads + L.macs + psum_noc
+        glb_weights = weights + loads if resident else 0   # else straight from memory
+        rf = L.macs + loads
+    else:
+        noc = 2 * L.macs + psum_noc
+        glb_weights = loads + L.macs
+        rf = 0
+    glb = ifmap + Q * K * ifmap_reads + glb_psums + glb_weights
+    return _result(config, L, costs, cycles=cycles, dram_bytes=dram, glb=glb, noc=noc, rf=rf,
+                   mapping={"channels": tm_eff, "terms": tk, "images": nb, "rows": eb,
+                            "weights": "resident" if resident else "per block"})
+
+
+def _spatial_reduction(config, L, costs, dataflow, glb_bits):
+    """The best :func:`spatial_reduction` mapping: tiles of terms that divide the reduction or
+    split it evenly, as many channels as fit beside them, every blocking."""
+    P, K = config.pe_count, (L.C // L.G) * L.R * L.S
     tks = sorted({min(K, P)} | {d for d in range(1, min(K, P) + 1) if K % d == 0}
                  | {ceil(K / j) for j in range(1, 17) if ceil(K / j) <= P})
+    best = None
     for tk in tks:
-        kt = ceil(K / tk)
         for tm in {min(P // tk, L.M), min(P // tk, L.M // L.G)}:
-            mtiles, tm_eff, ifmap_reads = _channel_tiles(L, tm)
             for nb, eb in _blockings(L):
-                # The block's psums of one channel tile wait in the buffer between term tiles;
-                # NLR also keeps the channel tile's weights there (read at every position).
-                keep = nb * eb * L.F * tm_eff * config.glb_psum_bits + (0 if ws else tm_eff * K * config.weight_width)
-                blocked = _blocked(config, L, glb_bits, nb, eb, keep)
-                if blocked is None:
-                    continue
-                blocks, dram, resident, ifmap = blocked
-                loads = weights * (1 if resident and not ws else blocks)   # weights written into the PEs (WS) or the buffer
-                fill = tk + tm_eff if ws else 2
-                cycles = _memory_bound(config, mtiles * kt * (Q + blocks * fill), dram)
-                psum_noc = psums * (K - kt) + psums * (2 * kt - 1)   # hops in the array, out and back in
-                glb_psums = psums * kt + psums * (kt - 1) + psums    # writes, reads for the next tile, the store
-                # Every MAC takes an ifmap value (WS: passed PE to PE along the channels); WS's PEs
-                # take their weights once per block, NLR's one per MAC.
-                if ws:
-                    noc = loads + L.macs + psum_noc
-                    glb_weights = weights + loads if resident else 0   # else straight from memory
-                    rf = L.macs + loads
-                else:
-                    noc = 2 * L.macs + psum_noc
-                    glb_weights = loads + L.macs
-                    rf = 0
-                glb = ifmap + Q * K * ifmap_reads + glb_psums + glb_weights
-                result = _result(config, L, costs, cycles=cycles, dram_bytes=dram, glb=glb, noc=noc, rf=rf,
-                                 mapping={"channels": tm_eff, "terms": tk, "images": nb, "rows": eb,
-                                          "weights": "resident" if resident else "per block"})
-                best = _better(best, result)
+                best = _better(best, spatial_reduction(config, L, costs, dataflow, glb_bits, tm=tm, tk=tk, nb=nb, eb=eb))
     return best
 
 
-def _tiles_over_rows(L, eb, te):
-    """Tiles of ``te`` output rows in blocks of ``eb`` rows, summed over the blocks."""
-    return sum(ceil((min(L.E, e0 + eb) - e0) / te) for e0 in range(0, L.E, eb))
+def _row_tiles(L, eb, te):
+    """Tiles of ``te`` output rows in blocks of ``eb`` rows: (how many, padded ifmap rows their
+    windows read, summed)."""
+    tiles = spanned = 0
+    for e0 in range(0, L.E, eb):
+        for t0 in range(e0, min(L.E, e0 + eb), te):
+            rows = min(L.E, e0 + eb, t0 + te) - t0
+            tiles, spanned = tiles + 1, spanned + (rows - 1) * min(L.U, L.R) + L.R
+    return tiles, spanned
+
+
+def output_stationary(config, L, costs, dataflow, glb_bits, *, tm, nb, eb, streamed):
+    """OS with tiles of ``tm`` output channels x the positions the other PEs hold, in blocks of
+    ``nb`` images x ``eb`` output rows; None if a block does not fit.
+
+    Each PE accumulates one output in its register over all reduction terms; a tile takes one
+    term a cycle: its weights multicast along the positions, one ifmap value per position
+    multicast along the channels (values that neighbouring windows share pass between PEs: the
+    global buffer is read once per tile for each), then drains its outputs through one port per
+    array column. A channel tile's weights wait in the buffer for the block's position tiles,
+    or with ``streamed`` every position tile reads them from memory. Positions are ``tf``
+    columns x ``te`` rows x ``tn`` images (variant C: one position)."""
+    P, K = config.pe_count, (L.C // L.G) * L.R * L.S
+    weights, psums = L.M * K, L.N * L.E * L.F * L.M
+    mtiles, tm_eff, ifmap_reads = _channel_tiles(L, min(tm, L.M))
+    room = 1 if dataflow == "os-c" else P // tm
+    tf = min(L.F, room)
+    te = min(L.E, room // tf)
+    tn = min(L.N, room // (tf * te))
+    col_tiles = ceil(L.F / tf)
+    cols_spanned = sum((min(L.F, f0 + tf) - f0 - 1) * min(L.U, L.S) + L.S for f0 in range(0, L.F, tf))
+    blocked = _blocked(config, L, glb_bits, nb, eb, 0 if streamed else tm_eff * K * config.weight_width)
+    if blocked is None:
+        return None
+    blocks, dram, resident, ifmap = blocked
+    row_tiles, rows_spanned = _row_tiles(L, eb, te)
+    tiles = (L.N // nb) * ceil(nb / tn) * row_tiles * col_tiles   # position tiles, per channel tile
+    positions = tn * te * tf
+    drain = ceil(tm_eff * positions / config.array_cols)
+    weight_reads = tiles * weights   # every position tile takes every channel's weights
+    if streamed:
+        resident = False
+        dram += (weight_reads - weights) * _bytes(config, config.weight_width)
+    cycles = _memory_bound(config, mtiles * tiles * (K + drain), dram)
+    noc = 2 * L.macs + psums     # a weight and an ifmap value into every MAC, the outputs out
+    # Each tile reads the padded ifmap box its windows span, once per channel it needs.
+    boxes = L.N * rows_spanned * cols_spanned * (L.C // L.G)
+    glb = (ifmap + boxes * ifmap_reads + 2 * psums
+           + (0 if streamed else weight_reads + weights * (1 if resident else blocks)))
+    return _result(config, L, costs, cycles=cycles, dram_bytes=dram, glb=glb, noc=noc, rf=2 * L.macs,
+                   mapping={"channels": tm_eff, "positions": positions, "images": nb, "rows": eb,
+                            "weights": "streamed" if streamed else "resident" if resident else "per block"})
 
 
 def _output_stationary(config, L, costs, dataflow, glb_bits):
-    """OS: each PE accumulates one output in its register over all reduction terms; a tile of
-    ``tm`` output channels x positions (``tf`` columns x ``te`` rows x ``tn`` images) takes one
-    term a cycle:
-    ``tm`` weights multicast along the positions, one ifmap value per position multicast along
-    the channels (values that neighbouring windows share pass between PEs: the global buffer is
-    read once per tile for each), then drains its outputs through one port per array column.
-    Variant A spreads positions only (tm = 1), C channels only (one position; the channel count
-    is searched), B both."""
-    P, K = config.pe_count, (L.C // L.G) * L.R * L.S
-    weights, psums = L.M * (L.C // L.G) * L.R * L.S, L.N * L.E * L.F * L.M
+    """The best :func:`output_stationary` mapping. Variant A spreads positions only (tm = 1), C
+    channels only (one position; the channel count is searched), B both."""
+    P = config.pe_count
     powers = [1 << i for i in range(P.bit_length()) if 1 << i <= P]
-    tms = {"os-a": [1], "os-c": powers[1:], "os-b": powers[1:-1]}[dataflow]
     best = None
-    for tm in tms:
-        mtiles, tm_eff, ifmap_reads = _channel_tiles(L, min(tm, L.M))
-        # Positions: tf columns x te rows of tn images (variant C: one position).
-        room = 1 if dataflow == "os-c" else P // tm
-        tf = min(L.F, room)
-        te = min(L.E, room // tf)
-        tn = min(L.N, room // (tf * te))
-        rows_in = min(L.H + 2 * L.P, (te - 1) * L.U + L.R)
-        cols_in = min(L.W + 2 * L.P, (tf - 1) * L.U + L.S)
-        # A channel tile's weights wait in the buffer for the block's position tiles; if they
-        # do not fit, every position tile reads them from memory.
+    for tm in {"os-a": [1], "os-c": powers[1:], "os-b": powers[1:-1]}[dataflow]:
         for (nb, eb), streamed in product(_blockings(L), (False, True)):
-            blocked = _blocked(config, L, glb_bits, nb, eb, 0 if streamed else tm_eff * K * config.weight_width)
-            if blocked is None:
-                continue
-            blocks, dram, resident, ifmap = blocked
-            tiles = (L.N // nb) * ceil(nb / tn) * _tiles_over_rows(L, eb, te) * ceil(L.F / tf)
-            positions = tn * te * tf
-            drain = ceil(tm_eff * positions / config.array_cols)
-            weight_reads = mtiles * tiles * K * tm_eff
-            if streamed:
-                resident = False
-                dram += (weight_reads - weights) * _bytes(config, config.weight_width)
-            cycles = _memory_bound(config, mtiles * tiles * (K + drain), dram)
-            noc = 2 * L.macs + psums     # a weight and an ifmap value into every MAC, the outputs out
-            glb = (ifmap + tiles * tn * (L.C // L.G) * rows_in * cols_in * ifmap_reads + 2 * psums
-                   + (0 if streamed else weight_reads + weights * (1 if resident else blocks)))
-            result = _result(config, L, costs, cycles=cycles, dram_bytes=dram, glb=glb, noc=noc, rf=2 * L.macs,
-                             mapping={"channels": tm_eff, "positions": positions, "images": nb, "rows": eb,
-                                      "weights": "streamed" if streamed else "resident" if resident else "per block"})
-            best = _better(best, result)
+            best = _better(best, output_stationary(config, L, costs, dataflow, glb_bits, tm=tm, nb=nb, eb=eb,
+                                                   streamed=streamed))
     return best
 
 
 def _better(best, result):
+    if result is None:
+        return best
     key = (result["energy"]["total"], result["cycles"])
     return result if best is None or key < (best["energy"]["total"], best["cycles"]) else best
 
@@ -298,8 +325,11 @@ def evaluate_layer(config, name, layer, dataflow, costs=COSTS):
             model = _spatial_reduction if dataflow in ("ws", "nlr") else _output_stationary
             result = model(config, layer, costs, dataflow, glb_bits)
             if result is None:
-                raise ValueError(f"no block of one image and one output row fits its global buffer of "
-                                 f"{glb_bits // 8} bytes")
+                rows = _row_blocks(layer, 1)[1]
+                raise ValueError(f"no blocking fits its {glb_bits // 8}-byte global buffer (the smallest, "
+                                 f"one output row of one image, holds {rows} ifmap rows x C = {layer.C} x "
+                                 f"W = {layer.W} = {rows * layer.C * layer.W * config.ifmap_width // 8} bytes "
+                                 f"besides the psums and weights it keeps)")
     except ValueError as error:
         raise ValueError(f"layer {name} ({layer}), dataflow {dataflow}: {error}") from None
     weights = layer.M * (layer.C // layer.G) * layer.R * layer.S
