@@ -5,8 +5,8 @@ local process pool or a Dask cluster; the report is plain data (JSON), rendered 
 tables and, with matplotlib, as plots.
 """
 
+import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from .dataflows import COSTS, DATAFLOWS, LEVELS, evaluate_layer, storage_budget
 
@@ -34,9 +34,13 @@ def run_tasks(function, tasks, *, scheduler=None, workers=None, progress=None):
 
         with Client(scheduler) as client:
             futures = {client.submit(function, *task, pure=False): i for i, task in enumerate(tasks)}
-            for done, future in enumerate(completed(futures), 1):
-                results[futures[future]] = future.result()
-                finished(done)
+            try:
+                for done, future in enumerate(completed(futures), 1):
+                    results[futures[future]] = future.result()
+                    finished(done)
+            except BaseException:
+                client.cancel(list(futures))
+                raise
         return results
     workers = workers or os.cpu_count() or 1
     if workers == 1 or total <= 1:
@@ -44,12 +48,18 @@ def run_tasks(function, tasks, *, scheduler=None, workers=None, progress=None):
             results[i] = function(*task)
             finished(i + 1)
         return results
-    with ProcessPoolExecutor(max_workers=min(workers, total)) as pool:
-        futures = {pool.submit(function, *task): i for i, task in enumerate(tasks)}
-        for done, future in enumerate(as_completed(futures), 1):
-            results[futures[future]] = future.result()
+    # Leaving the pool terminates its workers, so the first error does not wait for the rest.
+    with multiprocessing.Pool(min(workers, total)) as pool:
+        jobs = [(function, i, task) for i, task in enumerate(tasks)]
+        for done, (i, result) in enumerate(pool.imap_unordered(_indexed, jobs), 1):
+            results[i] = result
             finished(done)
     return results
+
+
+def _indexed(job):
+    function, i, task = job
+    return i, function(*task)
 
 
 def dataflow_names(text):
@@ -105,10 +115,14 @@ def analyze(config, layers, *, network, batch, dataflows=("rs",), costs=COSTS, s
             **{kind: totals(config, part) for kind, part in kinds.items() if part}}
     if "rs" in dataflows:
         rs = report["dataflows"]["rs"]
-        report["energy_vs_rs"] = {
-            dataflow: {kind: entry[kind]["energy"]["total"] / rs[kind]["energy"]["total"]
-                       for kind in ("total", "conv", "fc") if kind in entry}
-            for dataflow, entry in report["dataflows"].items()}
+
+        def ratios(entry, on_chip):
+            def energy(part):
+                return part["energy"]["total"] - (part["energy"]["dram"] if on_chip else 0)
+            return {kind: energy(entry[kind]) / energy(rs[kind]) for kind in ("total", "conv", "fc") if kind in entry}
+
+        report["energy_vs_rs"] = {d: ratios(e, False) for d, e in report["dataflows"].items()}
+        report["on_chip_energy_vs_rs"] = {d: ratios(e, True) for d, e in report["dataflows"].items()}
     return report
 
 
@@ -138,11 +152,15 @@ def markdown(report):
                          + f" | {a['dram'] / r['macs']:.4f} | {r['dram_over_compulsory']:.2f}x | "
                          f"{r['energy']['total'] / r['macs']:.2f} |")
     if "energy_vs_rs" in report and len(report["dataflows"]) > 1:
-        lines += ["", "## Energy relative to RS", "", "| dataflow | CONV layers | FC layers | all |",
-                  "|---|---|---|---|"]
+        lines += ["", "## Energy relative to RS", "",
+                  "| dataflow | CONV layers | FC layers | all | CONV on chip | FC on chip | all on chip |",
+                  "|---|---|---|---|---|---|---|"]
         for dataflow, ratios in report["energy_vs_rs"].items():
-            cells = [f"{ratios[kind]:.2f}x" if kind in ratios else "" for kind in ("conv", "fc", "total")]
+            on_chip = report["on_chip_energy_vs_rs"][dataflow]
+            cells = [f"{table[kind]:.2f}x" if kind in table else "" for table in (ratios, on_chip)
+                     for kind in ("conv", "fc", "total")]
             lines.append(f"| {dataflow.upper()} | " + " | ".join(cells) + " |")
+        lines += ["", "On chip: the global buffer, array, register files and MACs, without DRAM."]
     return "\n".join(lines) + "\n"
 
 

@@ -22,13 +22,11 @@ from math import ceil
 from .config import PEConfig
 from .layer import ConvLayer
 from .allocation import allocate, pass_words
+from .dataflows import COSTS
 
 
-__all__ = ["Mapping", "map_layer", "ENERGY_COST"]
+__all__ = ["Mapping", "map_layer"]
 
-
-#: Normalised energy per access (Sze et al., survey Fig. 22): DRAM, GLB, NoC, spad, MAC.
-ENERGY_COST = {"dram": 200, "glb": 6, "noc": 2, "spad": 1, "mac": 1}
 
 #: PE cycles from first ifmap to last opsum beyond the MAC slots (rowstation.hw.pe.PE.LATENCY).
 PE_LATENCY = 4
@@ -236,8 +234,8 @@ class Mapping:
         spad = L.macs + L.macs // self.p + 2 * L.macs   # filter read, ifmap read, psum read+write
         glb = filter_words + ifmap_words + psum_words + opsum_words
         dram = (L.M * (L.C // L.G) * L.R * L.S + L.N * L.C * L.H * L.W + L.N * L.M * L.E * L.F)
-        energy = (ENERGY_COST["mac"] * L.macs + ENERGY_COST["spad"] * spad
-                  + ENERGY_COST["noc"] * glb + ENERGY_COST["glb"] * glb + ENERGY_COST["dram"] * dram)
+        energy = (COSTS["alu"] * L.macs + COSTS["rf"] * spad + COSTS["noc"] * glb + COSTS["glb"] * glb
+                  + COSTS["dram"] * dram)
         return {
             "passes": passes, "cycles": cycles, "macs": L.macs,
             "pe_utilization": L.macs / (c.pe_count * cycles),

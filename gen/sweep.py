@@ -33,8 +33,11 @@ from .zoo import NETWORKS, network_layers
 __all__ = ["Space", "load_space", "run_sweep", "pareto", "markdown", "plot", "write_report", "BUDGET_KEYS"]
 
 
+#: Result columns that synthesis measures.
+SYNTHESIS_KEYS = ("luts", "ffs", "dsps", "brams")
+
 #: Result columns a budget may limit.
-BUDGET_KEYS = ("pes", "storage_kib", "luts", "ffs", "dsps", "brams", "cycles", "energy_per_mac")
+BUDGET_KEYS = ("pes", "storage_kib", *SYNTHESIS_KEYS, "cycles", "energy_per_mac")
 
 
 class Space:
@@ -129,6 +132,10 @@ def run_sweep(space, layers, *, synth=False, build="build/sweep", scheduler=None
     the report: one entry per point with its figures, whether it is on the Pareto front and
     within the budget, and the best point (highest throughput within the budget, then least
     energy)."""
+    unmeasured = [key for key in space.budget if key in SYNTHESIS_KEYS and not synth]
+    if unmeasured:
+        raise ValueError(f"the budget limits {', '.join(unmeasured)}, which only synthesis measures: "
+                         f"run with --synth, or drop them from [budget]")
     points = list(space.points())
     valid = [(i, config) for i, (_, config) in enumerate(points) if isinstance(config, AcceleratorConfig)]
     tasks = [(config, f"{network}/{name}", layer, space.costs)
@@ -213,7 +220,7 @@ def markdown(report):
             cells += [str(e.get("pes", "")), f"{e['storage_kib']:.1f}" if "storage_kib" in e else ""]
             lines.append("| " + " | ".join(cells) + f" | {e['error']} |")
             continue
-        cells += [str(e["pes"]), f"{e['storage_kib']:.1f}", *(f"{e[k]:,}" for k in ("luts", "ffs", "dsps", "brams") if synth),
+        cells += [str(e["pes"]), f"{e['storage_kib']:.1f}", *(f"{e[k]:,}" for k in SYNTHESIS_KEYS if synth),
                   f"{e['cycles']:,}", f"{e['throughput']:.1f}", f"{e['utilization']:.1%}",
                   f"{e['energy_per_mac']:.2f}", f"{e['dram_per_mac']:.4f}", "yes" if e["pareto"] else "",
                   ("best" if e["point"] == report["best"] else "within") if e["within_budget"] else "over"]

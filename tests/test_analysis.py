@@ -196,7 +196,8 @@ def test_survey_findings_on_alexnet_with_256_pes():
     assert conv["nlr"]["accesses"]["dram"] == min(c["accesses"]["dram"] for c in conv.values())
     assert min(energy, key=lambda d: energy[d]["noc"]) == "rs"
     assert report["energy_vs_rs"]["rs"]["conv"] == 1
-    assert all(ratio["conv"] > 1 for d, ratio in report["energy_vs_rs"].items() if d != "rs")
+    for table in (report["energy_vs_rs"], report["on_chip_energy_vs_rs"]):
+        assert all(ratio["conv"] > 1 for d, ratio in table.items() if d != "rs")
 
 
 def test_report_markdown_json_and_plot(tmp_path):
@@ -287,6 +288,12 @@ def test_sweep_on_dask_equals_the_local_pool(tmp_path):
     assert any(p["pareto"] for p in feasible)
 
 
+def test_a_budget_on_resources_needs_synthesis():
+    space = Space(base="tiny", space={"array_rows": [3]}, budget={"luts": 1000})
+    with pytest.raises(ValueError, match="the budget limits luts, which only synthesis measures: run with --synth"):
+        run_sweep(space, {"lenet5": network_layers("lenet5")}, workers=1)
+
+
 def test_pareto_front():
     e = [{"point": i, "throughput": t, "energy_per_mac": en, "area": a}
          for i, (t, en, a) in enumerate([(1, 5, 1), (2, 5, 2), (2, 6, 2), (3, 4, 3), (1, 5, 2), (3, 4, 3)])]
@@ -358,3 +365,14 @@ def test_sweep_command(tmp_path, capsys):
     (tmp_path / "empty.toml").write_text("[space]\narray_rows = [3]\n")
     assert main(["sweep", "--space", str(tmp_path / "empty.toml"), "-o", str(tmp_path / "o2")]) == 2
     assert "no network" in capsys.readouterr().err
+
+
+def _fails_on_three(x):
+    if x == 3:
+        raise ValueError("three is refused")
+    return x
+
+
+def test_the_first_error_stops_the_run():
+    with pytest.raises(ValueError, match="three is refused"):
+        run_tasks(_fails_on_three, [(i,) for i in range(6)], workers=2)
