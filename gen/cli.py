@@ -352,7 +352,6 @@ def cmd_sweep(args):
         layers[Path(path).stem] = onnx_layers(path, batch)
     if not layers:
         raise ValueError(f"no network: name one in {args.space} (networks = [...]) or with --network/--onnx")
-    space.batch = batch
     points = sum(1 for _ in space.points())
     report = run_sweep(space, layers, synth=args.synth, build=Path(args.output) / "synth",
                        progress=progress_printer(f"{points} points x {sum(map(len, layers.values()))} layers"

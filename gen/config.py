@@ -297,6 +297,18 @@ def preset(name):
     return PRESETS[name]
 
 
+def read_toml(path, what):
+    """The table of TOML file ``path``; a ValueError naming it as ``what`` if it cannot be read."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as error:
+        raise ValueError(f"cannot read {what} {path}: {error.strerror}")
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{what} {path} is not valid TOML: {error}")
+
+
 def resolve_config(preset_name=None, config_file=None, overrides=()):
     """The configuration a command runs with: a preset, then a TOML file, then ``--set`` overrides.
 
@@ -306,13 +318,7 @@ def resolve_config(preset_name=None, config_file=None, overrides=()):
     changes = {}
     if config_file is not None:
         path = Path(config_file)
-        try:
-            with path.open("rb") as f:
-                table = tomllib.load(f)
-        except OSError as error:
-            raise ValueError(f"cannot read configuration {path}: {error.strerror}")
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"configuration {path} is not valid TOML: {error}")
+        table = read_toml(path, "configuration")
         file_preset = table.pop("preset", None)
         if file_preset is not None and not isinstance(file_preset, str):
             raise TypeError(f"preset in {path} must be a string, not {file_preset!r}")

@@ -19,13 +19,12 @@ front. Area is the LUT count when the points are synthesised, else the on-chip s
 """
 
 import json
-import tomllib
 from dataclasses import fields
 from itertools import product
 from pathlib import Path
 
 from .analysis import run_tasks, totals
-from .config import AcceleratorConfig, preset as preset_config
+from .config import AcceleratorConfig, preset as preset_config, read_toml
 from .dataflows import COSTS, evaluate_layer, storage_bits
 from .zoo import NETWORKS, network_layers
 
@@ -90,14 +89,7 @@ class Space:
 
 def load_space(path):
     """The :class:`Space` of TOML file ``path``."""
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            table = tomllib.load(f)
-    except OSError as error:
-        raise ValueError(f"cannot read space {path}: {error.strerror}")
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"space {path} is not valid TOML: {error}")
+    table = read_toml(path, "space")
     known = {"preset", "networks", "batch", "costs", "space", "budget"}
     unknown = sorted(set(table) - known)
     if unknown:
@@ -178,7 +170,7 @@ def run_sweep(space, layers, *, synth=False, build="build/sweep", scheduler=None
     candidates = [e for e in feasible if e["within_budget"]]
     best = max(candidates, key=lambda e: (e["throughput"], -e["energy_per_mac"]), default=None)
     return {"base": space.base.to_dict(), "space": space.space, "networks": {n: [name for name, _ in s] for n, s in layers.items()},
-            "batch": space.batch, "costs": space.costs, "budget": space.budget, "area": area,
+            "batch": next(layer.N for shapes in layers.values() for _, layer in shapes), "costs": space.costs, "budget": space.budget, "area": area,
             "synthesized": synth, "points": entries, "best": best["point"] if best else None}
 
 

@@ -108,53 +108,49 @@ def test_rs_figures_are_the_performance_models(layer):
 
 # The analytic dataflows against their loop-nest references, on every mapping of small layers.
 
+LOOPS_CONFIG = TINY.replace(array_rows=2, array_cols=4)
+
+
+def _compare(model, loops, layer, dataflow, mappings):
+    """Check ``model`` against ``loops`` on each mapping (keyword arguments), with the
+    dataflow's own buffer and with one that holds little; returns how many fitted."""
+    config = LOOPS_CONFIG
+    _, glb = storage_budget(config, dataflow)
+    operand_bytes = config.memory_width(max(config.ifmap_width, config.weight_width)) // 8
+    checked = 0
+    for mapping in mappings:
+        for bits in (glb, 900 * 8):
+            got = model(config, layer, COSTS, dataflow, bits, **mapping)
+            expected = loops(config, layer, dataflow, bits, **mapping)
+            assert (got is None) == (expected is None), mapping
+            if got is None:
+                continue
+            for key in ("macs", "cycles", "dram_bytes"):
+                assert got[key] == expected[key], (key, mapping)
+            for level in ("glb", "noc", "rf"):
+                assert got["accesses"][level] == expected[level], (level, mapping)
+            assert got["accesses"]["dram"] == expected["dram_bytes"] / operand_bytes
+            checked += 1
+    return checked
+
+
 @pytest.mark.parametrize("layer", SMALL_LAYERS)
 @pytest.mark.parametrize("dataflow", ["ws", "nlr"])
 def test_spatial_reduction_counts_equal_the_loop_nest(layer, dataflow):
-    config = TINY.replace(array_rows=2, array_cols=4)
-    _, glb = storage_budget(config, dataflow)
     K = (layer.C // layer.G) * layer.R * layer.S
-    checked = 0
-    for tk, tm, nb, eb in product(range(1, min(K, 8) + 1), (1, 2, 3, 6), (1, layer.N), (1, 2, layer.E)):
-        if tm * tk > config.pe_count or layer.N % nb:
-            continue
-        for bits in (glb, 900 * 8):   # the dataflow's buffer, and one that holds little
-            model = spatial_reduction(config, layer, COSTS, dataflow, bits, tm=tm, tk=tk, nb=nb, eb=eb)
-            loops = spatial_reduction_loops(config, layer, dataflow, bits, tm=tm, tk=tk, nb=nb, eb=eb)
-            assert (model is None) == (loops is None)
-            if model is not None:
-                _same(model, loops, config)
-                checked += 1
-    assert checked > 20
+    mappings = [dict(tm=tm, tk=tk, nb=nb, eb=eb) for tk, tm, nb, eb in
+                product(range(1, min(K, 8) + 1), (1, 2, 3, 6), (1, layer.N), (1, 2, layer.E))
+                if tm * tk <= LOOPS_CONFIG.pe_count and layer.N % nb == 0]
+    assert _compare(spatial_reduction, spatial_reduction_loops, layer, dataflow, mappings) > 20
 
 
 @pytest.mark.parametrize("layer", SMALL_LAYERS)
 @pytest.mark.parametrize("dataflow", ["os-a", "os-b", "os-c"])
 def test_output_stationary_counts_equal_the_loop_nest(layer, dataflow):
-    config = TINY.replace(array_rows=2, array_cols=4)
-    _, glb = storage_budget(config, dataflow)
     tms = {"os-a": [1], "os-b": [2, 4], "os-c": [2, 4, 8]}[dataflow]
-    checked = 0
-    for tm, nb, eb, streamed in product(tms, (1, layer.N), (1, 2, layer.E), (False, True)):
-        if layer.N % nb:
-            continue
-        for bits in (glb, 900 * 8):
-            model = output_stationary(config, layer, COSTS, dataflow, bits, tm=tm, nb=nb, eb=eb, streamed=streamed)
-            loops = output_stationary_loops(config, layer, dataflow, bits, tm=tm, nb=nb, eb=eb, streamed=streamed)
-            assert (model is None) == (loops is None)
-            if model is not None:
-                _same(model, loops, config)
-                checked += 1
-    assert checked > 8
-
-
-def _same(model, loops, config):
-    assert model["macs"] == loops["macs"]
-    assert model["cycles"] == loops["cycles"]
-    assert model["dram_bytes"] == loops["dram_bytes"]
-    for level in ("glb", "noc", "rf"):
-        assert model["accesses"][level] == loops[level], level
-    assert model["accesses"]["dram"] == loops["dram_bytes"] / 2 if config.ifmap_width > 8 else loops["dram_bytes"]
+    mappings = [dict(tm=tm, nb=nb, eb=eb, streamed=streamed) for tm, nb, eb, streamed in
+                product(tms, (1, layer.N), (1, 2, layer.E), (False, True)) if layer.N % nb == 0]
+    assert _compare(output_stationary, output_stationary_loops, layer, dataflow, mappings) > 8
 
 
 def test_equal_area():
