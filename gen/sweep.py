@@ -264,7 +264,8 @@ def plot(report, path):
 
 
 def write_report(report, output):
-    """sweep.json, sweep.md and pareto.png in ``output``; returns their paths."""
+    """sweep.json, sweep.md, pareto.png and (when a point is within the budget) best.toml, the
+    best point's configuration for ``--config``, in ``output``; returns their paths."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     paths = [output / "sweep.json", output / "sweep.md"]
@@ -273,4 +274,11 @@ def write_report(report, output):
     if any("error" not in e for e in report["points"]):
         paths.append(output / "pareto.png")
         plot(report, paths[-1])
+    if report["best"] is not None:
+        best = report["points"][report["best"]]
+        config = {**report["base"], **best["values"]}
+        paths.append(output / "best.toml")
+        paths[-1].write_text(f"# Point {best['point']} of the sweep in this folder: {best['throughput']:.1f} MACs/cycle, "
+                             f"{best['energy_per_mac']:.2f} energy/MAC.\n# rowstation generate --config "
+                             f"{paths[-1]} -o DIR\n" + "".join(f"{key} = {value}\n" for key, value in config.items()))
     return paths

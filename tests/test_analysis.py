@@ -8,6 +8,7 @@ from itertools import product
 import pytest
 
 from rowstation.gen import ConvLayer, preset
+from rowstation.gen.config import resolve_config
 from rowstation.gen.analysis import analyze, dataflow_names, markdown, plot, run_tasks
 from rowstation.gen.cli import main
 from rowstation.gen.dataflows import (COSTS, DATAFLOWS, LEVELS, evaluate_layer, output_stationary,
@@ -358,6 +359,9 @@ def test_sweep_command(tmp_path, capsys):
     report = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert len(report["points"]) == 8 and report["area"] == "storage_kib"
     assert (tmp_path / "out" / "pareto.png").exists() and (tmp_path / "out" / "sweep.md").exists()
+    # The best point's configuration builds: every key, read back by --config.
+    best = report["points"][report["best"]]
+    assert resolve_config(config_file=tmp_path / "out" / "best.toml") == preset("tiny").replace(**best["values"])
     (tmp_path / "empty.toml").write_text("[space]\narray_rows = [3]\n")
     assert main(["sweep", "--space", str(tmp_path / "empty.toml"), "-o", str(tmp_path / "o2")]) == 2
     assert "no network" in capsys.readouterr().err
