@@ -376,3 +376,11 @@ def _fails_on_three(x):
 def test_the_first_error_stops_the_run():
     with pytest.raises(ValueError, match="three is refused"):
         run_tasks(_fails_on_three, [(i,) for i in range(6)], workers=2)
+
+
+def test_an_unreachable_scheduler_is_one_line(capsys):
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert main(["analyze", "--preset", "tiny", "--network", "lenet5", "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    assert "Timed out trying to connect to tcp://127.0.0.1:9" in capsys.readouterr().err
