@@ -67,8 +67,8 @@ def storage_bits(config):
 
 def storage_budget(config, dataflow):
     """(register-file bits per PE, global buffer bits) of ``dataflow`` on the area of ``config``:
-    RS has ``config``'s scratchpads, WS one weight per PE, OS one psum per PE, NLR none; the
-    rest of RS's total storage is the global buffer."""
+    RS has ``config``'s scratchpads, WS one weight per PE, OS one psum per PE, NLR none; each
+    gets the rest of RS's total on-chip storage as its global buffer."""
     rf = {"rs": _rs_rf_bits(config), "ws": config.weight_width, "os-a": config.psum_width,
           "os-b": config.psum_width, "os-c": config.psum_width, "nlr": 0}[dataflow]
     return rf, storage_bits(config) - config.pe_count * rf
