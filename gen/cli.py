@@ -468,7 +468,7 @@ def _parallel_arguments(parser):
     group = parser.add_argument_group("parallelism")
     group.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per CPU)")
     group.add_argument("--scheduler", metavar="ADDRESS",
-                       help="run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://10.0.0.5:8786)")
+                       help="run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://scheduler-host:8786)")
 
 
 def build_parser():
@@ -610,7 +610,7 @@ def build_parser():
     sub.add_argument("--batch", type=int, metavar="N", help="images per batch (default: the space's, else 1)")
     sub.add_argument("--synth", action="store_true",
                      help="synthesise each point's accelerator for ECP5 with yosys (LUTs, FFs, DSPs, BRAMs)")
-    sub.add_argument("-o", "--output", required=True, metavar="DIR", help="sweep.json, sweep.md, pareto.png")
+    sub.add_argument("-o", "--output", required=True, metavar="DIR", help="sweep.json, sweep.md, pareto.png, best.toml")
     _parallel_arguments(sub)
     sub.set_defaults(run=cmd_sweep)
 
