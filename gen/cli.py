@@ -273,10 +273,10 @@ def cmd_compile(args):
     from .network import load_inputs
 
     config = _config(args)
-    shape = read_onnx(args.model, batch=args.batch).input_shape
-    calibration = load_inputs("calibration", args.calibrate, shape).astype(float)
+    network = read_onnx(args.model, batch=args.batch)
+    calibration = load_inputs("calibration", args.calibrate, network.input_shape).astype(float)
     summary = compile_model(args.model, config, calibration, args.output, batch=args.batch,
-                            percentile=args.percentile)
+                            percentile=args.percentile, network=network)
     print((Path(args.output) / "summary.md").read_text())
     print(f"{args.output}: network.json, summary.md, mappings/, programs/, image.bin "
           f"({summary['total']['cycles']:,} cycles predicted per batch of {args.batch})")

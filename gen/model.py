@@ -105,13 +105,14 @@ def _markdown(name, config, rows, summary):
     return "\n".join(lines)
 
 
-def compile_model(path, config, calibration, output, *, batch=1, percentile=100.0):
+def compile_model(path, config, calibration, output, *, batch=1, percentile=100.0, network=None):
     """Compile the ONNX model at ``path`` for ``config`` with scales from the float
-    ``calibration`` inputs; write ``output`` (see the module's docstring); return the summary."""
+    ``calibration`` inputs; write ``output`` (see the module's docstring); return the summary.
+    ``network`` is the model as :func:`read_onnx` reads it at ``batch``, if already read."""
     from ..sim.network import run_network_golden_batches
     from .quantize import dequantize, quantize_input
 
-    network = read_onnx(path, batch=batch)
+    network = network or read_onnx(path, batch=batch)
     error = check_against_onnxruntime(path, network, calibration)
     quantized = quantize(network, config, calibration, percentile=percentile)
     compiled = compile_network(config, quantized)
