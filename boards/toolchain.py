@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-__all__ = ["YOWASP_TOOLS", "ECP5_PER_MODULE", "use_yowasp", "synthesize", "ecp5_resources"]
+__all__ = ["YOWASP_TOOLS", "ECP5_PER_MODULE", "use_yowasp", "synthesize", "FAMILIES", "fpga_resources"]
 
 
 #: Environment variables through which Amaranth's platforms find each YoWASP tool.
@@ -63,15 +63,30 @@ def synthesize(verilog, *, top, script="synth"):
     return design.get("num_cells_by_type", {})
 
 
-def ecp5_resources(config, build):
-    """ECP5 cells of the whole accelerator for ``config`` (yosys, hierarchy kept), its Verilog
-    written into the folder ``build``: ``luts``, ``ffs``, ``dsps`` and ``brams``."""
+#: Per FPGA family: the yosys script for the whole accelerator, and the cells counted as each
+#: resource (flip-flops: every cell whose name starts with the prefix).
+FAMILIES = {
+    "ecp5": {"script": ECP5_PER_MODULE, "luts": "LUT4", "ffs": "TRELLIS_FF", "dsps": "MULT18X18D",
+             "brams": "DP16KD"},
+    "ice40": {"script": "synth_ice40 -dsp", "luts": "SB_LUT4", "ffs": "SB_DFF", "dsps": "SB_MAC16",
+              "brams": "SB_RAM40_4K"},
+}
+
+
+def fpga_resources(config, build, family="ecp5"):
+    """Cells of the whole accelerator for ``config`` synthesised by yosys for ``family`` (ecp5,
+    hierarchy kept, or ice40, with its DSPs), its Verilog written into the folder ``build``:
+    ``luts``, ``ffs``, ``dsps`` and ``brams``."""
     from ..hw.export import accelerator_verilog
 
+    if family not in FAMILIES:
+        raise ValueError(f"unknown FPGA family {family!r}; families: {', '.join(FAMILIES)}")
+    cells_of = FAMILIES[family]
     build = Path(build)
     build.mkdir(parents=True, exist_ok=True)
     verilog = build / "rowstation_accel.v"
     verilog.write_text(accelerator_verilog(config))
-    cells = synthesize(verilog, top="rowstation_accel", script=ECP5_PER_MODULE)
-    return {"luts": cells.get("LUT4", 0), "ffs": cells.get("TRELLIS_FF", 0),
-            "dsps": cells.get("MULT18X18D", 0), "brams": cells.get("DP16KD", 0)}
+    cells = synthesize(verilog, top="rowstation_accel", script=cells_of["script"])
+    return {"luts": cells.get(cells_of["luts"], 0),
+            "ffs": sum(n for cell, n in cells.items() if cell.startswith(cells_of["ffs"])),
+            "dsps": cells.get(cells_of["dsps"], 0), "brams": cells.get(cells_of["brams"], 0)}

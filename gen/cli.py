@@ -608,8 +608,9 @@ def build_parser():
                      help="a built-in network (repeatable; adds to the space's networks)")
     sub.add_argument("--onnx", action="append", default=[], metavar="FILE", help="an ONNX model's layers (repeatable)")
     sub.add_argument("--batch", type=int, metavar="N", help="images per batch (default: the space's, else 1)")
-    sub.add_argument("--synth", action="store_true",
-                     help="synthesise each point's accelerator for ECP5 with yosys (LUTs, FFs, DSPs, BRAMs)")
+    sub.add_argument("--synth", nargs="?", const="ecp5", choices=("ecp5", "ice40"), metavar="FAMILY",
+                     help="synthesise each point's accelerator with yosys for ecp5 (the default) or ice40 "
+                          "(LUTs, FFs, DSPs, BRAMs)")
     sub.add_argument("-o", "--output", required=True, metavar="DIR", help="sweep.json, sweep.md, pareto.png, best.toml")
     _parallel_arguments(sub)
     sub.set_defaults(run=cmd_sweep)

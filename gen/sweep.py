@@ -15,7 +15,8 @@ A space is a TOML file::
 
 Every combination of the ``[space]`` values is a point; a point whose configuration is invalid,
 or on which a layer cannot be mapped, is reported with the reason and takes no part in the
-front. Area is the LUT count when the points are synthesised, else the on-chip storage.
+front. Area is the LUT count when the points are synthesised (for ECP5 or iCE40), else the
+on-chip storage.
 """
 
 import json
@@ -109,18 +110,19 @@ def _evaluate(config, name, layer, costs):
         return {"error": str(error)}
 
 
-def _synthesize(config, build):
-    from ..boards.toolchain import ecp5_resources
+def _synthesize(config, build, family):
+    from ..boards.toolchain import fpga_resources
 
     try:
-        return ecp5_resources(config, build)
+        return fpga_resources(config, build, family)
     except RuntimeError as error:
         return {"error": str(error).splitlines()[0]}
 
 
-def run_sweep(space, layers, *, synth=False, build="build/sweep", scheduler=None, workers=None, progress=None):
+def run_sweep(space, layers, *, synth=None, build="build/sweep", scheduler=None, workers=None, progress=None):
     """Evaluate every point of ``space`` on ``layers`` ({network: [(name, ConvLayer)]}); with
-    ``synth``, also synthesise each valid point for ECP5 (its Verilog under ``build``). Returns
+    ``synth`` (an FPGA family: ecp5 or ice40), also synthesise each valid point for it (its
+    Verilog under ``build``). Returns
     the report: one entry per point with its figures, whether it is on the Pareto front and
     within the budget, and the best point (highest throughput within the budget, then least
     energy)."""
@@ -135,7 +137,7 @@ def run_sweep(space, layers, *, synth=False, build="build/sweep", scheduler=None
     per_point = sum(len(shapes) for shapes in layers.values())
     jobs = [(_evaluate, task) for task in tasks]
     if synth:
-        jobs += [(_synthesize, (config, str(Path(build) / f"point-{i}"))) for i, config in valid]
+        jobs += [(_synthesize, (config, str(Path(build) / f"point-{i}"), synth)) for i, config in valid]
     results = run_tasks(_call, jobs, scheduler=scheduler, workers=workers, progress=progress)
     entries = []
     for i, (values, config) in enumerate(points):
@@ -203,7 +205,7 @@ def markdown(report):
              "energy/MAC", "DRAM/MAC", "Pareto", "budget"])
     lines = [f"# Sweep: {', '.join(report['networks'])} at batch {report['batch']}, "
              f"{len(report['points'])} points", "",
-             f"Area: {'LUTs (ECP5, yosys)' if synth else 'on-chip storage'}; budget: "
+             f"Area: {f'LUTs ({synth}, yosys)' if synth else 'on-chip storage'}; budget: "
              + (", ".join(f"{k} <= {v:g}" for k, v in report["budget"].items()) or "none") + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in report["points"]:
@@ -238,7 +240,7 @@ def plot(report, path):
     if not points:
         raise ValueError("no feasible point to plot")
     area = report["area"]
-    label = "LUTs (ECP5)" if area == "luts" else "on-chip storage (KiB)"
+    label = f"LUTs ({report['synthesized']})" if area == "luts" else "on-chip storage (KiB)"
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     x = [e["energy_per_mac"] for e in points]
     y = [e["throughput"] for e in points]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..boards.toolchain import ecp5_resources
+from ..boards.toolchain import fpga_resources
 from ..gen.config import preset
 from ..gen.model import compile_model, onnxruntime_outputs
 from ..gen.network import Network, compile_network
@@ -49,7 +49,7 @@ def precision_table(output, calibration, x, labels, *, batch, synth=False, plot=
         row = {"preset": name, "bits": config.ifmap_width, "accuracy": float(np.mean(logits.argmax(1) == labels)),
                "cycles_per_batch": summary["total"]["cycles"], "pe_utilization": summary["total"]["pe_utilization"]}
         if synth:
-            row.update(ecp5_resources(config, Path(output) / f"synth-{name}"))
+            row.update(fpga_resources(config, Path(output) / f"synth-{name}"))
         rows.append(row)
     if plot:
         _plot(rows, plot)

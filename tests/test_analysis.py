@@ -384,3 +384,19 @@ def test_an_unreachable_scheduler_is_one_line(capsys):
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
         assert main(["analyze", "--preset", "tiny", "--network", "lenet5", "--scheduler", "tcp://127.0.0.1:9"]) == 2
     assert "Timed out trying to connect to tcp://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_sweep_synthesizes_each_point_for_ice40(tmp_path, capsys):
+    """``--synth ice40``: each valid point's accelerator through yosys (about a minute): one
+    SB_MAC16 per PE, LUTs as the area, a budget on them applied."""
+    (tmp_path / "space.toml").write_text("preset = 'tiny'\nnetworks = ['lenet5']\n[space]\narray_rows = [1]\n"
+                                         "array_cols = [2]\nglb_bank_depth = [3, 256]\n[budget]\nluts = 1000\n")
+    assert main(["sweep", "--space", str(tmp_path / "space.toml"), "--synth", "ice40", "--workers", "2",
+                 "-o", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    invalid, point = report["points"]
+    assert "invalid configuration" in invalid["error"] and "luts" not in invalid
+    assert report["area"] == "luts" and report["synthesized"] == "ice40"
+    assert point["dsps"] == 2 and point["brams"] >= 4 and point["luts"] > 1000
+    assert not point["within_budget"] and report["best"] is None
+    assert "Area: LUTs (ice40, yosys)" in capsys.readouterr().out

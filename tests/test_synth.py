@@ -2,7 +2,7 @@
 
 import pytest
 
-from rowstation.boards.toolchain import ECP5_PER_MODULE, ecp5_resources, synthesize
+from rowstation.boards.toolchain import ECP5_PER_MODULE, fpga_resources, synthesize
 from rowstation.gen import preset
 from rowstation.hw.export import to_verilog
 from rowstation.hw.pe import PE
@@ -55,8 +55,13 @@ def test_tiny_accelerator_synthesizes_for_ecp5(tmp_path):
     """The whole accelerator (AXI ports, sequencer, core) for ECP5, as the demo's precision table
     and ``rowstation sweep --synth`` count it: one DSP per PE, the buffer in block RAM."""
     config = preset("tiny")
-    resources = ecp5_resources(config, tmp_path)
+    resources = fpga_resources(config, tmp_path)
     assert resources["dsps"] == config.pe_count
     assert resources["brams"] >= config.glb_banks
     assert resources["luts"] > 0 and resources["ffs"] > 0
     assert (tmp_path / "rowstation_accel.v").exists()
+
+
+def test_unknown_family_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown FPGA family 'gowin'; families: ecp5, ice40"):
+        fpga_resources(preset("tiny"), tmp_path, "gowin")
