@@ -88,7 +88,7 @@ def totals(config, layers):
     accesses = {level: sum(r["accesses"][level] for r in layers) for level in LEVELS}
     energy = {level: sum(r["energy"][level] for r in layers) for level in (*LEVELS, "alu", "total")}
     return {"layers": len(layers), "weights": sum(r["weights"] for r in layers), "macs": macs,
-            "cycles": cycles, "utilization": macs / (config.pe_count * cycles) if cycles else 0.0,
+            "cycles": cycles, "utilization": macs / (config.pe_count * cycles),
             "accesses": accesses, "energy": energy, "dram_bytes": dram_bytes,
             "dram_over_compulsory": dram_bytes / sum(r["dram_compulsory_bytes"] for r in layers),
             "dram_per_mac": accesses["dram"] / macs, "energy_per_mac": energy["total"] / macs}
@@ -126,8 +126,8 @@ def analyze(config, layers, *, network, batch, dataflows=("rs",), costs=COSTS, s
     return report
 
 
-def _shape(layer):
-    d = layer
+def _shape(d):
+    """``d`` (a layer's shape as a dict) without N and the defaults of U, P and G."""
     extra = "".join(f",{k}={d[k]}" for k, default in (("U", 1), ("P", 0), ("G", 1)) if d[k] != default)
     return f"C={d['C']},H={d['H']},W={d['W']},M={d['M']},R={d['R']},S={d['S']}{extra}"
 

@@ -12,6 +12,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from ..boards.toolchain import FAMILIES
 from .config import PRESETS, c_header, resolve_config
 from .layer import ConvLayer
 from .network import load_npy
@@ -342,23 +343,24 @@ def cmd_analyze(args):
 
 
 def cmd_sweep(args):
-    from .sweep import load_space, run_sweep, write_report
+    from .sweep import load_space, markdown, run_sweep, write_report
     from .zoo import network_layers, onnx_layers
 
     space = load_space(args.space)
     batch = args.batch or space.batch
     layers = {name: network_layers(name, batch) for name in dict.fromkeys([*space.networks, *args.network])}
     for path in args.onnx:
+        if Path(path).stem in layers:
+            raise ValueError(f"--onnx {path}: a network named {Path(path).stem!r} is already in the sweep")
         layers[Path(path).stem] = onnx_layers(path, batch)
     if not layers:
         raise ValueError(f"no network: name one in {args.space} (networks = [...]) or with --network/--onnx")
-    points = sum(1 for _ in space.points())
     report = run_sweep(space, layers, synth=args.synth, build=Path(args.output) / "synth",
-                       progress=progress_printer(f"{points} points x {sum(map(len, layers.values()))} layers"
+                       progress=progress_printer(f"{len(space)} points x {sum(map(len, layers.values()))} layers"
                                                  + (" + synthesis" if args.synth else "")),
                        **_parallel(args))
     paths = write_report(report, args.output)
-    print(Path(paths[1]).read_text(), end="")
+    print(markdown(report), end="")
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
 
 
@@ -608,7 +610,7 @@ def build_parser():
                      help="a built-in network (repeatable; adds to the space's networks)")
     sub.add_argument("--onnx", action="append", default=[], metavar="FILE", help="an ONNX model's layers (repeatable)")
     sub.add_argument("--batch", type=int, metavar="N", help="images per batch (default: the space's, else 1)")
-    sub.add_argument("--synth", nargs="?", const="ecp5", choices=("ecp5", "ice40"), metavar="FAMILY",
+    sub.add_argument("--synth", nargs="?", const="ecp5", choices=sorted(FAMILIES), metavar="FAMILY",
                      help="synthesise each point's accelerator with yosys for ecp5 (the default) or ice40 "
                           "(LUTs, FFs, DSPs, BRAMs)")
     sub.add_argument("-o", "--output", required=True, metavar="DIR", help="sweep.json, sweep.md, pareto.png, best.toml")

@@ -23,7 +23,7 @@ from math import ceil
 from .zoo import is_fc
 
 
-__all__ = ["DATAFLOWS", "LEVELS", "COSTS", "parse_costs", "storage_bits", "storage_budget", "evaluate_layer"]
+__all__ = ["DATAFLOWS", "LEVELS", "COSTS", "cost_table", "parse_costs", "storage_bits", "storage_budget", "evaluate_layer"]
 
 
 #: Dataflow names: rowstation's RS, then the survey's alternatives.
@@ -37,21 +37,28 @@ LEVELS = ("dram", "glb", "noc", "rf")
 COSTS = {"dram": 200, "glb": 6, "noc": 2, "rf": 1, "alu": 1}
 
 
+def cost_table(changes):
+    """:data:`COSTS` with ``changes`` ({level: cost}) applied; ValueError names a bad entry."""
+    costs = dict(COSTS)
+    for key, value in changes.items():
+        if key not in COSTS or isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{key} = {value!r}: a cost is a non-negative number for one of {', '.join(COSTS)}")
+        costs[key] = value
+    return costs
+
+
 def parse_costs(text):
     """A cost table from ``"dram=200,glb=6,..."``: the keys given replace :data:`COSTS`' values."""
-    costs = dict(COSTS)
+    changes = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or key not in COSTS:
+        if not sep:
             raise ValueError(f"cost item {item!r} is not LEVEL=VALUE with LEVEL one of {', '.join(COSTS)}")
         try:
-            costs[key] = float(value)
+            changes[key.strip()] = float(value)
         except ValueError:
-            raise ValueError(f"cost of {key} must be a number, not {value.strip()!r}")
-        if costs[key] < 0:
-            raise ValueError(f"cost of {key} must not be negative, not {costs[key]:g}")
-    return costs
+            raise ValueError(f"cost of {key.strip()} must be a number, not {value.strip()!r}")
+    return cost_table(changes)
 
 
 def _rs_rf_bits(config):
@@ -80,8 +87,8 @@ def _bytes(config, width):
 
 def _compulsory_bytes(config, L):
     """Weights, ifmap and (requantised) ofmap moved once each."""
-    return (L.M * (L.C // L.G) * L.R * L.S * _bytes(config, config.weight_width)
-            + (L.N * L.C * L.H * L.W + L.N * L.M * L.E * L.F) * _bytes(config, config.ifmap_width))
+    activation = _bytes(config, config.ifmap_width)
+    return L.compulsory(_bytes(config, config.weight_width), activation, activation)
 
 
 def _operand_bytes(config):
@@ -168,7 +175,7 @@ def _blocked(config, L, glb_bits, nb, eb, keep_bits):
     if block_bits > glb_bits:
         return None
     blocks = (L.N // nb) * ceil(L.E / eb)
-    weights = L.M * (L.C // L.G) * L.R * L.S
+    weights = L.weight_count
     resident = block_bits + weights * w <= glb_bits
     ifmap = L.N * L.C * L.W * rows_total
     ab, wb = _bytes(config, a), _bytes(config, w)
@@ -191,7 +198,7 @@ def spatial_reduction(config, L, costs, dataflow, glb_bits, *, tm, tk, nb, eb):
     tile's weights in its PEs' registers (loaded once per block); NLR reads every weight from
     the global buffer for every MAC."""
     K, Q = (L.C // L.G) * L.R * L.S, L.N * L.E * L.F
-    weights, psums = L.M * K, Q * L.M
+    weights, psums = L.weight_count, Q * L.M
     ws = dataflow == "ws"
     kt = ceil(K / tk)
     mtiles, tm_eff, ifmap_reads = _channel_tiles(L, tm)
@@ -259,7 +266,7 @@ def output_stationary(config, L, costs, dataflow, glb_bits, *, tm, nb, eb, strea
     or with ``streamed`` every position tile reads them from memory. Positions are ``tf``
     columns x ``te`` rows x ``tn`` images (variant C: one position)."""
     P, K = config.pe_count, (L.C // L.G) * L.R * L.S
-    weights, psums = L.M * K, L.N * L.E * L.F * L.M
+    weights, psums = L.weight_count, L.N * L.E * L.F * L.M
     mtiles, tm_eff, ifmap_reads = _channel_tiles(L, min(tm, L.M))
     room = 1 if dataflow == "os-c" else P // tm
     tf = min(L.F, room)
@@ -332,6 +339,5 @@ def evaluate_layer(config, name, layer, dataflow, costs=COSTS):
                                  f"besides the psums and weights it keeps)")
     except ValueError as error:
         raise ValueError(f"layer {name} ({layer}), dataflow {dataflow}: {error}") from None
-    weights = layer.M * (layer.C // layer.G) * layer.R * layer.S
-    return {"name": name, "layer": layer.to_dict(), "fc": is_fc(layer), "weights": weights,
+    return {"name": name, "layer": layer.to_dict(), "fc": is_fc(layer), "weights": layer.weight_count,
             "dram_per_mac": result["accesses"]["dram"] / layer.macs, **result}

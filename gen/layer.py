@@ -89,5 +89,15 @@ class ConvLayer:
         return (self.M, self.C // self.G, self.R, self.S)
 
     @property
+    def weight_count(self):
+        return self.M * (self.C // self.G) * self.R * self.S
+
+    def compulsory(self, weight_bytes=1, ifmap_bytes=1, output_bytes=1):
+        """External memory traffic if every weight, ifmap and ofmap value moves once (in
+        elements, or in bytes given each tensor's element size)."""
+        return (self.weight_count * weight_bytes + self.N * self.C * self.H * self.W * ifmap_bytes
+                + self.N * self.M * self.E * self.F * output_bytes)
+
+    @property
     def ofmap_shape(self):
         return (self.N, self.M, self.E, self.F)

@@ -233,7 +233,7 @@ class Mapping:
         active_pe_cycles = active * mac_slots
         spad = L.macs + L.macs // self.p + 2 * L.macs   # filter read, ifmap read, psum read+write
         glb = filter_words + ifmap_words + psum_words + opsum_words
-        dram = (L.M * (L.C // L.G) * L.R * L.S + L.N * L.C * L.H * L.W + L.N * L.M * L.E * L.F)
+        dram = L.compulsory()
         energy = (COSTS["alu"] * L.macs + COSTS["rf"] * spad + COSTS["noc"] * glb + COSTS["glb"] * glb
                   + COSTS["dram"] * dram)
         return {

@@ -261,8 +261,7 @@ def layer_report(mapping, program):
     transfers = {net: count * m.blocks for net, count in transfers.items()}
     psum_reads *= m.blocks
     word, layout = c.dram_width // 8, program.layout
-    compulsory = (L.M * (L.C // L.G) * L.R * L.S * layout.weight_bytes + L.N * L.C * L.H * L.W * layout.ifmap_bytes
-                  + L.N * L.M * L.E * L.F * layout.output_bytes)
+    compulsory = L.compulsory(layout.weight_bytes, layout.ifmap_bytes, layout.output_bytes)
     report = {
         "cycles": cycles, "macs": L.macs, "pe_utilization": L.macs / (c.pe_count * cycles),
         "passes": len(m.passes) * m.blocks, "images_per_pass": m.n, "epochs": program.epochs, "tiles": program.tiles,

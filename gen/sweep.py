@@ -22,12 +22,13 @@ on-chip storage.
 import json
 from dataclasses import fields
 from itertools import product
+from math import prod
 from pathlib import Path
 
 from .analysis import run_tasks, totals
 from .config import AcceleratorConfig, preset as preset_config, read_toml
-from .dataflows import COSTS, evaluate_layer, storage_bits
-from .zoo import NETWORKS, network_layers
+from .dataflows import cost_table, evaluate_layer, storage_bits
+from .zoo import NETWORKS, check_batch
 
 
 __all__ = ["Space", "load_space", "run_sweep", "pareto", "markdown", "plot", "write_report", "BUDGET_KEYS"]
@@ -61,21 +62,25 @@ class Space:
             if network not in NETWORKS:
                 raise ValueError(f"{source}: unknown network {network!r}; built-in networks: {', '.join(NETWORKS)}")
         self.networks = list(dict.fromkeys(networks))
-        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-            raise ValueError(f"{source}: batch must be a positive integer, not {batch!r}")
+        try:
+            check_batch(batch)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
         self.batch = batch
-        self.costs = dict(COSTS)
-        for key, value in (costs or {}).items():
-            if key not in COSTS or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{source}: costs.{key} = {value!r}: costs are non-negative numbers for "
-                                 f"{', '.join(COSTS)}")
-            self.costs[key] = value
+        try:
+            self.costs = cost_table(costs or {})
+        except ValueError as error:
+            raise ValueError(f"{source}: costs.{error}") from None
         self.budget = {}
         for key, value in (budget or {}).items():
             if key not in BUDGET_KEYS or not isinstance(value, (int, float)):
                 raise ValueError(f"{source}: budget.{key} = {value!r}: a budget limits "
                                  f"{', '.join(BUDGET_KEYS)} by a number")
             self.budget[key] = value
+
+    def __len__(self):
+        """Points in the space, valid or not."""
+        return prod(len(values) for values in self.space.values())
 
     def points(self):
         """(values, configuration or the ValueError that refused it) of every point."""

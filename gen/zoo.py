@@ -8,7 +8,7 @@ the other layers without MACs are not listed.
 from .layer import ConvLayer
 
 
-__all__ = ["NETWORKS", "network_layers", "onnx_layers", "is_fc"]
+__all__ = ["NETWORKS", "check_batch", "network_layers", "onnx_layers", "is_fc"]
 
 
 def _alexnet():
@@ -80,7 +80,7 @@ NETWORKS = {"alexnet": _alexnet, "vgg16": _vgg16, "lenet5": _lenet5, "resnet18":
             "mobilenet-v1": _mobilenet_v1}
 
 
-def _check_batch(batch):
+def check_batch(batch):
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be a positive integer, not {batch!r}")
 
@@ -89,7 +89,7 @@ def network_layers(name, batch=1):
     """The (name, :class:`ConvLayer`) of built-in network ``name`` at ``batch``."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; built-in networks: {', '.join(NETWORKS)}")
-    _check_batch(batch)
+    check_batch(batch)
     return [(layer, ConvLayer(N=batch, **shape)) for layer, shape in NETWORKS[name]()]
 
 
@@ -98,7 +98,7 @@ def onnx_layers(path, batch=1):
     layers of the ONNX model at ``path`` (read by :func:`rowstation.gen.frontend.read_onnx`)."""
     from .frontend import read_onnx
 
-    _check_batch(batch)
+    check_batch(batch)
     network = read_onnx(path, batch=batch)
     N, C, H, W = network.input_shape
     layers = []

@@ -175,8 +175,8 @@ def test_energy_is_the_accesses_times_their_costs(dataflow):
     assert result["energy"]["total"] == pytest.approx(sum(v for k, v in result["energy"].items() if k != "total"))
     assert result["dram_over_compulsory"] >= 1
     assert result["utilization"] <= 1
-    if dataflow != "rs":
-        assert result["accesses"]["noc"] >= 2 * layer.macs if dataflow != "ws" else layer.macs
+    if dataflow != "rs":   # every MAC takes an ifmap value over the array, and all but WS a weight
+        assert result["accesses"]["noc"] >= (layer.macs if dataflow == "ws" else 2 * layer.macs)
 
 
 def test_survey_findings_on_alexnet_with_256_pes():
@@ -223,8 +223,10 @@ def test_dataflow_names_and_costs():
     with pytest.raises(ValueError, match="unknown dataflow 'xs'"):
         dataflow_names("rs,xs")
     assert parse_costs("dram=100, rf=0.5") == {**COSTS, "dram": 100, "rf": 0.5}
-    for text, message in (("sram=3", "LEVEL=VALUE with LEVEL one of dram"), ("glb=x", "cost of glb must be a number"),
-                          ("noc=-1", "must not be negative"), ("dram", "not LEVEL=VALUE")):
+    for text, message in (("sram=3", "sram = 3.0: a cost is a non-negative number for one of dram, glb, noc, rf, alu"),
+                          ("glb=x", "cost of glb must be a number, not 'x'"),
+                          ("noc=-1", "noc = -1.0: a cost is a non-negative number"),
+                          ("dram", "cost item 'dram' is not LEVEL=VALUE")):
         with pytest.raises(ValueError, match=message):
             parse_costs(text)
 
@@ -301,7 +303,8 @@ def test_sweep_marks_points_whose_layers_cannot_be_mapped():
     space = Space(base="tiny", space={"glb_banks": [1, 4]}, networks=["lenet5"])
     report = run_sweep(space, {"big": [("wide", ConvLayer.parse("N=1,C=16,H=60,W=60,M=16,R=3,S=3"))]}, workers=1)
     small, large = report["points"]
-    assert "does not fit" in small["error"] or "no mapping" in small["error"]
+    assert small["error"].startswith("layer big/wide (N=1,C=16,H=60,W=60,M=16,R=3,S=3,U=1,P=0,G=1), dataflow rs: "
+                                     "no mapping of") and "fits the global buffer" in small["error"]
     assert "error" not in large and report["best"] == 1
 
 
@@ -362,6 +365,8 @@ def test_sweep_command(tmp_path, capsys):
     # The best point's configuration builds: every key, read back by --config.
     best = report["points"][report["best"]]
     assert resolve_config(config_file=tmp_path / "out" / "best.toml") == preset("tiny").replace(**best["values"])
+    assert main(["sweep", "--space", str(tmp_path / "space.toml"), "--onnx", "lenet5.onnx", "-o", str(tmp_path / "o3")]) == 2
+    assert "--onnx lenet5.onnx: a network named 'lenet5' is already in the sweep" in capsys.readouterr().err
     (tmp_path / "empty.toml").write_text("[space]\narray_rows = [3]\n")
     assert main(["sweep", "--space", str(tmp_path / "empty.toml"), "-o", str(tmp_path / "o2")]) == 2
     assert "no network" in capsys.readouterr().err
