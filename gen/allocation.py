@@ -4,22 +4,26 @@ what order its passes run so that psums never leave the chip before their last f
 The buffer holds two kinds of data with different lifetimes:
 
 - **Psum buffers** hold the psums of a *tile*: a run of consecutive pass groups (a *group* is
-  the outputs one pass computes). A tile's psums are filled with the bias when it starts, stay
-  on chip through every fold (chunk) of its outputs, and are stored when its last pass ends.
-- **Ifmap buffers** hold the ifmap rows of an *epoch*: consecutive passes whose rows fit. An
-  epoch is loaded (only the padding is zero-filled) before its first pass.
+  the outputs one pass computes). A tile's psums start in its first fold (whose chain bottoms
+  take zeros), stay on chip through every fold (chunk) of its outputs, and are stored (the
+  bias added on the way) when its last pass ends.
+- **Ifmap buffers** together are a cache of ifmap rows (:func:`row_schedule`): a row loaded
+  for one pass stays while later passes read it (across tiles too), and a missing row evicts
+  one that is not read again, or read furthest ahead, preferring rows the pass in flight does
+  not read so the load overlaps it. All padding rows share one slot of zeros.
 
-With two buffers of a kind, the next tile's bias fill and the previous tile's store, or the
-next epoch's rows, move while the current passes compute (ping-pong). Buffers start at bank
-boundaries where that fits, so the streams of a pass and the loads beside it seldom meet in a
-bank. Passes run tile by tile, chunk by chunk within a tile, group by group within a chunk.
+With two psum buffers, the next tile's passes start while the previous tile's store drains it
+(ping-pong); with room for two passes' rows, the next pass's rows load while the current one
+computes. Buffers start at bank boundaries where that fits, so the streams of a pass and the
+loads beside it seldom meet in a bank. Passes run tile by tile, chunk by chunk within a tile,
+group by group within a chunk.
 """
 
 from dataclasses import dataclass
 from math import ceil
 
 
-__all__ = ["Allocation", "allocate", "pass_words"]
+__all__ = ["Allocation", "allocate", "pass_words", "ZERO_ROW", "RowStep", "row_schedule"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +95,72 @@ def allocate(mapping):
                 groups = 1
             return Allocation(ifmap_buffers, psum_buffers, size, psum_words, groups)
     raise AssertionError("one buffer of each kind fits when the largest pass fits")  # pragma: no cover
+
+
+#: The key of a padding row in :func:`row_schedule`: every padding row is the same zeros.
+ZERO_ROW = "zero"
+
+
+@dataclass(frozen=True)
+class RowStep:
+    """What the ifmap row cache does for one pass (:func:`row_schedule`)."""
+
+    slots: dict      # row key -> cache slot, for each row the pass reads
+    loads: list      # (row key, slot) brought in before the pass
+    wait: int        # the pass that must have finished before those loads start (-1: none)
+
+
+def row_schedule(pass_rows, slots, ahead=4):
+    """The ifmap buffer as a cache of ``slots`` row slots: per pass (``pass_rows``: each
+    pass's row keys, :data:`ZERO_ROW` for padding), where its rows are, which it loads and
+    which earlier pass the loads wait for.
+
+    A row stays resident while the passes that follow read it. A row that is missing evicts,
+    in this order: a row no later pass reads (the longest finished first), else the row read
+    again furthest ahead; both first among rows the pass in flight does not read, so the load
+    need not wait for it. The loads of a
+    pass also wait for the pass before the load of ``ahead`` loads earlier, so at most about
+    ``ahead`` loads run ahead of the passes (each dependency token queue holds
+    :data:`~rowstation.gen.isa.TOKEN_DEPTH`): a pass the loads wait for is at most ``ahead``
+    + 1 loads back, so at most ``ahead`` + 1 such passes are ever ahead of the load unit."""
+    uses = {}
+    for j, rows in enumerate(pass_rows):
+        for row in rows:
+            uses.setdefault(row, []).append(j)
+    seen = dict.fromkeys(uses, 0)   # per row: its uses up to the current pass
+    resident, holder, last_read = {}, [None] * slots, [-1] * slots
+    steps, loaded, floor = [], [], -1   # loaded: the passes that load, in order
+    for j, rows in enumerate(pass_rows):
+        rows = list(dict.fromkeys(rows))
+        for row in rows:
+            seen[row] += 1
+        missing = [row for row in rows if row not in resident]
+        if len(rows) > slots:
+            raise ValueError(f"a pass reads {len(rows)} ifmap rows, the buffer holds {slots}")
+
+        def victim_key(slot):
+            row = holder[slot]
+            if row is None:
+                return (0, 0, slot)
+            later = uses[row][seen[row]] if seen[row] < len(uses[row]) else None
+            recent = last_read[slot] >= j - 1   # a load over it waits for the pass in flight
+            return (1 + 2 * recent + (later is not None), last_read[slot] if later is None else -later, slot)
+
+        needed = set(rows)
+        free = sorted((slot for slot in range(slots) if holder[slot] not in needed), key=victim_key)
+        loads, wait = [], -1
+        for row, slot in zip(missing, free):
+            if holder[slot] is not None:
+                del resident[holder[slot]]
+                wait = max(wait, last_read[slot])
+            holder[slot], resident[row] = row, slot
+            loads.append((row, slot))
+        if loads:
+            if len(loaded) >= ahead:
+                wait = max(wait, loaded[-ahead] - 1)
+            wait = floor = max(wait, floor)
+            loaded.append(j)
+        for row in rows:
+            last_read[resident[row]] = j
+        steps.append(RowStep({row: resident[row] for row in rows}, loads, wait))
+    return steps

@@ -54,14 +54,14 @@ class Region(enum.IntEnum):
 
 class Token(enum.IntEnum):
     """Dependency token queues: producer to consumer."""
-    LOAD_EXECUTE = 0    # data of an epoch is in the global buffer
-    EXECUTE_LOAD = 1    # the passes reading a buffer's ifmap rows and psums have finished
-    EXECUTE_STORE = 2   # an epoch's psums are final
-    STORE_LOAD = 3      # an epoch's psums are in external memory: its buffer may be refilled
+    LOAD_EXECUTE = 0    # the rows a pass loads are in the global buffer
+    EXECUTE_LOAD = 1    # a pass that read rows the next loads overwrite has finished
+    EXECUTE_STORE = 2   # a tile's psums are final
+    STORE_LOAD = 3      # a tile's psums are in external memory: its buffer may be refilled
 
 
-#: Tokens a queue holds at most; a program never keeps more outstanding (two per ping-pong
-#: buffer is the most the compiler needs).
+#: Tokens a queue holds at most; a program never keeps more outstanding (the compiler lets
+#: loads run at most four ahead, :func:`rowstation.gen.allocation.row_schedule`).
 TOKEN_DEPTH = 7
 
 #: The unit that runs each opcode (END is the front end's barrier).

@@ -15,13 +15,12 @@ gives each stream's levels.
 packed at its elements' memory width from the byte address a :class:`DramLayout` gives: the
 ifmap (N, C, H, W) and the output (N, M, E, F, requantised or the exact accumulation)
 row-major, the weights in filter blocks, each block one run in the order the filter network
-carries it (:func:`weight_order`; the host arranges them so). The global buffer holds ifmap
-rows per *epoch* and psums per *tile*
-(:mod:`rowstation.gen.allocation`): the load stream loads an epoch's rows (zero-filling only the
-padding), the execute stream runs the passes (a first fold's chain bottoms take zeros, not
-buffer reads), and the store stream writes a tile's psums out after its last fold, adding the
-bias and requantising on the way; dependency tokens let each run ahead as far as the buffers
-allow.
+carries it (:func:`weight_order`; the host arranges them so). The global buffer holds a cache
+of ifmap rows and psums per *tile* (:mod:`rowstation.gen.allocation`): the load stream loads
+the rows a pass is missing (padding rows are one slot of zeros), the execute stream runs the
+passes (a first fold's chain bottoms take zeros, not buffer reads), and the store stream writes
+a tile's psums out after its last fold, adding the bias and requantising on the way;
+dependency tokens let each run ahead as far as the buffers allow.
 """
 
 import itertools
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .allocation import Allocation, ifmap_elements
+from .allocation import ZERO_ROW, Allocation, row_schedule
 from .isa import ARGUMENTS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, RegisterMap, Token, encode, \
     post_operand
 
@@ -216,7 +215,7 @@ class Program:
     streams: dict        # unit ("load", "execute", "store") -> 32-bit words
     layout: DramLayout
     allocation: Allocation
-    epochs: int
+    epochs: int          # passes that load ifmap rows first (each starts an epoch of resident rows)
     tiles: int
     dram_reads: int      # external memory words the LOADs and the filter streams read
     dram_writes: int     # external memory words the STOREs write
@@ -348,18 +347,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
     plans = m.plans
     order = list(m.pass_order())
 
-    # Epochs: consecutive passes whose rows fit an ifmap buffer; tiles: runs of pass groups.
-    epoch_of, epochs = [], []
-    for plan in plans:
-        rows = _pass_rows(m, plan.jobs)
-        if epochs:
-            union = dict.fromkeys(epochs[-1]) | dict.fromkeys(rows)
-            if ifmap_elements(m, len(union)) <= alloc.ifmap_words * lanes_i:
-                epochs[-1] = list(union)
-                epoch_of.append(len(epochs) - 1)
-                continue
-        epochs.append(rows)
-        epoch_of.append(len(epochs) - 1)
+    # Tiles: runs of pass groups sharing a psum buffer.
     tile_of = [g // alloc.tile_groups for g, _ in order]
     tiles = tile_of[-1] + 1
     slots = [{} for _ in range(tiles)]   # per tile: output -> slot in its psum buffer
@@ -367,28 +355,32 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
         for _, o, _ in plan.jobs:
             slots[t].setdefault(o, len(slots[t]))
 
-    # An ifmap buffer is zeroed once, where the layer's epochs use it; afterwards loads write
-    # only the data columns of rows inside the ifmap, so the padding columns stay zero and only
-    # a padding row's data columns (which an earlier epoch may have loaded) are filled again.
-    used = max(ifmap_elements(m, len(rows)) for rows in epochs)
+    # The ifmap buffers together are a cache of row slots ([n][channel][column] each) over
+    # every pass of every block of images (:func:`row_schedule`); all padding rows share one
+    # slot of zeros. The slots are zeroed once; loads write only a row's data columns, so the
+    # padding columns stay zero and a slot that held data is zero-filled to become the zero row.
+    count = len(plans)
+    row_size = m.n * m.q * Wp
+    pass_rows = [[ZERO_ROW if not L.P <= row < L.H + L.P else (i // count, g, cb, row)
+                  for g, cb, row in _pass_rows(m, plans[i % count].jobs)] for i in range(m.blocks * count)]
+    schedule = row_schedule(pass_rows, alloc.ifmap_buffers * alloc.ifmap_words * lanes_i // row_size)
+    syncs = sorted({step.wait for step in schedule if step.loads and step.wait >= 0})
+    used = max(slot for step in schedule for slot in step.slots.values()) + 1
+    dirty = [False] * used
 
-    def ifmap_loads(e, first_image):
-        """Loads and padding fills of epoch ``e`` into its buffer: [n][row slot][channel][column]."""
-        base = alloc.ifmap_base(e % alloc.ifmap_buffers) * lanes_i
-        rows = epochs[e % len(epochs)]
-        loads, zeros = [], [(base, used, 0)] if L.P and e < alloc.ifmap_buffers else []
-        for n in range(m.n):
-            for slot, (g, cb, row) in enumerate(rows):
-                for qc in range(m.q):
-                    glb = base + ((n * len(rows) + slot) * m.q + qc) * Wp
-                    if not L.P <= row < L.H + L.P:
-                        if e >= alloc.ifmap_buffers:
-                            zeros.append((glb + L.P, L.W, 0))
-                        continue
-                    channel = g * Cg + cb * m.q + qc
-                    image = first_image + n
-                    index = ((image * L.C + channel) * L.H + row - L.P) * L.W
-                    loads.append((glb + L.P, dram.ifmap + index * dram.ifmap_bytes, L.W))
+    def row_loads(step):
+        """The loads (and zero fills) that bring ``step``'s missing rows into their slots."""
+        loads, zeros = [], []
+        for row, slot in step.loads:
+            columns = [slot * row_size + i * Wp + L.P for i in range(m.n * m.q)]
+            if row == ZERO_ROW:
+                zeros += [(glb, L.W, 0) for glb in columns] if dirty[slot] else []
+            else:
+                block, g, cb, r = row
+                for glb, (n, qc) in zip(columns, itertools.product(range(m.n), range(m.q))):
+                    index = (((block * m.n + n) * L.C + g * Cg + cb * m.q + qc) * L.H + r - L.P) * L.W
+                    loads.append((glb, dram.ifmap + index * dram.ifmap_bytes, L.W))
+            dirty[slot] = row != ZERO_ROW
         loads = _merged(loads, dram.ifmap_bytes)
         out.dram_reads += sum(words_spanned(addr, count, dram.ifmap_bytes, word) for _, addr, count in loads)
         return ([_fill(Region.IFMAP, glb, count, 0) for glb, count, _ in _fills(zeros)]
@@ -406,38 +398,38 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                     yield (base + slot * block_f + (n * m.p + pf) * L.F,
                            dram.output + index * dram.output_bytes, m0 + pf)
 
-    # The passes run once per block of images; epochs and tiles are numbered across blocks,
-    # so the ping-pong buffers and their tokens carry on from one block to the next.
-    count = len(plans)
+    # The passes run once per block of images; tiles are numbered across blocks, so the
+    # ping-pong psum buffers and their tokens carry on from one block to the next.
+    waited = -1
     for i in range(m.blocks * count):
         plan, block, j = plans[i % count], i // count, i % count
-        e, t = block * len(epochs) + epoch_of[j], block * tiles + tile_of[j]
-        first_of_epoch = j == 0 or epoch_of[j - 1] != epoch_of[j]
+        step, t = schedule[i], block * tiles + tile_of[j]
         first_of_tile = j == 0 or tile_of[j - 1] != tile_of[j]
-        last_of_epoch = j == count - 1 or epoch_of[j + 1] != epoch_of[j]
         last_of_tile = j == count - 1 or tile_of[j + 1] != tile_of[j]
-        loads = ifmap_loads(e, block * m.n) if first_of_epoch else []
-        reused = first_of_epoch and e >= alloc.ifmap_buffers      # rows of a finished epoch
         stored = first_of_tile and t >= alloc.psum_buffers       # psums still being stored
         run_pop = []
-        if loads or reused or stored:
-            # The rows load once the passes that read the buffer are done; only the pass waits
-            # for the store (its first fold overwrites the psum buffer), so that token is
-            # taken last, after the loads.
-            pop = [Token.EXECUTE_LOAD] if reused else []
+        if step.loads or stored:
+            loads = [_fill(Region.IFMAP, 0, used * row_size, 0)] if i == 0 and L.P else []
+            loads += row_loads(step)
+            # The loads start once the passes that read the slots they overwrite are done
+            # (one token from each pass that signals the load unit, up to the one waited for).
+            pops = sum(1 for s in syncs if waited < s <= step.wait)
+            waited = max(waited, step.wait)
+            for _ in range(pops - 1):
+                out.group("load", [], pop=[Token.EXECUTE_LOAD])
+            pop = [Token.EXECUTE_LOAD] if pops else []
+            # Only the pass waits for the store (its first fold overwrites the psum buffer),
+            # so that token is taken last, after the loads.
             if stored:
                 out.group("load", loads, pop=pop)
                 out.group("load", [], pop=[Token.STORE_LOAD], push=[Token.LOAD_EXECUTE])
             else:
                 out.group("load", loads, pop=pop, push=[Token.LOAD_EXECUTE])
             run_pop = [Token.LOAD_EXECUTE]
-        ifmap_base = alloc.ifmap_base(e % alloc.ifmap_buffers) * lanes_i
         psum_base = alloc.psum_base(t % alloc.psum_buffers) * lanes_p
-        _write_pass(out, m, plan, epochs[epoch_of[j]], slots[tile_of[j]], ifmap_base, psum_base, dram)
+        _write_pass(out, m, plan, step.slots, row_size, slots[tile_of[j]], psum_base, dram)
         out.write("psum_zero", int(order[j][1] == 0))
-        push = []
-        if last_of_epoch and e + alloc.ifmap_buffers < m.blocks * len(epochs):
-            push.append(Token.EXECUTE_LOAD)
+        push = [Token.EXECUTE_LOAD] if i in syncs else []
         if last_of_tile:
             push.append(Token.EXECUTE_STORE)
         out.op(Opcode.RUN, pop=run_pop, push=push)
@@ -454,11 +446,11 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                       push=[Token.STORE_LOAD] if t + alloc.psum_buffers < m.blocks * tiles else [])
     for unit in out.streams:
         out.streams[unit].append(encode(Opcode.END))
-    return Program(out.streams, dram, alloc, m.blocks * len(epochs), m.blocks * tiles, out.dram_reads,
-                   out.dram_writes)
+    return Program(out.streams, dram, alloc, sum(1 for step in schedule if step.loads), m.blocks * tiles,
+                   out.dram_reads, out.dram_writes)
 
 
-def _write_pass(out, m, plan, rows, slots, ifmap_base, psum_base, dram):
+def _write_pass(out, m, plan, row_slots, row_size, slots, psum_base, dram):
     c, L = m.config, m.layer
     rw = c.row_id_width
     cols, Wp = c.array_cols, L.W + 2 * L.P
@@ -489,15 +481,16 @@ def _write_pass(out, m, plan, rows, slots, ifmap_base, psum_base, dram):
         out.write("filt_base", _filter_address(m, dram, key), i)
         out.write("filt_tag", r | kid << rw, i)
 
-    # Ifmap rows, column by column across rows so the PEs of a chain advance together; the
-    # epoch's buffer is [n][row slot][channel][column].
+    # Ifmap rows, column by column across rows so the PEs of a chain advance together; a row's
+    # slot is [n][channel][column] (``row_slots``: its slot, keyed as :func:`compile_layer`'s).
     if L.U <= m.seg:
         f_count, f_stride, s_count = 1, 0, m.pe_config.row_length
     else:
         f_count, f_stride, s_count = L.F, L.U, m.seg
-    s_c, s_n = Wp, len(rows) * m.q * Wp
-    slot = {row: i for i, row in enumerate(rows)}
-    entries = [(ifmap_base + slot[(g, cb, row)] * m.q * s_c + sb * m.seg, 0, kid)
+    s_c, s_n = Wp, m.q * Wp
+    slot = {key[1:]: value for key, value in row_slots.items() if key != ZERO_ROW}
+    zero = row_slots.get(ZERO_ROW)
+    entries = [((zero if (g, cb, row) not in slot else slot[(g, cb, row)]) * row_size + sb * m.seg, 0, kid)
                for kid, (g, cb, row, sb) in enumerate(plan.ifmap_rows)]
     loops("ifmap", [m.n, f_count, s_count, len(entries), m.q], [s_n, f_stride, 1, 0, s_c], entries)
 

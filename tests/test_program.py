@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rowstation.gen import ConvLayer, preset
-from rowstation.gen.allocation import pass_words
+from rowstation.gen.allocation import ZERO_ROW, pass_words, row_schedule
 from rowstation.gen.mapper import Mapping, map_layer
 from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, RegisterMap, Token, decode, encode
 from rowstation.gen.performance import layer_report
@@ -118,6 +118,59 @@ def test_psums_stay_on_chip_through_every_fold():
     assert (big.tiles, big.epochs) < (small.tiles, small.epochs)
     assert small.dram_reads > big.dram_reads
     assert (big.allocation.ifmap_buffers, big.allocation.psum_buffers) == (2, 2)
+
+
+def check_row_schedule(pass_rows, slots, ahead):
+    """Replays a row schedule: every row a pass reads is in its slot, loads overwrite only slots
+    whose readers have finished, and no load runs more than ``ahead`` + 1 loads ahead."""
+    steps = row_schedule(pass_rows, slots, ahead=ahead)
+    holder, last_read, loaded = {}, {}, []
+    for j, (rows, step) in enumerate(zip(pass_rows, steps)):
+        for row, slot in step.loads:
+            assert 0 <= slot < slots and row in rows
+            assert last_read.get(slot, -1) <= step.wait < j
+            holder[slot] = row
+        if step.loads:
+            loaded.append(j)
+            if len(loaded) > ahead + 1:
+                assert step.wait >= loaded[-ahead - 2]
+        assert {row: holder[slot] for row, slot in step.slots.items()} == {row: row for row in rows}
+        assert len(set(step.slots.values())) == len(set(rows))
+        for slot in step.slots.values():
+            last_read[slot] = j
+    return steps
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_row_cache_keeps_rows_and_waits_for_their_readers(seed):
+    """Random passes over a few rows: the schedule is consistent; with slots for every row,
+    each row loads once."""
+    rng = np.random.default_rng(seed)
+    rows = [ZERO_ROW] + [(0, 0, r) for r in range(12)]
+    pass_rows = [list(rng.choice(len(rows), size=rng.integers(1, 6), replace=False)) for _ in range(40)]
+    pass_rows = [[rows[i] for i in chosen] for chosen in pass_rows]
+    for slots in (5, 8, 13):
+        steps = check_row_schedule(pass_rows, slots, ahead=2 + seed % 3)
+        loads = sum(len(step.loads) for step in steps)
+        if slots == 13:
+            assert loads == len({row for pass_ in pass_rows for row in pass_})
+    with pytest.raises(ValueError, match="^a pass reads 6 ifmap rows, the buffer holds 5$"):
+        row_schedule([rows[:6]], 5)
+
+
+def test_resident_ifmap_rows_load_once():
+    """A layer whose ifmap rows fit the buffer reads its ifmap from external memory once,
+    however many tiles its psums take; padding rows are not loaded."""
+    layer = ConvLayer.parse("N=1,C=8,H=8,W=8,M=16,R=3,S=3,P=1")
+    config = TINY.replace(glb_banks=4, glb_bank_depth=64)   # 16 tiles; the rows fit two buffers
+    program, counts = run(config, layer, seed=4)
+    mapping = map_layer(config, layer)
+    assert program.tiles > 1
+    word = config.dram_width // 8
+    weights = sum(len(plan.filters) for plan in mapping.plans) * -(-mapping.pe_config.filter_words
+                                                                    * program.layout.weight_bytes // word)
+    ifmap = layer.N * layer.C * layer.H * program.layout.ifmap_bytes * layer.W // word
+    assert program.dram_reads == weights + ifmap
 
 
 @pytest.mark.parametrize("token", list(Token), ids=[t.name for t in Token])
