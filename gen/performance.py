@@ -34,13 +34,17 @@ _TOKEN_SETS = [frozenset(t for t in Token if mask >> t & 1) for mask in range(1 
 
 def _instructions(words):
     """(opcode, operand, args, pop set, push set) of each instruction of a stream."""
-    pc = 0
-    while pc < len(words):
-        fields = decode(words[pc])
-        opcode = Opcode(fields["opcode"])
-        args = words[pc + 1:pc + 1 + ARGUMENTS[opcode]]
-        yield opcode, fields["operand"], args, _TOKEN_SETS[fields["pop"]], _TOKEN_SETS[fields["push"]]
-        pc += 1 + len(args)
+    heads, pc, end = {}, 0, len(words)
+    while pc < end:
+        head = heads.get(words[pc])
+        if head is None:
+            fields = decode(words[pc])
+            opcode = Opcode(fields["opcode"])
+            head = heads[words[pc]] = (opcode, fields["operand"], ARGUMENTS[opcode],
+                                       _TOKEN_SETS[fields["pop"]], _TOKEN_SETS[fields["push"]])
+        opcode, operand, count, pops, pushes = head
+        yield opcode, operand, words[pc + 1:pc + 1 + count], pops, pushes
+        pc += 1 + count
 
 
 def _runs(words):

@@ -253,11 +253,14 @@ class _Writer:
                 self.write(name, value, index)
 
     def write(self, name, value, index=0):
-        address = self.regmap.address(name, index)
+        block = self.regmap.blocks[name]
+        if not 0 <= index < block.count:
+            raise IndexError(f"register {name}[{index}] out of range (count {block.count})")
+        address = block.address + index
         value &= 0xFFFF_FFFF
-        if self.regmap.blocks[name].table or self.values.get(address) != value:
+        if block.table or self.values.get(address) != value:
             self.values[address] = value
-            self.op(Opcode.WRITE, address, value)
+            self.streams["execute"] += [encode(Opcode.WRITE, address), value]
 
 
 def _merged(transfers, size=1):
@@ -398,6 +401,16 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                     yield (base + slot * block_f + (n * m.p + pf) * L.F,
                            dram.output + index * dram.output_bytes, m0 + pf)
 
+    # Each pass's filter blocks: their byte addresses and the external memory words they span.
+    addresses = {}
+    for plan in plans:
+        for _, _, key in plan.filters:
+            if key not in addresses:
+                addresses[key] = _filter_address(m, dram, key)
+    filter_addresses = [[addresses[key] for _, _, key in plan.filters] for plan in plans]
+    filter_reads = [sum(words_spanned(address, m.pe_config.filter_words, dram.weight_bytes, word)
+                        for address in pass_addresses) for pass_addresses in filter_addresses]
+
     # The passes run once per block of images; tiles are numbered across blocks, so the
     # ping-pong psum buffers and their tokens carry on from one block to the next.
     waited = -1
@@ -427,14 +440,13 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                 out.group("load", loads, pop=pop, push=[Token.LOAD_EXECUTE])
             run_pop = [Token.LOAD_EXECUTE]
         psum_base = alloc.psum_base(t % alloc.psum_buffers) * lanes_p
-        _write_pass(out, m, plan, step.slots, row_size, slots[tile_of[j]], psum_base, dram)
+        _write_pass(out, m, plan, filter_addresses[j], step.slots, row_size, slots[tile_of[j]], psum_base)
         out.write("psum_zero", int(order[j][1] == 0))
         push = [Token.EXECUTE_LOAD] if i in syncs else []
         if last_of_tile:
             push.append(Token.EXECUTE_STORE)
         out.op(Opcode.RUN, pop=run_pop, push=push)
-        out.dram_reads += sum(words_spanned(_filter_address(m, dram, key), m.pe_config.filter_words,
-                                            dram.weight_bytes, word) for _, _, key in plan.filters)
+        out.dram_reads += filter_reads[j]
         if last_of_tile:
             rows = ((glb, addr, L.F, 0 if bias is None else int(bias[f]) & (1 << 64) - 1)
                     for glb, addr, f in psum_rows(t, block * m.n))
@@ -450,7 +462,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                    out.dram_reads, out.dram_writes)
 
 
-def _write_pass(out, m, plan, row_slots, row_size, slots, psum_base, dram):
+def _write_pass(out, m, plan, filter_addresses, row_slots, row_size, slots, psum_base):
     c, L = m.config, m.layer
     rw = c.row_id_width
     cols, Wp = c.array_cols, L.W + 2 * L.P
@@ -477,8 +489,8 @@ def _write_pass(out, m, plan, row_slots, row_size, slots, psum_base, dram):
     words = m.pe_config.filter_words
     out.write("filt_entries", len(plan.filters))
     out.write("filt_words", words)
-    for i, (r, kid, key) in enumerate(plan.filters):
-        out.write("filt_base", _filter_address(m, dram, key), i)
+    for i, ((r, kid, _), address) in enumerate(zip(plan.filters, filter_addresses)):
+        out.write("filt_base", address, i)
         out.write("filt_tag", r | kid << rw, i)
 
     # Ifmap rows, column by column across rows so the PEs of a chain advance together; a row's
