@@ -297,6 +297,7 @@ def cmd_map(args):
                           "pe": {"p": mapping.p, "q": mapping.q, "s": mapping.seg,
                                  "u": mapping.pe_stride, "f": L.F, "rows": L.N},
                           "chain": mapping.chain, "folds": mapping.chunks,
+                          "e_block": mapping.e_block or L.E, "aligned": mapping.aligned,
                           "chains_per_pass": mapping.chains_per_pass,
                           "glb_words": mapping.glb_words,
                           "allocation": {"ifmap_buffers": a.ifmap_buffers, "psum_buffers": a.psum_buffers,

@@ -31,6 +31,10 @@ __all__ = ["Mapping", "map_layer"]
 #: PE cycles from first ifmap to last opsum beyond the MAC slots (rowstation.hw.pe.PE.LATENCY).
 PE_LATENCY = 4
 
+#: Mappings whose estimated cycles are within this fraction of the fewest count as equally
+#: fast; among them the least energy (external memory traffic above all) wins.
+TOLERANCE = 0.01
+
 
 def _divisors(n, limit):
     return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
@@ -48,6 +52,7 @@ class Mapping:
     chain: int  # PEs per chain (reduction terms summed in the array per pass)
     images: int = None  # images per pass (divides N; default all): the passes repeat per block
     e_block: int = None  # output rows taken for every filter block before the next rows (default E)
+    aligned: bool = False  # a pass never splits a filter block's run of output rows
 
     @property
     def n(self):
@@ -80,6 +85,12 @@ class Mapping:
                 for mb in range((L.M // L.G) // self.p) for e in range(e0, min(L.E, e0 + t))]
 
     @property
+    def output_count(self):
+        """``len(self.outputs)``, without listing them."""
+        L = self.layer
+        return L.G * ((L.M // L.G) // self.p) * L.E
+
+    @property
     def chunks(self):
         """Term chunks: the folds of one output's reduction."""
         L = self.layer
@@ -92,8 +103,26 @@ class Mapping:
     @cached_property
     def groups(self):
         """Pass groups: the consecutive outputs one pass computes, one per chain slot."""
-        n, outputs = self.chains_per_pass, len(self.outputs)
-        return [range(start, min(start + n, outputs)) for start in range(0, outputs, n)]
+        n, outputs = self.chains_per_pass, self.output_count
+        if not self.aligned:
+            return [range(start, min(start + n, outputs)) for start in range(0, outputs, n)]
+        # Runs: a filter block's consecutive output rows (in :attr:`outputs` order), at most a
+        # pass each; a pass takes whole runs, so the passes of one filter block read the same
+        # filters.
+        L, t = self.layer, self.e_block or self.layer.E
+        groups, start = [], 0
+        for _ in range(L.G):
+            for e0 in range(0, L.E, t):
+                rows = min(t, L.E - e0)
+                for _ in range((L.M // L.G) // self.p):
+                    for lo in range(start, start + rows, n):
+                        hi = min(lo + n, start + rows)
+                        if groups and hi - groups[-1].start <= n:
+                            groups[-1] = range(groups[-1].start, hi)
+                        else:
+                            groups.append(range(lo, hi))
+                    start += rows
+        return groups
 
     @cached_property
     def most_rows(self):
@@ -234,7 +263,7 @@ class Mapping:
         active_pe_cycles = active * mac_slots
         spad = L.macs + L.macs // self.p + 2 * L.macs   # filter read, ifmap read, psum read+write
         glb = filter_words + ifmap_words + psum_words + opsum_words
-        dram = L.compulsory()
+        dram = L.compulsory() + filter_words - L.weight_count   # weights read again per pass
         energy = (COSTS["alu"] * L.macs + COSTS["rf"] * spad + COSTS["noc"] * glb + COSTS["glb"] * glb
                   + COSTS["dram"] * dram)
         return {
@@ -291,11 +320,13 @@ class Mapping:
         return, whichever is more, filter load excluded."""
         L = self.layer
         mac_slots, per_output = self.n * L.F * self.seg * self.p * self.q, self.n * L.F * self.p
-        outputs = L.G * ((L.M // L.G) // self.p) * L.E     # len(self.outputs), without listing them
-        full, rest = divmod(outputs, self.chains_per_pass)
-        passes = [max(mac_slots, self.chains_per_pass * per_output)] * full
-        if rest:
-            passes.append(max(mac_slots, rest * per_output))
+        if self.aligned:
+            passes = [max(mac_slots, len(group) * per_output) for group in self.groups]
+        else:
+            full, rest = divmod(self.output_count, self.chains_per_pass)
+            passes = [max(mac_slots, self.chains_per_pass * per_output)] * full
+            if rest:
+                passes.append(max(mac_slots, rest * per_output))
         return self.blocks * self.chunks * sum(cycles + PE_LATENCY + 2 * self.chain for cycles in passes)
 
     def describe(self):
@@ -308,6 +339,8 @@ class Mapping:
             f"sets       {len(self.terms)} reduction terms per output in chains of {self.chain} "
             f"({self.chunks} fold{'s' if self.chunks > 1 else ''} through the GLB); "
             f"{self.chains_per_pass} chains per pass; {len(self.outputs)} outputs",
+            f"order      {self.e_block or L.E} output rows for every filter block in turn, passes "
+            + ("of whole runs of a filter block's rows" if self.aligned else "packed with outputs"),
             f"passes     {st['passes']}, up to {used} of {self.config.pe_count} PEs active",
             f"estimate   {st['cycles']} cycles for the search, PE utilization {st['pe_utilization']:.1%} "
             f"(active PEs {st['active_pe_fraction']:.1%} of the array during MACs)",
@@ -329,12 +362,14 @@ def candidates(config, layer, images=None):
                 # The fewest folds, balanced: a shorter chain only adds passes and GLB traffic.
                 terms = (Cg // q) * layer.R * (layer.S // seg)
                 chain = ceil(terms / ceil(terms / config.array_rows))
-                found.append(Mapping(config, layer, p, q, seg, chain, images))
                 # Passes over fewer output rows of several filter blocks.
                 per_pass = config.array_cols * (config.array_rows // chain)
-                for e_block in sorted({ceil(per_pass / j) for j in range(2, 5)} - {layer.E}, reverse=True):
-                    if e_block < layer.E and (Mg // p) > 1:
-                        found.append(Mapping(config, layer, p, q, seg, chain, images, e_block))
+                blocks = [None] + [e_block for e_block in sorted({ceil(per_pass / j) for j in range(2, 5)}, reverse=True)
+                                   if e_block < layer.E and (Mg // p) > 1]
+                # Passes packed with outputs, or with whole runs of a filter block's rows
+                # (fewer filters per pass, some chains idle).
+                found += [Mapping(config, layer, p, q, seg, chain, images, e_block, aligned)
+                          for e_block in blocks for aligned in (False, True)]
     return found
 
 
@@ -390,16 +425,20 @@ def _modelled_cycles(mapping):
 
 
 def _best(config, layer, images):
-    """The best mapping with ``images`` per pass, or (None, the fewest words a pass needs)."""
+    """The best mapping with ``images`` per pass, or (None, the fewest words a pass needs):
+    among the mappings whose estimated cycles are within :data:`TOLERANCE` of the fewest, the
+    least energy (the estimate is a few per cent from the model, so closer is a tie)."""
     # Branch and bound: a pass takes at least its MAC slots, so most candidates are never costed.
-    best, best_key, smallest = None, None, None
+    fits, bound, smallest = [], None, None
     for mapping in sorted(candidates(config, layer, images), key=lambda m: m.lower_bound):
-        if best is not None and mapping.lower_bound > best_key[0]:
+        if bound is not None and mapping.lower_bound > bound:
             break
-        key = (mapping.stats["cycles"], mapping.stats["energy"])
-        if best is None or key < best_key:
-            if mapping.allocation is not None:
-                best, best_key = mapping, key
-            elif smallest is None or mapping.glb_words < smallest:
-                smallest = mapping.glb_words
-    return best, smallest
+        if mapping.allocation is None:
+            smallest = mapping.glb_words if smallest is None else min(smallest, mapping.glb_words)
+            continue
+        fits.append(mapping)
+        bound = min(bound or float("inf"), mapping.stats["cycles"] * (1 + TOLERANCE))
+    if not fits:
+        return None, smallest
+    return min((m for m in fits if m.stats["cycles"] <= bound),
+               key=lambda m: (m.stats["energy"], m.stats["cycles"])), smallest

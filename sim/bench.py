@@ -54,6 +54,7 @@ def _model_row(config, name, batch):
                                                  check_storage=False))
     return {"layer": name, "batch": batch, "shape": str(layer), "mapping_seconds": round(t1 - t0, 1),
             "p": mapping.p, "q": mapping.q, "s": mapping.seg, "chain": mapping.chain,
+            "e_block": mapping.e_block or layer.E, "aligned": mapping.aligned,
             "dram_over_compulsory": round((report["dram_read_bytes"] + report["dram_write_bytes"])
                                           / report["dram_compulsory_bytes"], 2),
             **report}
@@ -135,10 +136,13 @@ def run_bench(*, quick, output, build="build/bench"):
 
 def _table(model, rtl, result):
     lines = ["## Model: AlexNet on eyeriss-v1 (168 PEs)", "",
-             "| layer | batch | p x q x s, chain | cycles | PE utilization | DRAM / compulsory | bound by | mapping time |",
+             "| layer | batch | p x q x s, chain, images, rows | cycles | PE utilization | DRAM / compulsory | bound by "
+             "| mapping time |",
              "|---|---|---|---|---|---|---|---|"]
     for row in model:
-        lines.append(f"| {row['layer']} | {row['batch']} | {row['p']} x {row['q']} x {row['s']}, {row['chain']} | "
+        rows = f"{row['e_block']}{' aligned' if row['aligned'] else ''}"
+        lines.append(f"| {row['layer']} | {row['batch']} | {row['p']} x {row['q']} x {row['s']}, {row['chain']}, "
+                     f"{row['images_per_pass']}, {rows} | "
                      f"{row['cycles']:,} | {row['pe_utilization']:.1%} | {row['dram_over_compulsory']:.2f}x | "
                      f"{row['binding']} | {row['mapping_seconds']} s |")
     for batch in (1, 4):

@@ -36,6 +36,7 @@ LAYERS = [
     "N=1,C=2,H=9,W=11,M=2,R=3,S=3,U=3",
     "N=1,C=1,H=9,W=12,M=2,R=2,S=4,U=4",
     "N=1,C=1,H=4,W=16,M=2,R=2,S=14",
+    ALIGNED := "N=1,C=1,H=7,W=7,M=12,R=3,S=3,P=1",   # passes of whole runs of a filter block's rows
 ]
 # (simulator, layers, external memory stall and program idle probabilities)
 RUNS = [("verilator", LAYERS, 0.0, 0.0), ("verilator", LAYERS[::-1], 0.5, 0.3),
@@ -99,12 +100,13 @@ def test_core_with_16_bit_operands_one_filter_bank_and_five_banks():
 #: A batch whose pass does not fit SMALL's buffer: it runs in blocks of images.
 BATCH = "N=6,C=2,H=8,W=8,M=3,R=3,S=3,P=1"
 #: A layer whose passes each take one output row of several filter blocks on SMALL.
-ROWS = "N=1,C=4,H=8,W=8,M=16,R=3,S=3,P=1"
+ROWS = "N=1,C=4,H=8,W=8,M=8,R=3,S=3,P=1"
 
 
 def test_core_on_a_small_array_with_a_small_global_buffer():
     assert map_layer(SMALL, ConvLayer.parse(BATCH)).blocks > 1
     assert map_layer(SMALL, ConvLayer.parse(ROWS)).e_block == 1
+    assert map_layer(TINY, ConvLayer.parse(ALIGNED)).aligned
     results = run(SMALL, LAYERS[1:3] + LAYERS[4:6] + [BATCH, ROWS], "verilator", stall=0.2, idle=0.1)
     assert max(stats["epochs"] for _, stats in results) > 1
 

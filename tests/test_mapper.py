@@ -111,3 +111,31 @@ def test_block_size_is_the_models_fastest(config, spec):
             assert mapping.stats["cycles"] <= modelled[n]    # the estimate the pruning relies on
     chosen = map_layer(config, layer)
     assert modelled[chosen.n] == min(modelled.values())
+
+
+@pytest.mark.parametrize("spec", ["N=1,C=2,H=7,W=7,M=12,R=3,S=3,P=1", "N=1,C=4,H=13,W=13,M=16,R=1,S=1",
+                                  "N=2,C=3,H=9,W=9,M=8,R=3,S=3,G=1"])
+def test_aligned_passes_take_whole_runs(spec):
+    """In an aligned mapping no pass shares a filter block's run of output rows with another
+    pass, unless the run is longer than a pass; the outputs are the packed mapping's."""
+    from dataclasses import replace
+
+    layer = ConvLayer.parse(spec)
+    for mapping in candidates(TINY, layer):
+        if mapping.aligned:
+            continue
+        aligned = replace(mapping, aligned=True)
+        assert [o for group in aligned.groups for o in group] == list(range(len(mapping.outputs)))
+        assert aligned.output_count == len(mapping.outputs)
+        n, t = mapping.chains_per_pass, mapping.e_block or layer.E
+        runs = {}
+        for o, (g, mb, e) in enumerate(mapping.outputs):
+            runs.setdefault((g, mb, e // t), []).append(o)
+        pieces = {run[i] : run[i:i + n] for run in runs.values() for i in range(0, len(run), n)}
+        for group in aligned.groups:
+            assert 0 < len(group) <= n
+            at = group.start
+            while at < group.stop:       # the group is whole pieces of runs
+                assert at in pieces and pieces[at][-1] < group.stop, (list(group), pieces.get(at))
+                at = pieces[at][-1] + 1
+        assert aligned.lower_bound <= aligned.stats["cycles"]
