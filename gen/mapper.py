@@ -31,10 +31,6 @@ __all__ = ["Mapping", "map_layer"]
 #: PE cycles from first ifmap to last opsum beyond the MAC slots (rowstation.hw.pe.PE.LATENCY).
 PE_LATENCY = 4
 
-#: Mappings whose estimated cycles are within this fraction of the fewest count as equally
-#: fast; among them the least energy (external memory traffic above all) wins.
-TOLERANCE = 0.01
-
 
 def _divisors(n, limit):
     return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
@@ -425,20 +421,16 @@ def _modelled_cycles(mapping):
 
 
 def _best(config, layer, images):
-    """The best mapping with ``images`` per pass, or (None, the fewest words a pass needs):
-    among the mappings whose estimated cycles are within :data:`TOLERANCE` of the fewest, the
-    least energy (the estimate is a few per cent from the model, so closer is a tie)."""
+    """The best mapping with ``images`` per pass, or (None, the fewest words a pass needs)."""
     # Branch and bound: a pass takes at least its MAC slots, so most candidates are never costed.
-    fits, bound, smallest = [], None, None
+    best, best_key, smallest = None, None, None
     for mapping in sorted(candidates(config, layer, images), key=lambda m: m.lower_bound):
-        if bound is not None and mapping.lower_bound > bound:
+        if best is not None and mapping.lower_bound > best_key[0]:
             break
         if mapping.allocation is None:
             smallest = mapping.glb_words if smallest is None else min(smallest, mapping.glb_words)
             continue
-        fits.append(mapping)
-        bound = min(bound or float("inf"), mapping.stats["cycles"] * (1 + TOLERANCE))
-    if not fits:
-        return None, smallest
-    return min((m for m in fits if m.stats["cycles"] <= bound),
-               key=lambda m: (m.stats["energy"], m.stats["cycles"])), smallest
+        key = (mapping.stats["cycles"], mapping.stats["energy"])
+        if best is None or key < best_key:
+            best, best_key = mapping, key
+    return best, smallest
