@@ -32,7 +32,7 @@ class Allocation:
 
     ifmap_buffers: int
     psum_buffers: int
-    ifmap_words: int    # words of one ifmap buffer
+    ifmap_words: int    # words of one ifmap buffer (at least one pass's rows)
     psum_words: int     # words of one psum buffer
     tile_groups: int    # pass groups whose psums share a psum buffer
 
@@ -70,8 +70,9 @@ def allocate(mapping):
     """The allocation of ``mapping``, or None when not even one pass fits the global buffer.
 
     Preference: two buffers of each kind (overlap), then two ifmap buffers, then one of each;
-    bank-aligned before packed. Within the first arrangement that fits, the psum buffers take
-    what the ifmap buffers leave, and a tile as many groups as they hold.
+    bank-aligned before packed. Within the first arrangement that fits, a tile takes as many
+    groups as the psum buffers can hold beside one pass's ifmap rows; the psum buffers keep
+    what a tile needs and the ifmap row cache the rest.
     """
     c = mapping.config
     lanes_p = c.glb_lanes(c.glb_psum_bits)
@@ -89,16 +90,22 @@ def allocate(mapping):
                 psum_words -= psum_words % c.glb_bank_depth
             if psum_words < smallest:
                 continue
-            groups = max(1, min(len(mapping.groups), psum_words * lanes_p
-                                // psum_elements(mapping, mapping.chains_per_pass)))
-            if len(mapping.groups) == 1:
-                groups = 1
-            return Allocation(ifmap_buffers, psum_buffers, size, psum_words, groups)
+            per_group = psum_elements(mapping, max(len(group) for group in mapping.groups))
+            groups = max(1, min(len(mapping.groups), psum_words * lanes_p // per_group))
+            # The psum buffers keep what a tile needs; the rest goes to the ifmap row cache.
+            need = max(smallest, ceil(groups * per_group / lanes_p))
+            spare = (psum_words - need) * psum_buffers // ifmap_buffers
+            if aligned:
+                need = ceil(need / c.glb_bank_depth) * c.glb_bank_depth
+                spare = (psum_words - need) * psum_buffers // ifmap_buffers
+                spare -= spare % c.glb_bank_depth
+            return Allocation(ifmap_buffers, psum_buffers, size + spare, need, groups)
     raise AssertionError("one buffer of each kind fits when the largest pass fits")  # pragma: no cover
 
 
 #: The key of a padding row in :func:`row_schedule`: every padding row is the same zeros.
 ZERO_ROW = "zero"
+RECENT = 1
 
 
 @dataclass(frozen=True)
@@ -143,7 +150,7 @@ def row_schedule(pass_rows, slots, ahead=4):
             if row is None:
                 return (0, 0, slot)
             later = uses[row][seen[row]] if seen[row] < len(uses[row]) else None
-            recent = last_read[slot] >= j - 1   # a load over it waits for the pass in flight
+            recent = last_read[slot] >= j - RECENT   # a load over it waits for a pass in flight
             return (1 + 2 * recent + (later is not None), last_read[slot] if later is None else -later, slot)
 
         needed = set(rows)

@@ -29,7 +29,7 @@ import functools
 
 __all__ = ["Opcode", "Region", "Token", "UNITS", "ARGUMENTS", "FIELDS", "WORD_WIDTH",
            "TOKEN_PRODUCER", "TOKEN_CONSUMER", "TOKEN_DEPTH", "POST_FIELDS", "encode", "decode", "post_operand",
-           "decode_post", "LOOPS", "PE_SETTINGS",
+           "decode_post", "LOAD_FIELDS", "load_operand", "decode_load", "LOOPS", "PE_SETTINGS",
            "NETWORKS", "PHASES", "RegisterBlock", "RegisterMap", "PE_EVENTS", "ARRAY_EVENTS",
            "CORE_EVENTS", "COUNTERS", "c_definitions"]
 
@@ -40,7 +40,7 @@ WORD_WIDTH = 32
 class Opcode(enum.IntEnum):
     END = 0
     WRITE = 1   # WRITE reg; value
-    LOAD = 2    # LOAD region; glb, dram, count
+    LOAD = 2    # LOAD region, pad; glb, dram, count
     STORE = 3   # STORE post; glb, dram, count, bias_lo, bias_hi
     FILL = 4    # FILL region; glb, count, value_lo, value_hi
     RUN = 5     # RUN: one pass with the committed registers
@@ -81,6 +81,10 @@ ARGUMENTS = {Opcode.END: 0, Opcode.WRITE: 1, Opcode.LOAD: 3, Opcode.STORE: 5, Op
 #: activation width: rounding right shift by ``shift`` (round half up), ReLU if ``relu``, then
 #: saturation (:func:`rowstation.sim.golden.requantize`).
 POST_FIELDS = (("shift", 6), ("relu", 1), ("requantize", 1))
+
+#: Fields of a LOAD's operand, low bit first: the region, and ``pad`` zeros written before and
+#: after the run (an ifmap row's padding columns), so ``count + 2 * pad`` elements from ``glb``.
+LOAD_FIELDS = (("region", 1), ("pad", 16))
 
 #: Fields of an opcode word, low bit first: (name, width).
 FIELDS = (("operand", 20), ("push", len(Token)), ("pop", len(Token)), ("opcode", 4))
@@ -150,6 +154,16 @@ def post_operand(*, shift=0, relu=False, requantize=False):
 def decode_post(operand):
     """``{field: value}`` of a STORE operand."""
     return _unpack(POST_FIELDS, operand)
+
+
+def load_operand(region, pad=0):
+    """The LOAD operand of ``region`` with ``pad`` zeros around the run."""
+    return _pack(LOAD_FIELDS, {"region": int(region), "pad": pad}, "LOAD ")
+
+
+def decode_load(operand):
+    """``{field: value}`` of a LOAD operand."""
+    return _unpack(LOAD_FIELDS, operand)
 
 
 #: Loop levels of each stream, outermost first; "table" walks that stream's table entries.
@@ -259,7 +273,7 @@ def c_definitions(config, prefix):
     lines = [f"/* Instruction set ({__name__}) */"]
     lines += [f"#define {prefix}_OP_{op.name} {int(op)}u" for op in Opcode]
     lines += [f"#define {prefix}_ARGS_{op.name} {count}u" for op, count in ARGUMENTS.items()]
-    for group, fields in (("FIELD", FIELDS), ("POST", POST_FIELDS)):
+    for group, fields in (("FIELD", FIELDS), ("POST", POST_FIELDS), ("LOAD", LOAD_FIELDS)):
         shift = 0
         for name, width in fields:
             lines += [f"#define {prefix}_{group}_{name.upper()}_SHIFT {shift}u",

@@ -13,7 +13,7 @@ together. The access counts are not modelled here: the program's own counts are 
 (:func:`rowstation.sim.controller_model.run_program` checks them).
 """
 
-from .isa import ARGUMENTS, NETWORKS, Opcode, Region, Token, decode
+from .isa import ARGUMENTS, NETWORKS, Opcode, Region, Token, decode, decode_load
 from .program import words_spanned
 
 
@@ -109,10 +109,10 @@ def predict_cycles(mapping, program, *, breakdown=None):
             opcode, operand, args, pops, pushes = load[li]
             start = wait(pops, load_at) + COSTS["instruction"]
             if opcode == Opcode.LOAD:
-                count = args[2]
-                size = layout.ifmap_bytes if operand == Region.IFMAP else c.memory_width(c.psum_width) // 8
+                count, fields = args[2], decode_load(operand)
+                size = layout.ifmap_bytes if fields["region"] == Region.IFMAP else c.memory_width(c.psum_width) // 8
                 load_at = start + -(-words_spanned(args[1], count, size, word) // c.dram_burst)
-                write_at = max(write_at, start + COSTS["memory_latency"]) + count
+                write_at = max(write_at, start + COSTS["memory_latency"]) + count + 2 * fields["pad"]
             else:
                 load_at = start
                 write_at = max(write_at, start) + args[1]
@@ -208,11 +208,13 @@ REPORT_KEYS = ("cycles", "macs", "pe_utilization", "passes", "epochs", "tiles", 
 
 
 def _stream_counts(program):
-    """Elements the load and store streams move: (loaded, filled, stored)."""
+    """Elements the load and store streams move: (loaded, filled, stored); a LOAD's padding
+    zeros count as filled."""
     loaded = filled = stored = 0
-    for opcode, _, args, _, _ in _instructions(program.streams["load"]):
+    for opcode, operand, args, _, _ in _instructions(program.streams["load"]):
         if opcode == Opcode.LOAD:
             loaded += args[2]
+            filled += 2 * decode_load(operand)["pad"]
         elif opcode == Opcode.FILL:
             filled += args[1]
     for opcode, _, args, _, _ in _instructions(program.streams["store"]):

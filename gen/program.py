@@ -30,7 +30,7 @@ import numpy as np
 
 from .allocation import ZERO_ROW, Allocation, row_schedule
 from .isa import ARGUMENTS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, RegisterMap, Token, encode, \
-    post_operand
+    load_operand, post_operand
 
 
 __all__ = ["PassPlan", "pass_plans", "DramLayout", "filter_blocks", "filter_stride", "filter_block",
@@ -360,34 +360,34 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
 
     # The ifmap buffers together are a cache of row slots ([n][channel][column] each) over
     # every pass of every block of images (:func:`row_schedule`); all padding rows share one
-    # slot of zeros. The slots are zeroed once; loads write only a row's data columns, so the
-    # padding columns stay zero and a slot that held data is zero-filled to become the zero row.
+    # slot of zeros, and a LOAD writes a row's padding columns as zeros around its data.
     count = len(plans)
     row_size = m.n * m.q * Wp
     pass_rows = [[ZERO_ROW if not L.P <= row < L.H + L.P else (i // count, g, cb, row)
                   for g, cb, row in _pass_rows(m, plans[i % count].jobs)] for i in range(m.blocks * count)]
     schedule = row_schedule(pass_rows, alloc.ifmap_buffers * alloc.ifmap_words * lanes_i // row_size)
     syncs = sorted({step.wait for step in schedule if step.loads and step.wait >= 0})
-    used = max(slot for step in schedule for slot in step.slots.values()) + 1
-    dirty = [False] * used
+    zeroed = set()    # slots that hold the zero row
 
     def row_loads(step):
         """The loads (and zero fills) that bring ``step``'s missing rows into their slots."""
         loads, zeros = [], []
         for row, slot in step.loads:
-            columns = [slot * row_size + i * Wp + L.P for i in range(m.n * m.q)]
             if row == ZERO_ROW:
-                zeros += [(glb, L.W, 0) for glb in columns] if dirty[slot] else []
-            else:
-                block, g, cb, r = row
-                for glb, (n, qc) in zip(columns, itertools.product(range(m.n), range(m.q))):
-                    index = (((block * m.n + n) * L.C + g * Cg + cb * m.q + qc) * L.H + r - L.P) * L.W
-                    loads.append((glb, dram.ifmap + index * dram.ifmap_bytes, L.W))
-            dirty[slot] = row != ZERO_ROW
-        loads = _merged(loads, dram.ifmap_bytes)
+                if slot not in zeroed:
+                    zeros.append((slot * row_size, row_size, 0))
+                zeroed.add(slot)
+                continue
+            zeroed.discard(slot)
+            block, g, cb, r = row
+            for i, (n, qc) in enumerate(itertools.product(range(m.n), range(m.q))):
+                index = (((block * m.n + n) * L.C + g * Cg + cb * m.q + qc) * L.H + r - L.P) * L.W
+                loads.append((slot * row_size + i * Wp, dram.ifmap + index * dram.ifmap_bytes, L.W))
+        if not L.P:
+            loads = _merged(loads, dram.ifmap_bytes)
         out.dram_reads += sum(words_spanned(addr, count, dram.ifmap_bytes, word) for _, addr, count in loads)
         return ([_fill(Region.IFMAP, glb, count, 0) for glb, count, _ in _fills(zeros)]
-                + [(Opcode.LOAD, Region.IFMAP, args) for args in loads])
+                + [(Opcode.LOAD, load_operand(Region.IFMAP, L.P), args) for args in loads])
 
     def psum_rows(t, first_image):
         """(glb, dram, filter) of each F-psum row of tile ``t``'s outputs."""
@@ -422,8 +422,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
         stored = first_of_tile and t >= alloc.psum_buffers       # psums still being stored
         run_pop = []
         if step.loads or stored:
-            loads = [_fill(Region.IFMAP, 0, used * row_size, 0)] if i == 0 and L.P else []
-            loads += row_loads(step)
+            loads = row_loads(step)
             # The loads start once the passes that read the slots they overwrite are done
             # (one token from each pass that signals the load unit, up to the one waited for).
             pops = sum(1 for s in syncs if waited < s <= step.wait)

@@ -23,7 +23,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..gen.isa import ARGUMENTS, FIELDS, LOOPS, NETWORKS, PE_SETTINGS, POST_FIELDS, TOKEN_CONSUMER, \
+from ..gen.isa import ARGUMENTS, FIELDS, LOAD_FIELDS, LOOPS, NETWORKS, PE_SETTINGS, POST_FIELDS, TOKEN_CONSUMER, \
     TOKEN_DEPTH, TOKEN_PRODUCER, UNITS, WORD_WIDTH, Opcode, Region, RegisterMap, Token
 from .arbiter import or_tree
 from .array import ArrayControlSignature, network_shape
@@ -222,9 +222,9 @@ def _size(config, width):
 
 
 class LoadController(wiring.Component):
-    """``LOAD region; glb, dram, count``: ``count`` elements from the external memory byte
-    address ``dram`` into the global buffer; ``FILL region; glb, count, lo, hi``: ``count``
-    copies of a constant.
+    """``LOAD region, pad; glb, dram, count``: ``count`` elements from the external memory byte
+    address ``dram`` into the global buffer, with ``pad`` zeros before and after them (from
+    ``glb``); ``FILL region; glb, count, lo, hi``: ``count`` copies of a constant.
 
     Two stages, so the memory latency of one LOAD overlaps the next: the issue stage takes an
     instruction (once its popped tokens are there), queues a write descriptor for it and hands
@@ -250,8 +250,9 @@ class LoadController(wiring.Component):
         m = Module()
         c = self._config
         instr = self.instr.payload
+        pad_width = dict(LOAD_FIELDS)["pad"]
         descriptor = data.StructLayout({"load": 1, "region": 1, "glb": WORD_WIDTH, "count": WORD_WIDTH,
-                                        "value": 64, "push": len(Token)})
+                                        "pad": pad_width, "value": 64, "push": len(Token)})
         m.submodules.writes = writes = fifo.SyncFIFOBuffered(width=descriptor.size, depth=self.DEPTH)
         m.submodules.reader = reader = ElementReader(width=c.dram_width, burst=c.dram_burst,
                                                      element_width=c.memory_width(c.psum_width))
@@ -260,6 +261,7 @@ class LoadController(wiring.Component):
         # Issue stage.
         is_end, is_load = instr.opcode == Opcode.END, instr.opcode == Opcode.LOAD
         region = instr.operand[0]
+        pad = Mux(is_load, instr.operand[1:1 + pad_width], 0)
         start = Signal()
         queued = Signal(descriptor)
         issuable = self.instr.valid & ~is_end & writes.w_rdy & _tokens_ready(self)
@@ -268,7 +270,7 @@ class LoadController(wiring.Component):
             self.pop.eq(Mux(start, instr.pop, 0)),
             self.instr.ready.eq(start),
             queued.load.eq(is_load), queued.region.eq(region), queued.glb.eq(instr.args[0]),
-            queued.count.eq(Mux(is_load, instr.args[2], instr.args[1])),
+            queued.count.eq(Mux(is_load, instr.args[2] + 2 * pad, instr.args[1])), queued.pad.eq(pad),
             queued.value.eq(Cat(instr.args[2], instr.args[3])), queued.push.eq(instr.push),
             writes.w_data.eq(queued), writes.w_en.eq(start),
             reader.runs.valid.eq(issuable & is_load),
@@ -284,6 +286,7 @@ class LoadController(wiring.Component):
         moved = Signal(WORD_WIDTH)
         m.d.comb += head.eq(writes.r_data)
         done = writes.r_rdy & (moved == head.count)
+        run = head.load & (moved >= head.pad) & (moved < head.count - head.pad)   # else zeros or a FILL
         with m.If(done):
             m.d.sync += moved.eq(0)
             m.d.comb += [writes.r_en.eq(1), self.push.eq(head.push)]
@@ -291,12 +294,12 @@ class LoadController(wiring.Component):
             active = writes.r_rdy & ~done & (head.region == region)
             with m.If(active):
                 m.d.comb += [
-                    port.valid.eq(Mux(head.load, reader.elements.valid, 1)),
+                    port.valid.eq(Mux(run, reader.elements.valid, 1)),
                     port.payload.addr.eq(head.glb + moved),
-                    port.payload.data.eq(Mux(head.load, reader.elements.payload.data[0],
-                                             head.value)[:len(port.payload.data)]),
+                    port.payload.data.eq(Mux(run, reader.elements.payload.data[0],
+                                             Mux(head.load, 0, head.value))[:len(port.payload.data)]),
                 ]
-                with m.If(head.load):
+                with m.If(run):
                     m.d.comb += reader.elements.ready.eq(port.ready)
                 with m.If(port.valid & port.ready):
                     m.d.sync += moved.eq(moved + 1)

@@ -13,7 +13,7 @@ and the result catch.
 import numpy as np
 
 from ..gen.isa import ARGUMENTS, COUNTERS, LOOPS, PE_SETTINGS, TOKEN_CONSUMER, TOKEN_DEPTH, TOKEN_PRODUCER, \
-    UNITS, Opcode, Region, RegisterMap, Token, decode, decode_post
+    UNITS, Opcode, Region, RegisterMap, Token, decode, decode_load, decode_post
 from ..gen.program import arranged_weights, read_elements, write_elements, words_spanned
 from .dataflow import ifmap_rows, pe_streams
 from .golden import requantize
@@ -192,12 +192,15 @@ def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, bases, g
         regs.write(operand, args[0])
     elif opcode == Opcode.LOAD:
         at, src, n = args
-        src += bases["ifmap" if operand == Region.IFMAP else "output"]
-        size = _bytes(c, c.ifmap_width if operand == Region.IFMAP else c.psum_width)
-        for i, value in enumerate(read_elements(dram, src, n, size)):
-            glb[Region(operand)][at + i] = int(value)
+        load = decode_load(operand)
+        region, pad = Region(load["region"]), load["pad"]
+        src += bases["ifmap" if region == Region.IFMAP else "output"]
+        size = _bytes(c, c.ifmap_width if region == Region.IFMAP else c.psum_width)
+        values = [0] * pad + [int(v) for v in read_elements(dram, src, n, size)] + [0] * pad
+        for i, value in enumerate(values):
+            glb[region][at + i] = value
         counts["dram_reads"] += words_spanned(src, n, size, c.dram_width // 8)
-        counts["glb_writes"] += n
+        counts["glb_writes"] += len(values)
     elif opcode == Opcode.STORE:
         at, dst, n, lo, hi = args
         dst += bases["output"]
