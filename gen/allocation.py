@@ -105,7 +105,6 @@ def allocate(mapping):
 
 #: The key of a padding row in :func:`row_schedule`: every padding row is the same zeros.
 ZERO_ROW = "zero"
-RECENT = 1
 
 
 @dataclass(frozen=True)
@@ -125,11 +124,9 @@ def row_schedule(pass_rows, slots, ahead=4):
     A row stays resident while the passes that follow read it. A row that is missing evicts,
     in this order: a row no later pass reads (the longest finished first), else the row read
     again furthest ahead; both first among rows the pass in flight does not read, so the load
-    need not wait for it. The loads of a
-    pass also wait for the pass before the load of ``ahead`` loads earlier, so at most about
-    ``ahead`` loads run ahead of the passes (each dependency token queue holds
-    :data:`~rowstation.gen.isa.TOKEN_DEPTH`): a pass the loads wait for is at most ``ahead``
-    + 1 loads back, so at most ``ahead`` + 1 such passes are ever ahead of the load unit."""
+    need not wait for it. The loads of a pass also wait for the pass before the load ``ahead``
+    loads earlier, so no more than ``ahead`` + 1 loads, or passes the load unit waits for, are
+    ever outstanding (each dependency token queue holds :data:`~rowstation.gen.isa.TOKEN_DEPTH`)."""
     uses = {}
     for j, rows in enumerate(pass_rows):
         for row in rows:
@@ -150,7 +147,7 @@ def row_schedule(pass_rows, slots, ahead=4):
             if row is None:
                 return (0, 0, slot)
             later = uses[row][seen[row]] if seen[row] < len(uses[row]) else None
-            recent = last_read[slot] >= j - RECENT   # a load over it waits for a pass in flight
+            recent = last_read[slot] >= j - 1   # a load over it waits for the pass in flight
             return (1 + 2 * recent + (later is not None), last_read[slot] if later is None else -later, slot)
 
         needed = set(rows)
