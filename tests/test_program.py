@@ -11,7 +11,7 @@ import pytest
 from rowstation.gen import ConvLayer, preset
 from rowstation.gen.allocation import ZERO_ROW, pass_words, row_schedule
 from rowstation.gen.mapper import Mapping, map_layer
-from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, RegisterMap, Token, decode, encode
+from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, Region, RegisterMap, Token, decode, encode
 from rowstation.gen.performance import layer_report
 from rowstation.gen.program import DramLayout, compile_layer
 from rowstation.sim.controller_model import dram_image, dram_output, run_program, walk
@@ -281,3 +281,30 @@ def test_model_counts_scratchpad_accesses_of_an_ifmap_without_zeros(spec):
     report = layer_report(mapping, program)
     for kind in ("read", "write"):
         assert report[f"spad_{kind}s"] == sum(counts[f"{spad}_{kind}"] for spad in ("filter", "ifmap", "psum"))
+
+
+def test_padded_rows_load_with_their_padding_zeros():
+    """A padded layer's ifmap LOADs carry the padding (written as zeros around the run) and
+    no FILL zeroes the row cache first; the operand round-trips and refuses a pad too wide."""
+    from rowstation.gen.isa import decode_load, load_operand
+
+    layer = ConvLayer.parse("N=1,C=4,H=9,W=9,M=8,R=5,S=5,P=2")
+    program, counts = run(TINY, layer, seed=5)
+    loads = fills = 0
+    words = program.streams["load"]
+    pc = 0
+    while pc < len(words):
+        fields = decode(words[pc])
+        opcode = Opcode(fields["opcode"])
+        if opcode == Opcode.LOAD:
+            assert decode_load(fields["operand"]) == {"region": Region.IFMAP, "pad": layer.P}
+            assert words[pc + 3] == layer.W
+            loads += 1
+        elif opcode == Opcode.FILL:
+            fills += words[pc + 2]
+        pc += 1 + ARGUMENTS[opcode]
+    mapping = map_layer(TINY, layer)
+    assert loads and fills <= mapping.n * mapping.q * (layer.W + 2 * layer.P) * 2   # zero rows only
+    assert decode_load(load_operand(Region.PSUM, 7)) == {"region": Region.PSUM, "pad": 7}
+    with pytest.raises(ValueError, match="^LOAD pad 65536 does not fit 16 bits$"):
+        load_operand(Region.IFMAP, 1 << 16)
