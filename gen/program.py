@@ -23,6 +23,7 @@ a tile's psums out after its last fold, adding the bias and requantising on the 
 dependency tokens let each run ahead as far as the buffers allow.
 """
 
+import bisect
 import itertools
 from dataclasses import dataclass, field
 
@@ -366,7 +367,8 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
     pass_rows = [[ZERO_ROW if not L.P <= row < L.H + L.P else (i // count, g, cb, row)
                   for g, cb, row in _pass_rows(m, plans[i % count].jobs)] for i in range(m.blocks * count)]
     schedule = row_schedule(pass_rows, alloc.ifmap_buffers * alloc.ifmap_words * lanes_i // row_size)
-    syncs = sorted({step.wait for step in schedule if step.loads and step.wait >= 0})
+    signals = {step.wait for step in schedule if step.loads and step.wait >= 0}   # passes the loads wait for
+    syncs = sorted(signals)
     zeroed = set()    # slots that hold the zero row
 
     def row_loads(step):
@@ -425,7 +427,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
             loads = row_loads(step)
             # The loads start once the passes that read the slots they overwrite are done
             # (one token from each pass that signals the load unit, up to the one waited for).
-            pops = sum(1 for s in syncs if waited < s <= step.wait)
+            pops = max(0, bisect.bisect_right(syncs, step.wait) - bisect.bisect_right(syncs, waited))
             waited = max(waited, step.wait)
             for _ in range(pops - 1):
                 out.group("load", [], pop=[Token.EXECUTE_LOAD])
@@ -441,7 +443,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
         psum_base = alloc.psum_base(t % alloc.psum_buffers) * lanes_p
         _write_pass(out, m, plan, filter_addresses[j], step.slots, row_size, slots[tile_of[j]], psum_base)
         out.write("psum_zero", int(order[j][1] == 0))
-        push = [Token.EXECUTE_LOAD] if i in syncs else []
+        push = [Token.EXECUTE_LOAD] if i in signals else []
         if last_of_tile:
             push.append(Token.EXECUTE_STORE)
         out.op(Opcode.RUN, pop=run_pop, push=push)
