@@ -41,7 +41,7 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -n auto -q -m ''
 
-# Benchmarks, not tests: `make bench` runs everything (about half an hour on 2 cores),
+# Benchmarks, not tests: `make bench` runs everything (about 5 minutes on 2 cores),
 # `make bench BENCH=--quick` the model and the tiny core only.
 bench: setup
 	$(BIN)/rowstation bench $(BENCH) -o build/bench

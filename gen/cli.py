@@ -622,7 +622,7 @@ def build_parser():
                                             "(Verilator), with the model's error")
     sub.add_argument("--quick", action="store_true",
                      help="model and the tiny core only (minutes); without it also AlexNet layers on "
-                          "the eyeriss-v1 core (about half an hour)")
+                          "the eyeriss-v1 core (about 5 minutes)")
     sub.add_argument("-o", "--output", default="build/bench", metavar="DIR",
                      help="where bench.json and bench.md go (default: build/bench)")
     sub.add_argument("--build-dir", default="build/rtl", metavar="DIR",
