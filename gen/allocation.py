@@ -94,10 +94,10 @@ def allocate(mapping):
             groups = max(1, min(len(mapping.groups), psum_words * lanes_p // per_group))
             # The psum buffers keep what a tile needs; the rest goes to the ifmap row cache.
             need = max(smallest, ceil(groups * per_group / lanes_p))
-            spare = (psum_words - need) * psum_buffers // ifmap_buffers
             if aligned:
                 need = ceil(need / c.glb_bank_depth) * c.glb_bank_depth
-                spare = (psum_words - need) * psum_buffers // ifmap_buffers
+            spare = (psum_words - need) * psum_buffers // ifmap_buffers
+            if aligned:
                 spare -= spare % c.glb_bank_depth
             return Allocation(ifmap_buffers, psum_buffers, size + spare, need, groups)
     raise AssertionError("one buffer of each kind fits when the largest pass fits")  # pragma: no cover
