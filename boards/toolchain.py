@@ -64,11 +64,14 @@ def synthesize(verilog, *, top, script="synth"):
 
 
 #: Per FPGA family: the yosys script for the whole accelerator, and the cells counted as each
-#: resource (flip-flops: every cell whose name starts with the prefix).
+#: resource (flip-flops: every cell whose name starts with the prefix). LUTs are the logic
+#: cells the device has as many of as its LUT count, weighted as nextpnr packs them: on ECP5
+#: TRELLIS_COMB, one per LUT4, two per CCU2C (a carry pair) and four per TRELLIS_DPR16X4 (a
+#: distributed RAM takes two slices); on iCE40 one SB_LUT4 per logic cell.
 FAMILIES = {
-    "ecp5": {"script": ECP5_PER_MODULE, "luts": "LUT4", "ffs": "TRELLIS_FF", "dsps": "MULT18X18D",
-             "brams": "DP16KD"},
-    "ice40": {"script": "synth_ice40 -dsp", "luts": "SB_LUT4", "ffs": "SB_DFF", "dsps": "SB_MAC16",
+    "ecp5": {"script": ECP5_PER_MODULE, "luts": {"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 4},
+             "ffs": "TRELLIS_FF", "dsps": "MULT18X18D", "brams": "DP16KD"},
+    "ice40": {"script": "synth_ice40 -dsp", "luts": {"SB_LUT4": 1}, "ffs": "SB_DFF", "dsps": "SB_MAC16",
               "brams": "SB_RAM40_4K"},
 }
 
@@ -76,7 +79,8 @@ FAMILIES = {
 def fpga_resources(config, build, family="ecp5"):
     """Cells of the whole accelerator for ``config`` synthesised by yosys for ``family`` (ecp5,
     hierarchy kept, or ice40, with its DSPs), its Verilog written into the folder ``build``:
-    ``luts``, ``ffs``, ``dsps`` and ``brams``."""
+    ``luts`` (logic cells as the device counts them, :data:`FAMILIES`), ``ffs``, ``dsps`` and
+    ``brams``."""
     from ..hw.export import accelerator_verilog
 
     if family not in FAMILIES:
@@ -87,6 +91,6 @@ def fpga_resources(config, build, family="ecp5"):
     verilog = build / "rowstation_accel.v"
     verilog.write_text(accelerator_verilog(config))
     cells = synthesize(verilog, top="rowstation_accel", script=cells_of["script"])
-    return {"luts": cells.get(cells_of["luts"], 0),
+    return {"luts": sum(weight * cells.get(cell, 0) for cell, weight in cells_of["luts"].items()),
             "ffs": sum(n for cell, n in cells.items() if cell.startswith(cells_of["ffs"])),
             "dsps": cells.get(cells_of["dsps"], 0), "brams": cells.get(cells_of["brams"], 0)}
