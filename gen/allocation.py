@@ -36,10 +36,6 @@ class Allocation:
     psum_words: int     # words of one psum buffer
     tile_groups: int    # pass groups whose psums share a psum buffer
 
-    def ifmap_base(self, index):
-        """First word of ifmap buffer ``index``."""
-        return index * self.ifmap_words
-
     def psum_base(self, index):
         """First word of psum buffer ``index``."""
         return self.ifmap_buffers * self.ifmap_words + index * self.psum_words

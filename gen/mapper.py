@@ -69,16 +69,21 @@ class Mapping:
         return [(cb, r, sb) for cb in range((L.C // L.G) // self.q) for r in range(L.R)
                 for sb in range(L.S // self.seg)]
 
+    def _runs(self):
+        """(g, mb, first row, rows) of each run of a filter block's consecutive output rows, in
+        :attr:`outputs` order: per group, blocks of ``e_block`` rows, each for every filter
+        block."""
+        L = self.layer
+        t = self.e_block or L.E
+        return [(g, mb, e0, min(t, L.E - e0)) for g in range(L.G) for e0 in range(0, L.E, t)
+                for mb in range((L.M // L.G) // self.p)]
+
     @cached_property
     def outputs(self):
         """Outputs (g, mb, e), each p filters x F columns x N images, in the order passes take
-        them: per group, blocks of ``e_block`` output rows, each for every filter block. A pass
-        of outputs of several filter blocks but fewer rows reads fewer ifmap rows and more
-        filters."""
-        L = self.layer
-        t = self.e_block or L.E
-        return [(g, mb, e) for g in range(L.G) for e0 in range(0, L.E, t)
-                for mb in range((L.M // L.G) // self.p) for e in range(e0, min(L.E, e0 + t))]
+        them (:meth:`_runs`). A pass of outputs of several filter blocks but fewer rows reads
+        fewer ifmap rows and more filters."""
+        return [(g, mb, e) for g, mb, e0, rows in self._runs() for e in range(e0, e0 + rows)]
 
     @property
     def output_count(self):
@@ -87,10 +92,15 @@ class Mapping:
         return L.G * ((L.M // L.G) // self.p) * L.E
 
     @property
+    def term_count(self):
+        """``len(self.terms)``, without listing them."""
+        L = self.layer
+        return ((L.C // L.G) // self.q) * L.R * (L.S // self.seg)
+
+    @property
     def chunks(self):
         """Term chunks: the folds of one output's reduction."""
-        L = self.layer
-        return ceil(((L.C // L.G) // self.q) * L.R * (L.S // self.seg) / self.chain)   # len(self.terms)
+        return ceil(self.term_count / self.chain)
 
     @property
     def chains_per_pass(self):
@@ -102,22 +112,17 @@ class Mapping:
         n, outputs = self.chains_per_pass, self.output_count
         if not self.aligned:
             return [range(start, min(start + n, outputs)) for start in range(0, outputs, n)]
-        # Runs: a filter block's consecutive output rows (in :attr:`outputs` order), at most a
-        # pass each; a pass takes whole runs, so the passes of one filter block read the same
-        # filters.
-        L, t = self.layer, self.e_block or self.layer.E
+        # A pass takes whole runs (:meth:`_runs`; a run longer than a pass takes several), so
+        # the passes of one filter block read the same filters.
         groups, start = [], 0
-        for _ in range(L.G):
-            for e0 in range(0, L.E, t):
-                rows = min(t, L.E - e0)
-                for _ in range((L.M // L.G) // self.p):
-                    for lo in range(start, start + rows, n):
-                        hi = min(lo + n, start + rows)
-                        if groups and hi - groups[-1].start <= n:
-                            groups[-1] = range(groups[-1].start, hi)
-                        else:
-                            groups.append(range(lo, hi))
-                    start += rows
+        for _, _, _, rows in self._runs():
+            for lo in range(start, start + rows, n):
+                hi = min(lo + n, start + rows)
+                if groups and hi - groups[-1].start <= n:
+                    groups[-1] = range(groups[-1].start, hi)
+                else:
+                    groups.append(range(lo, hi))
+            start += rows
         return groups
 
     @cached_property
@@ -332,7 +337,7 @@ class Mapping:
             f"layer      {L}  (E={L.E}, F={L.F}, {L.macs} MACs)",
             f"per PE     p={self.p} filters x q={self.q} channels x {self.seg} of S={L.S} taps, "
             f"stride {self.pe_stride}; spads {self.pe_config.filter_words}/{self.q * self.seg}/{self.p} words",
-            f"sets       {len(self.terms)} reduction terms per output in chains of {self.chain} "
+            f"sets       {self.term_count} reduction terms per output in chains of {self.chain} "
             f"({self.chunks} fold{'s' if self.chunks > 1 else ''} through the GLB); "
             f"{self.chains_per_pass} chains per pass; {len(self.outputs)} outputs",
             f"order      {self.e_block or L.E} output rows for every filter block in turn, passes "

@@ -254,12 +254,9 @@ class _Writer:
                 self.write(name, value, index)
 
     def write(self, name, value, index=0):
-        block = self.regmap.blocks[name]
-        if not 0 <= index < block.count:
-            raise IndexError(f"register {name}[{index}] out of range (count {block.count})")
-        address = block.address + index
+        address = self.regmap.address(name, index)
         value &= 0xFFFF_FFFF
-        if block.table or self.values.get(address) != value:
+        if self.regmap.blocks[name].table or self.values.get(address) != value:
             self.values[address] = value
             self.streams["execute"] += [encode(Opcode.WRITE, address), value]
 
@@ -364,8 +361,12 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
     # slot of zeros, and a LOAD writes a row's padding columns as zeros around its data.
     count = len(plans)
     row_size = m.n * m.q * Wp
-    pass_rows = [[ZERO_ROW if not L.P <= row < L.H + L.P else (i // count, g, cb, row)
-                  for g, cb, row in _pass_rows(m, plans[i % count].jobs)] for i in range(m.blocks * count)]
+
+    def row_key(block, g, cb, row):
+        return ZERO_ROW if not L.P <= row < L.H + L.P else (block, g, cb, row)
+
+    pass_rows = [[row_key(i // count, *row) for row in _pass_rows(m, plans[i % count].jobs)]
+                 for i in range(m.blocks * count)]
     schedule = row_schedule(pass_rows, alloc.ifmap_buffers * alloc.ifmap_words * lanes_i // row_size)
     signals = {step.wait for step in schedule if step.loads and step.wait >= 0}   # passes the loads wait for
     syncs = sorted(signals)
@@ -441,7 +442,9 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                 out.group("load", loads, pop=pop, push=[Token.LOAD_EXECUTE])
             run_pop = [Token.LOAD_EXECUTE]
         psum_base = alloc.psum_base(t % alloc.psum_buffers) * lanes_p
-        _write_pass(out, m, plan, filter_addresses[j], step.slots, row_size, slots[tile_of[j]], psum_base)
+        row_bases = [step.slots[row_key(block, g, cb, row)] * row_size + sb * m.seg
+                     for g, cb, row, sb in plan.ifmap_rows]
+        _write_pass(out, m, plan, filter_addresses[j], row_bases, slots[tile_of[j]], psum_base)
         out.write("psum_zero", int(order[j][1] == 0))
         push = [Token.EXECUTE_LOAD] if i in signals else []
         if last_of_tile:
@@ -463,7 +466,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                    out.dram_reads, out.dram_writes)
 
 
-def _write_pass(out, m, plan, filter_addresses, row_slots, row_size, slots, psum_base):
+def _write_pass(out, m, plan, filter_addresses, row_bases, slots, psum_base):
     c, L = m.config, m.layer
     rw = c.row_id_width
     cols, Wp = c.array_cols, L.W + 2 * L.P
@@ -494,17 +497,14 @@ def _write_pass(out, m, plan, filter_addresses, row_slots, row_size, slots, psum
         out.write("filt_base", address, i)
         out.write("filt_tag", r | kid << rw, i)
 
-    # Ifmap rows, column by column across rows so the PEs of a chain advance together; a row's
-    # slot is [n][channel][column] (``row_slots``: its slot, keyed as :func:`compile_layer`'s).
+    # Ifmap rows, column by column across rows so the PEs of a chain advance together, each
+    # from its cache slot [n][channel][column] (``row_bases``: per entry of ``plan.ifmap_rows``).
     if L.U <= m.seg:
         f_count, f_stride, s_count = 1, 0, m.pe_config.row_length
     else:
         f_count, f_stride, s_count = L.F, L.U, m.seg
     s_c, s_n = Wp, m.q * Wp
-    slot = {key[1:]: value for key, value in row_slots.items() if key != ZERO_ROW}
-    zero = row_slots.get(ZERO_ROW)
-    entries = [((zero if (g, cb, row) not in slot else slot[(g, cb, row)]) * row_size + sb * m.seg, 0, kid)
-               for kid, (g, cb, row, sb) in enumerate(plan.ifmap_rows)]
+    entries = [(base, 0, kid) for kid, base in enumerate(row_bases)]
     loops("ifmap", [m.n, f_count, s_count, len(entries), m.q], [s_n, f_stride, 1, 0, s_c], entries)
 
     # Psums to chain bottoms and back from chain tops: [n][filter][column] per output slot.

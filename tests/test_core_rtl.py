@@ -76,6 +76,7 @@ MODEL_TOLERANCE = 0.08
 
 @pytest.mark.parametrize("sim,specs,stall,idle", RUNS, ids=["verilator", "verilator-stalls", "icarus-stalls"])
 def test_core_layers_bit_exact(sim, specs, stall, idle):
+    assert map_layer(TINY, ConvLayer.parse(ALIGNED)).aligned
     results = run(TINY, specs, sim, stall=stall, idle=idle)
     if stall or idle:
         return
@@ -106,7 +107,6 @@ ROWS = "N=1,C=4,H=8,W=8,M=8,R=3,S=3,P=1"
 def test_core_on_a_small_array_with_a_small_global_buffer():
     assert map_layer(SMALL, ConvLayer.parse(BATCH)).blocks > 1
     assert map_layer(SMALL, ConvLayer.parse(ROWS)).e_block == 1
-    assert map_layer(TINY, ConvLayer.parse(ALIGNED)).aligned
     results = run(SMALL, LAYERS[1:3] + LAYERS[4:6] + [BATCH, ROWS], "verilator", stall=0.2, idle=0.1)
     assert max(stats["epochs"] for _, stats in results) > 1
 
