@@ -62,6 +62,7 @@ class AcceleratorConfig:
     dim_width: int          # bits of a layer dimension or loop bound in hardware descriptors
     counter_width: int      # bits of each performance counter
     glb_psum_width: int = 0  # bits of a psum held in the global buffer; 0: psum_width (layers are checked)
+    dram_addr_width: int = 32  # bits of an external memory byte address (the memory's size: 2 ** bits)
 
     def __post_init__(self):
         for field in fields(self):
@@ -113,6 +114,8 @@ class AcceleratorConfig:
                              f"{self.dram_width}-bit word (a filter transfer comes from one word)")
         _check_int("dim_width", self.dim_width, 4, 16)
         _check_int("counter_width", self.counter_width, 16, 64)
+        _check_int("dram_addr_width", self.dram_addr_width, 12, 32,
+                   "from a 4 KiB memory to the 32-bit words that descriptors and registers carry")
 
     # Derived quantities.
 
@@ -161,6 +164,13 @@ class AcceleratorConfig:
     def glb_capacity(self, width):
         """Elements of ``width`` bits the global buffer holds."""
         return self.glb_words * self.glb_lanes(width)
+
+    def check_dram_span(self, end, what):
+        """A ValueError unless ``what``, ending before the byte address ``end``, lies in the
+        external memory's ``2 ** dram_addr_width`` bytes."""
+        if end > 1 << self.dram_addr_width:
+            raise ValueError(f"{what} ends at byte {end:#x}, beyond the {1 << self.dram_addr_width:#x} bytes "
+                             f"that dram_addr_width = {self.dram_addr_width} addresses")
 
     def glb_addr_width(self, width):
         """Bits of a global buffer address of elements of ``width`` bits."""
@@ -289,6 +299,10 @@ PRESETS = {
 PRESETS["tiny-4"] = PRESETS["tiny"].replace(ifmap_width=4, weight_width=4, psum_width=16)
 PRESETS["tiny-16"] = PRESETS["tiny"].replace(ifmap_width=16, weight_width=16, psum_width=40, glb_bank_width=64,
                                              dram_width=64)
+
+# The board tops' presets (rowstation.boards): tiny with addresses as wide as the on-chip memory.
+PRESETS["ulx3s"] = PRESETS["tiny"].replace(dram_addr_width=16)        # up to 64 KiB
+PRESETS["icebreaker"] = PRESETS["tiny"].replace(dram_addr_width=14)   # 16 KiB
 
 
 def preset(name):

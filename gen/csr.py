@@ -21,7 +21,7 @@ __all__ = ["Access", "ErrorCode", "Field", "Register", "ControlRegisters", "MAGI
 #: ``ID`` register value: "RSTA" in ASCII.
 MAGIC = 0x52535441
 #: (major, minor) of the register map and descriptor format.
-VERSION = (1, 0)
+VERSION = (1, 1)
 
 
 class Access(enum.Enum):
@@ -41,6 +41,7 @@ class ErrorCode(enum.IntEnum):
     BUS = 4         # the memory answered a read or a write with an error response
     TIMEOUT = 5     # no progress for WATCHDOG cycles
     ABORTED = 6     # the host wrote CTRL.abort
+    ADDRESS = 7     # the descriptor list, or an address or size a descriptor names, beyond dram_addr_width bits
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ ends, so a host reads per-layer counts as differences.
 import enum
 
 
-__all__ = ["MAX_WINDOW", "Kind", "FIELDS", "NAMES", "DESCRIPTOR_WORDS", "DESCRIPTOR_BYTES", "encode", "decode", "c_lines",
+__all__ = ["MAX_WINDOW", "Kind", "FIELDS", "NAMES", "ADDRESSES", "DESCRIPTOR_WORDS", "DESCRIPTOR_BYTES", "encode", "decode", "c_lines",
            "markdown"]
 
 
@@ -52,6 +52,10 @@ FIELDS = (
 DESCRIPTOR_WORDS = len(FIELDS)
 DESCRIPTOR_BYTES = 4 * DESCRIPTOR_WORDS
 NAMES = tuple(name for name, _ in FIELDS)
+#: The fields bounded by the memory's size, ``dram_addr_width`` bits (beyond: error ADDRESS): byte
+#: addresses, byte steps, and planes (of at least a byte each).
+ADDRESSES = ("load_program", "execute_program", "store_program", "weights", "ifmap", "output", "stats",
+             "pool_planes", "pool_row_step", "pool_plane_step")
 
 
 def encode(**values):

@@ -393,6 +393,7 @@ def compile_network(config, network, *, base=0x1000):
         compiled.append(CompiledLayer(spec, layer, fields, mapping, program, w))
         activation, shape = output, layer.ofmap_shape
         out_size = relative.output_bytes
+    config.check_dram_span(base + len(image), "the network's memory image")
     for i, layer in enumerate(compiled):
         words = descriptor.encode(**layer.descriptor)
         at = descriptors - base + i * descriptor.DESCRIPTOR_BYTES

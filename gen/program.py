@@ -328,6 +328,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
         raise ValueError(f"no pass of this mapping of {L} fits the global buffer: a pass needs "
                          f"{m.glb_words} words, the buffer holds {c.glb_words}")
     dram = dram or DramLayout.packed(m, requantized=shift is not None)
+    c.check_dram_span(dram.end, f"the tensors of {L}")
     word = c.dram_width // 8
     if shift is not None and not (isinstance(shift, int) and 0 <= shift < c.psum_width):
         raise ValueError(f"shift must be between 0 and {c.psum_width - 1} (psum_width - 1), "

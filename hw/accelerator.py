@@ -18,12 +18,12 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..gen.csr import ControlRegisters, ErrorCode
-from ..gen.descriptor import DESCRIPTOR_BYTES, DESCRIPTOR_WORDS, MAX_WINDOW, NAMES, Kind
+from ..gen.descriptor import ADDRESSES, DESCRIPTOR_BYTES, DESCRIPTOR_WORDS, MAX_WINDOW, NAMES, Kind
 from ..gen.isa import COUNTERS, WORD_WIDTH
 from .axi import AXI4LiteSignature, AXI4Manager, AXI4Signature, RegisterFile
 from .controller import UNIT_NAMES
 from .core import RowStationCore
-from .memory import ADDR_WIDTH, BurstArbiter, ElementReader, ElementWriter, MemoryReadSignature
+from .memory import BurstArbiter, ElementReader, ElementWriter, MemoryReadSignature
 from .pool import MaxPooler
 
 
@@ -36,14 +36,15 @@ class ProgramFetcher(wiring.Component):
 
     def __init__(self, config):
         self._config = config
-        super().__init__({"start": In(1), "base": In(ADDR_WIDTH), "words": In(32), "busy": Out(1),
-                          "memory": Out(MemoryReadSignature(config.dram_width)),
+        super().__init__({"start": In(1), "base": In(config.dram_addr_width), "words": In(32), "busy": Out(1),
+                          "memory": Out(MemoryReadSignature(config.dram_width, config.dram_addr_width)),
                           "program": Out(stream.Signature(WORD_WIDTH))})
 
     def elaborate(self, platform):
         m = Module()
         c = self._config
         m.submodules.reader = reader = ElementReader(width=c.dram_width, burst=c.dram_burst,
+                                                     addr_width=c.dram_addr_width,
                                                      element_width=WORD_WIDTH)
         wiring.connect(m, reader.memory, wiring.flipped(self.memory))
         pending = Signal()      # the run waits for the reader
@@ -77,7 +78,8 @@ class Accelerator(wiring.Component):
         self._config, self._pe_module = config, pe_module
         self.registers = ControlRegisters(config)
         super().__init__({"ctrl": In(AXI4LiteSignature()),
-                          "mem": Out(AXI4Signature(data_width=config.dram_width)),
+                          "mem": Out(AXI4Signature(data_width=config.dram_width,
+                                                   addr_width=config.dram_addr_width)),
                           "irq": Out(1)})
 
     def elaborate(self, platform):
@@ -86,7 +88,7 @@ class Accelerator(wiring.Component):
         word_bytes = c.dram_width // 8
         m.submodules.registers = regs = RegisterFile(self.registers)
         wiring.connect(m, wiring.flipped(self.ctrl), regs.bus)
-        m.submodules.port = port = AXI4Manager(c.dram_width)
+        m.submodules.port = port = AXI4Manager(c.dram_width, c.dram_addr_width)
         wiring.connect(m, port.bus, wiring.flipped(self.mem))
 
         # The engine: everything a failed run resets (its own domain, so the PEs, which may
@@ -102,12 +104,13 @@ class Accelerator(wiring.Component):
         core = engine("core", RowStationCore(c, pe_module=self._pe_module))
         fetchers = [engine(f"{unit}_fetcher", ProgramFetcher(c)) for unit in UNIT_NAMES]
         descriptors = engine("descriptors", ElementReader(width=c.dram_width, burst=c.dram_burst,
+                                                          addr_width=c.dram_addr_width,
                                                           element_width=WORD_WIDTH))
-        stats = engine("stats", ElementWriter(width=c.dram_width, burst=c.dram_burst,
+        stats = engine("stats", ElementWriter(width=c.dram_width, burst=c.dram_burst, addr_width=c.dram_addr_width,
                                               element_width=WORD_WIDTH))
         pooler = engine("pooler", MaxPooler(c))
         readers = [core.mem_rd] + [f.memory for f in fetchers] + [descriptors.memory, pooler.memory_rd]
-        arbiter = engine("arbiter", BurstArbiter(len(readers), width=c.dram_width))
+        arbiter = engine("arbiter", BurstArbiter(len(readers), width=c.dram_width, addr_width=c.dram_addr_width))
         for i, reader in enumerate(readers):
             wiring.connect(m, reader, arbiter.readers[i])
         wiring.connect(m, arbiter.memory, port.rd)
@@ -165,6 +168,8 @@ class Accelerator(wiring.Component):
                      p.width.eq(width), p.out_width.eq(out_width), p.window.eq(window), p.stride.eq(stride),
                      p.out_rows.eq(out_rows), p.row_step.eq(desc["pool_row_step"]),
                      p.plane_step.eq(desc["pool_plane_step"])]
+        beyond = Cat(desc[n][c.dram_addr_width:] != 0 for n in ADDRESSES).any()
+        list_end = regs.desc_base_addr + regs.desc_count_count * DESCRIPTOR_BYTES
         unaligned = Cat(*(misaligned(desc[f"{u}_program"], 4) for u in UNIT_NAMES),
                         *(misaligned(desc[n], word_bytes) for n in ("weights", "ifmap", "output")),
                         misaligned(desc["stats"], 8)).any()
@@ -209,6 +214,9 @@ class Accelerator(wiring.Component):
                     with m.Elif(misaligned(regs.desc_base_addr, word_bytes)):
                         m.d.sync += error.eq(ErrorCode.ALIGNMENT)
                         m.next = "FINISH"
+                    with m.Elif(list_end > 1 << c.dram_addr_width):
+                        m.d.sync += error.eq(ErrorCode.ADDRESS)
+                        m.next = "FINISH"
                     with m.Else():
                         m.next = "FETCH"
             with m.State("FETCH"):
@@ -238,6 +246,9 @@ class Accelerator(wiring.Component):
                     m.next = "DRAIN"
                 with m.Elif(unaligned):
                     m.d.sync += error.eq(ErrorCode.ALIGNMENT)
+                    m.next = "DRAIN"
+                with m.Elif(beyond):
+                    m.d.sync += error.eq(ErrorCode.ADDRESS)
                     m.next = "DRAIN"
                 with m.Elif(is_pool):
                     m.d.comb += pooler.start.eq(1)

@@ -10,7 +10,7 @@ from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..gen.csr import Access
-from .memory import ADDR_WIDTH, MemoryReadSignature, MemoryWriteSignature
+from .memory import MemoryReadSignature, MemoryWriteSignature
 
 
 __all__ = ["AXI4LiteSignature", "AXI4Signature", "RegisterFile", "AXI4Manager", "OKAY", "SLVERR"]
@@ -20,7 +20,7 @@ INCR = 1
 
 
 class AXI4LiteSignature(wiring.Signature):
-    def __init__(self, *, addr_width=ADDR_WIDTH, data_width=32):
+    def __init__(self, *, addr_width=32, data_width=32):
         super().__init__({
             "awaddr": Out(addr_width), "awprot": Out(3), "awvalid": Out(1), "awready": In(1),
             "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wvalid": Out(1), "wready": In(1),
@@ -31,7 +31,7 @@ class AXI4LiteSignature(wiring.Signature):
 
 
 class AXI4Signature(wiring.Signature):
-    def __init__(self, *, data_width, addr_width=ADDR_WIDTH, id_width=1):
+    def __init__(self, *, data_width, addr_width, id_width=1):
         address = {"id": id_width, "addr": addr_width, "len": 8, "size": 3, "burst": 2, "lock": 1,
                    "cache": 4, "prot": 3}
         super().__init__({
@@ -161,10 +161,11 @@ class AXI4Manager(wiring.Component):
     #: Write bursts whose commands or data are queued here.
     DEPTH = 8
 
-    def __init__(self, width):
+    def __init__(self, width, addr_width):
         self._width = width
-        super().__init__({"rd": In(MemoryReadSignature(width)), "wr": In(MemoryWriteSignature(width)),
-                          "bus": Out(AXI4Signature(data_width=width)),
+        super().__init__({"rd": In(MemoryReadSignature(width, addr_width)),
+                          "wr": In(MemoryWriteSignature(width, addr_width)),
+                          "bus": Out(AXI4Signature(data_width=width, addr_width=addr_width)),
                           "drain": In(1), "clear": In(1), "idle": Out(1), "error": Out(1)})
 
     def elaborate(self, platform):

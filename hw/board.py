@@ -22,11 +22,11 @@ class OnChipMemory(wiring.Component):
     for a burst reaching beyond the memory) and a 32-bit host port (``host``), served when no
     burst is under way."""
 
-    def __init__(self, *, data_width, size):
+    def __init__(self, *, data_width, addr_width, size):
         if size & (size - 1) or size < data_width // 8 * 2:
             raise ValueError(f"on-chip memory size must be a power of 2 of at least two words, not {size}")
         self._width, self._size = data_width, size
-        super().__init__({"axi": In(AXI4Signature(data_width=data_width)),
+        super().__init__({"axi": In(AXI4Signature(data_width=data_width, addr_width=addr_width)),
                           "host": In(HostMemorySignature(max(1, (size - 1).bit_length())))})
 
     def elaborate(self, platform):
@@ -74,7 +74,7 @@ class OnChipMemory(wiring.Component):
         # unless the host port takes the cycle.
         granted = Signal()      # a host read's word is on the port's output
         ar_held, aw_held = Signal(), Signal()
-        ar_addr, aw_addr = Signal(32), Signal(32)
+        ar_addr, aw_addr = Signal.like(axi.araddr), Signal.like(axi.awaddr)
         ar_len, aw_len = Signal(8), Signal(8)
         busy = r_active | w_active | b_valid | ar_held | aw_held
         host_turn = host.req & ~busy & ~granted
@@ -118,6 +118,9 @@ class BoardTop(wiring.Component):
     def __init__(self, config, *, memory_bytes, divisor, pe_module=None):
         if config.dram_width < 32:
             raise ValueError(f"the board's memory is at least 32 bits wide; dram_width is {config.dram_width}")
+        if memory_bytes > 1 << config.dram_addr_width:
+            raise ValueError(f"{memory_bytes} bytes of memory need more than dram_addr_width = "
+                             f"{config.dram_addr_width} address bits")
         self._config, self._memory_bytes, self._divisor = config, memory_bytes, divisor
         self._pe_module = pe_module
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "irq": Out(1)})
@@ -125,7 +128,9 @@ class BoardTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.accelerator = accelerator = Accelerator(self._config, pe_module=self._pe_module)
-        m.submodules.memory = memory = OnChipMemory(data_width=self._config.dram_width, size=self._memory_bytes)
+        m.submodules.memory = memory = OnChipMemory(data_width=self._config.dram_width,
+                                                        addr_width=self._config.dram_addr_width,
+                                                        size=self._memory_bytes)
         m.submodules.receiver = receiver = UARTReceiver(self._divisor)
         m.submodules.transmitter = transmitter = UARTTransmitter(self._divisor)
         m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=16)

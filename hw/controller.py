@@ -28,7 +28,7 @@ from ..gen.isa import ARGUMENTS, FIELDS, LOAD_FIELDS, LOOPS, NETWORKS, PE_SETTIN
 from .arbiter import or_tree
 from .array import ArrayControlSignature, network_shape
 from .glb import ReadPortSignature, WriteRequest
-from .memory import ADDR_WIDTH, RUNS_QUEUED, BurstArbiter, ElementReader, ElementWriter, MemoryReadSignature, \
+from .memory import RUNS_QUEUED, BurstArbiter, ElementReader, ElementWriter, MemoryReadSignature, \
     MemoryWriteSignature
 from .noc import GINWord, GONWord
 from .pe import PEConfigSignature
@@ -45,10 +45,11 @@ UNIT_NAMES = ("load", "execute", "store")
 class TensorBases(data.StructLayout):
     """Byte addresses added to a program's external memory addresses, so one program runs on
     tensors anywhere: ``weights`` to the filter stream's, ``ifmap`` to ifmap LOADs', ``output``
-    to psum LOADs' and STOREs'."""
+    to psum LOADs' and STOREs' (``dram_addr_width`` bits)."""
 
-    def __init__(self):
-        super().__init__({"weights": ADDR_WIDTH, "ifmap": ADDR_WIDTH, "output": ADDR_WIDTH})
+    def __init__(self, config):
+        width = config.dram_addr_width
+        super().__init__({"weights": width, "ifmap": width, "output": width})
 
 
 #: Tag queue depth of the global buffer's streams: covers its latency at one word per cycle.
@@ -56,11 +57,12 @@ TAG_DEPTH = 2
 
 
 class Instruction(data.StructLayout):
-    """A decoded instruction: the opcode word's fields and its argument words."""
+    """A decoded instruction of ``unit``: the opcode word's fields and as many argument words
+    as the unit's instructions take at most."""
 
-    def __init__(self):
-        super().__init__({**dict(FIELDS),
-                          "args": data.ArrayLayout(WORD_WIDTH, max(ARGUMENTS.values()))})
+    def __init__(self, unit):
+        args = max(ARGUMENTS[op] for op, owner in UNITS.items() if owner == unit)
+        super().__init__({**dict(FIELDS), "args": data.ArrayLayout(WORD_WIDTH, args)})
 
 
 class ProgramSignature(wiring.Signature):
@@ -71,27 +73,28 @@ class ProgramSignature(wiring.Signature):
 
 
 class InstructionDecoder(wiring.Component):
-    """Program words in, whole instructions out, through a queue of ``depth`` instructions so
-    the next ones decode while the unit runs the current one. ``error`` latches on an opcode
-    that is unknown or runs on another unit (the word is dropped). After an ``END`` nothing is
-    read until ``resume`` (the END barrier), so a layer's counters hold its own words only."""
+    """``unit``'s program words in, whole instructions out, through a queue of ``depth``
+    instructions so the next ones decode while the unit runs the current one. ``error`` latches
+    on an opcode that is unknown or runs on another unit (the word is dropped). After an ``END``
+    nothing is read until ``resume`` (the END barrier), so a layer's counters hold its own words
+    only."""
 
-    def __init__(self, opcodes, *, depth=2):
-        self._opcodes = tuple(opcodes) + (Opcode.END,)
-        self._depth = depth
+    def __init__(self, unit, *, depth=2):
+        self._unit, self._depth = unit, depth
+        self._opcodes = tuple(op for op, owner in UNITS.items() if owner == unit) + (Opcode.END,)
         super().__init__({"program": In(stream.Signature(WORD_WIDTH)),
-                          "instr": Out(stream.Signature(Instruction())), "resume": In(1),
+                          "instr": Out(stream.Signature(Instruction(unit))), "resume": In(1),
                           "error": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         word = self.program.payload
-        layout = Instruction()
+        layout = Instruction(self._unit)
         m.submodules.queue = queue = fifo.SyncFIFO(width=layout.size, depth=self._depth)
         current = Signal(layout)
-        most = max(ARGUMENTS.values())
+        most = len(current.args)
         remaining = Signal(range(most + 1))
-        index = Signal(range(most))
+        index = Signal(range(max(2, most)))     # a bit even for one argument (no empty vector)
         full = Signal()      # ``current`` is complete and waits for the queue
         m.d.comb += [queue.w_data.eq(current), queue.w_en.eq(full),
                      self.instr.valid.eq(queue.r_rdy), self.instr.payload.eq(queue.r_data),
@@ -121,7 +124,7 @@ class InstructionDecoder(wiring.Component):
             with m.State("ARGS"):
                 m.d.comb += self.program.ready.eq(~full)
                 with m.If(self.program.valid & ~full):
-                    m.d.sync += [current.args[index].eq(word), index.eq(index + 1),
+                    m.d.sync += [current.args[index if most > 1 else 0].eq(word), index.eq(index + 1),
                                  remaining.eq(remaining - 1)]
                     with m.If(remaining == 1):
                         m.d.sync += full.eq(1)
@@ -167,13 +170,15 @@ class AddressGenerator(wiring.Component):
     """Walks a loop nest: emits ``base + offset``, where offset gains ``steps[k]`` when level
     k advances; the level ``table_level`` selects the table entry (``entry``) whose ``base``
     the parent looks up. ``start`` restarts the walk; ``busy`` until the last address is taken.
+    Steps and offsets are ``addr_width`` bits, modulo ``2 ** addr_width`` (a negative step is
+    its two's complement): every address the walk emits is in range, so each is exact.
     """
 
     def __init__(self, *, levels, table_level, count_width, addr_width, table_depth):
         self._levels, self._table_level = levels, table_level
         super().__init__({
             "counts": In(count_width).array(levels),
-            "steps": In(signed(32)).array(levels),
+            "steps": In(addr_width).array(levels),
             "start": In(1),
             "busy": Out(1),
             "entry": Out(range(table_depth)),
@@ -184,7 +189,7 @@ class AddressGenerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         index = [Signal.like(self.counts[k], name=f"index_{k}") for k in range(self._levels)]
-        offset = Signal(32)
+        offset = Signal.like(self.base)
         following, delta, finished = _loop_advance(index, self.counts, self.steps)
         m.d.comb += [self.o.valid.eq(self.busy), self.o.payload.eq(self.base + offset),
                      self.entry.eq(index[self._table_level])]
@@ -198,16 +203,16 @@ class AddressGenerator(wiring.Component):
         return m
 
 
-def _unit_members():
+def _unit_members(config, unit):
     """The ports every unit shares: its instructions, tokens, and the END barrier."""
     return {
-        "instr": In(stream.Signature(Instruction())),
+        "instr": In(stream.Signature(Instruction(unit))),
         "tokens": In(len(Token)),   # per token queue: a token is available
         "pop": Out(len(Token)),     # strobes: tokens taken as an instruction starts
         "push": Out(len(Token)),    # strobes: tokens given as an instruction finishes
         "at_end": Out(1),           # the unit is idle at END
         "release": In(1),           # every unit is at END: take it
-        "bases": In(TensorBases()),
+        "bases": In(TensorBases(config)),
     }
 
 
@@ -240,8 +245,8 @@ class LoadController(wiring.Component):
         self._config = c
         ifmap, psum = signed(c.ifmap_width), signed(c.glb_psum_bits)
         super().__init__({
-            **_unit_members(),
-            "mem_rd": Out(MemoryReadSignature(c.dram_width)),
+            **_unit_members(c, "load"),
+            "mem_rd": Out(MemoryReadSignature(c.dram_width, c.dram_addr_width)),
             "ifmap_wr": Out(stream.Signature(WriteRequest(c.glb_addr_width(c.ifmap_width), ifmap))),
             "psum_ld": Out(stream.Signature(WriteRequest(c.glb_addr_width(c.glb_psum_bits), psum))),
         })
@@ -251,10 +256,14 @@ class LoadController(wiring.Component):
         c = self._config
         instr = self.instr.payload
         pad_width = dict(LOAD_FIELDS)["pad"]
-        descriptor = data.StructLayout({"load": 1, "region": 1, "glb": WORD_WIDTH, "count": WORD_WIDTH,
-                                        "pad": pad_width, "value": 64, "push": len(Token)})
+        # Buffer addresses and counts as wide as the larger region's; FILL values as the widest element.
+        glb = max(c.glb_addr_width(c.ifmap_width), c.glb_addr_width(c.glb_psum_bits))
+        descriptor = data.StructLayout({"load": 1, "region": 1, "glb": glb, "count": glb + 1,
+                                        "pad": pad_width, "value": max(c.ifmap_width, c.glb_psum_bits),
+                                        "push": len(Token)})
         m.submodules.writes = writes = fifo.SyncFIFOBuffered(width=descriptor.size, depth=self.DEPTH)
         m.submodules.reader = reader = ElementReader(width=c.dram_width, burst=c.dram_burst,
+                                                     addr_width=c.dram_addr_width,
                                                      element_width=c.memory_width(c.psum_width))
         wiring.connect(m, reader.memory, wiring.flipped(self.mem_rd))
 
@@ -283,7 +292,7 @@ class LoadController(wiring.Component):
 
         # Write stage.
         head = Signal(descriptor)
-        moved = Signal(WORD_WIDTH)
+        moved = Signal.like(head.count)
         m.d.comb += head.eq(writes.r_data)
         done = writes.r_rdy & (moved == head.count)
         run = head.load & (moved >= head.pad) & (moved < head.count - head.pad)   # else zeros or a FILL
@@ -321,9 +330,9 @@ class StoreController(wiring.Component):
         c = config
         self._config = c
         super().__init__({
-            **_unit_members(),
+            **_unit_members(c, "store"),
             "psum_st": Out(ReadPortSignature(c.glb_addr_width(c.glb_psum_bits), signed(c.glb_psum_bits))),
-            "mem_wr": Out(MemoryWriteSignature(c.dram_width)),
+            "mem_wr": Out(MemoryWriteSignature(c.dram_width, c.dram_addr_width)),
             "error": Out(1),
         })
 
@@ -332,12 +341,14 @@ class StoreController(wiring.Component):
         c = self._config
         instr = self.instr.payload
         m.submodules.writer = writer = ElementWriter(width=c.dram_width, burst=c.dram_burst,
+                                                     addr_width=c.dram_addr_width,
                                                      element_width=c.memory_width(c.psum_width))
         m.submodules.post = post = PostProcessor(c)
         wiring.connect(m, writer.memory, wiring.flipped(self.mem_wr))
         executing, queued = Signal(), Signal()   # a STORE runs; its run is with the writer
-        issued, moved = Signal(WORD_WIDTH), Signal(WORD_WIDTH)
-        glb, mem, count = instr.args[0], instr.args[1], instr.args[2]
+        glb_width = c.glb_addr_width(c.glb_psum_bits)
+        issued, moved = Signal(glb_width + 1), Signal(glb_width + 1)   # count: at most the buffer's psums
+        glb, mem, count = instr.args[0][:glb_width], instr.args[1], instr.args[2]
         fields, at = {}, 0
         for name, width in POST_FIELDS:
             fields[name] = instr.operand[at:at + width]
@@ -433,18 +444,18 @@ class PsumWriteback(wiring.Component):
             "opsum": In(stream.Signature(GONWord(psum, c.array_rows, c.array_cols))),
             "psum_wr": Out(stream.Signature(WriteRequest(addr, signed(c.glb_psum_bits)))),
             "counts": In(count_width).array(levels),
-            "steps": In(signed(32)).array(levels),
+            "steps": In(addr).array(levels),     # modulo 2 ** addr, as AddressGenerator's
             "source": Out(range(c.pe_count)),   # the PE whose ``base`` the parent looks up
             "base": In(addr),
             "start": In(1),
-            "stored": Out(WORD_WIDTH),
+            "stored": Out(addr + 1),           # psums a pass stores: at most the buffer's
         })
 
     def elaborate(self, platform):
         m = Module()
         n = self._config.pe_count
         state = Memory(shape=data.StructLayout({
-            "offset": 32, "index": data.ArrayLayout(self._count_width, self._levels)}), depth=n, init=[])
+            "offset": len(self.base), "index": data.ArrayLayout(self._count_width, self._levels)}), depth=n, init=[])
         m.submodules.state = state
         state_rd, state_wr = state.read_port(domain="comb"), state.write_port()
         started = Signal(n)  # sources that returned a psum in this pass
@@ -484,13 +495,13 @@ class ExecuteController(wiring.Component):
         self.regmap = RegisterMap(c)
         self.count_width = max(c.dim_width, c.pe_count.bit_length(), c.filter_spad_depth.bit_length(),
                                c.ifmap_spad_depth.bit_length(), c.psum_spad_depth.bit_length())
-        self.addr_widths = {"filt": ADDR_WIDTH, "ifmap": c.glb_addr_width(c.ifmap_width),
+        self.addr_widths = {"filt": c.dram_addr_width, "ifmap": c.glb_addr_width(c.ifmap_width),
                             "psum": c.glb_addr_width(c.glb_psum_bits)}
         psum, stored = signed(c.psum_width), signed(c.glb_psum_bits)
         members = {
-            **_unit_members(),
+            **_unit_members(c, "execute"),
             "array": Out(ArrayControlSignature(c)),
-            "mem_rd": Out(MemoryReadSignature(c.dram_width)),
+            "mem_rd": Out(MemoryReadSignature(c.dram_width, c.dram_addr_width)),
             "ifmap_rd": Out(ReadPortSignature(self.addr_widths["ifmap"], signed(c.ifmap_width))),
             "psum_rd": Out(ReadPortSignature(self.addr_widths["psum"], stored)),
             "psum_wr": Out(stream.Signature(WriteRequest(self.addr_widths["psum"], stored))),
@@ -516,11 +527,11 @@ class ExecuteController(wiring.Component):
             return unsigned(2), 3                               # chains open
         if name.endswith("_count") or name in ("filt_entries", "filt_words"):
             return unsigned(self.count_width), 0
-        if name.endswith("_step"):
-            return signed(32), 0
+        if name.endswith("_step"):      # modulo the address width (AddressGenerator)
+            return unsigned(self.addr_widths["psum" if name == "store_step" else name[:-len("_step")]]), 0
         if name == "psum_zero":
             return unsigned(1), 0
-        return unsigned(WORD_WIDTH), 0                          # store_total
+        return unsigned(self.addr_widths["psum"] + 1), 0        # store_total: as PsumWriteback.stored
 
     def _table_width(self, name):
         c = self._config
@@ -588,6 +599,7 @@ class ExecuteController(wiring.Component):
         # last transfer is short).
         k = c.filter_noc_width
         m.submodules.filt_reader = reader = ElementReader(width=c.dram_width, burst=c.dram_burst,
+                                                          addr_width=c.dram_addr_width,
                                                           element_width=c.memory_width(c.weight_width),
                                                           lanes=k)
         wiring.connect(m, reader.memory, wiring.flipped(self.mem_rd))
@@ -736,12 +748,12 @@ class Controller(wiring.Component):
         ifmap_addr, psum_addr = c.glb_addr_width(c.ifmap_width), c.glb_addr_width(c.glb_psum_bits)
         members = {
             "program": In(ProgramSignature()),
-            "bases": In(TensorBases()),
+            "bases": In(TensorBases(config)),
             "done": Out(1),
             "error": Out(1),
             "runs": Out(1),
-            "mem_rd": Out(MemoryReadSignature(c.dram_width)),
-            "mem_wr": Out(MemoryWriteSignature(c.dram_width)),
+            "mem_rd": Out(MemoryReadSignature(c.dram_width, c.dram_addr_width)),
+            "mem_wr": Out(MemoryWriteSignature(c.dram_width, c.dram_addr_width)),
             "ifmap_rd": Out(ReadPortSignature(ifmap_addr, ifmap)),
             "psum_rd": Out(ReadPortSignature(psum_addr, psum)),
             "psum_st": Out(ReadPortSignature(psum_addr, psum)),
@@ -763,7 +775,7 @@ class Controller(wiring.Component):
         errors = []
         for name, unit in units.items():
             m.submodules[name] = unit
-            decoder = InstructionDecoder(op for op, owner in UNITS.items() if owner == name)
+            decoder = InstructionDecoder(name)
             m.submodules[f"{name}_decoder"] = decoder
             wiring.connect(m, wiring.flipped(getattr(self.program, name)), decoder.program)
             wiring.connect(m, decoder.instr, unit.instr)
@@ -784,7 +796,7 @@ class Controller(wiring.Component):
         m.d.comb += [self.done.eq(barrier), self.error.eq(Cat(errors).any()),
                      self.runs.eq(execute.runs)]
 
-        m.submodules.mem_rd_arbiter = arbiter = BurstArbiter(2, width=c.dram_width)
+        m.submodules.mem_rd_arbiter = arbiter = BurstArbiter(2, width=c.dram_width, addr_width=c.dram_addr_width)
         wiring.connect(m, execute.mem_rd, arbiter.readers[0])
         wiring.connect(m, load.mem_rd, arbiter.readers[1])
         wiring.connect(m, arbiter.memory, wiring.flipped(self.mem_rd))

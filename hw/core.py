@@ -32,9 +32,9 @@ class RowStationCore(wiring.Component):
         self._config, self._pe_module = config, pe_module
         super().__init__({
             "program": In(ProgramSignature()),
-            "bases": In(TensorBases()),
-            "mem_rd": Out(MemoryReadSignature(config.dram_width)),
-            "mem_wr": Out(MemoryWriteSignature(config.dram_width)),
+            "bases": In(TensorBases(config)),
+            "mem_rd": Out(MemoryReadSignature(config.dram_width, config.dram_addr_width)),
+            "mem_wr": Out(MemoryWriteSignature(config.dram_width, config.dram_addr_width)),
             "done": Out(1),
             "error": Out(1),
             "unmatched": Out(1),

@@ -21,26 +21,26 @@ from amaranth.lib.wiring import In, Out
 from .arbiter import RoundRobin, or_tree
 
 
-__all__ = ["ADDR_WIDTH", "Burst", "Run", "WriteBeat", "MemoryReadSignature", "MemoryWriteSignature",
+__all__ = ["Burst", "Run", "WriteBeat", "MemoryReadSignature", "MemoryWriteSignature",
            "BurstPlanner", "ElementGroup", "ElementReader", "ElementWriter", "BurstArbiter"]
 
 
-ADDR_WIDTH = 32     # byte addresses
 RUNS_QUEUED = 4     # runs a reader or writer accepts ahead of the one it moves
 
 
 class Burst(data.StructLayout):
-    """``length + 1`` words from the byte address ``addr`` (word-aligned)."""
+    """``length + 1`` words from the byte address ``addr`` (word-aligned, ``addr_width`` bits)."""
 
-    def __init__(self):
-        super().__init__({"addr": ADDR_WIDTH, "length": 8})
+    def __init__(self, addr_width):
+        super().__init__({"addr": addr_width, "length": 8})
 
 
 class Run(data.StructLayout):
-    """``count`` elements of ``2 ** size`` bytes from the byte address ``addr``."""
+    """``count`` elements of ``2 ** size`` bytes from the byte address ``addr``: both
+    ``addr_width`` bits, as a run lies in the memory's address space."""
 
-    def __init__(self):
-        super().__init__({"addr": ADDR_WIDTH, "count": 32, "size": 2})
+    def __init__(self, addr_width):
+        super().__init__({"addr": addr_width, "count": addr_width, "size": 2})
 
 
 class WriteBeat(data.StructLayout):
@@ -49,13 +49,13 @@ class WriteBeat(data.StructLayout):
 
 
 class MemoryReadSignature(wiring.Signature):
-    def __init__(self, width):
-        super().__init__({"cmd": Out(stream.Signature(Burst())), "data": In(stream.Signature(width))})
+    def __init__(self, width, addr_width):
+        super().__init__({"cmd": Out(stream.Signature(Burst(addr_width))), "data": In(stream.Signature(width))})
 
 
 class MemoryWriteSignature(wiring.Signature):
-    def __init__(self, width):
-        super().__init__({"cmd": Out(stream.Signature(Burst())),
+    def __init__(self, width, addr_width):
+        super().__init__({"cmd": Out(stream.Signature(Burst(addr_width))),
                           "data": Out(stream.Signature(WriteBeat(width))),
                           "resp": In(stream.Signature(2))})
 
@@ -63,8 +63,8 @@ class MemoryWriteSignature(wiring.Signature):
 class _Element(data.StructLayout):
     """What the data side needs of a run: where its first element sits in its word."""
 
-    def __init__(self, word_bytes):
-        super().__init__({"offset": range(word_bytes), "count": 32, "size": 2})
+    def __init__(self, word_bytes, addr_width):
+        super().__init__({"offset": range(word_bytes), "count": addr_width, "size": 2})
 
 
 class BurstPlanner(wiring.Component):
@@ -72,21 +72,23 @@ class BurstPlanner(wiring.Component):
     run it takes is queued on ``element`` (up to :data:`RUNS_QUEUED`) with where its first
     element sits, for the side that moves the words; runs of no elements pass without either."""
 
-    def __init__(self, *, width, burst):
-        self._word_bytes, self._burst = width // 8, burst
-        super().__init__({"run": In(stream.Signature(Run())),
-                          "burst": Out(stream.Signature(Burst())),
-                          "element": Out(stream.Signature(_Element(width // 8))),
+    def __init__(self, *, width, burst, addr_width):
+        self._word_bytes, self._burst, self._addr_width = width // 8, burst, addr_width
+        super().__init__({"run": In(stream.Signature(Run(addr_width))),
+                          "burst": Out(stream.Signature(Burst(addr_width))),
+                          "element": Out(stream.Signature(_Element(width // 8, addr_width))),
                           "busy": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         shift = (self._word_bytes - 1).bit_length()
         run = self.run.payload
-        word, last = Signal(ADDR_WIDTH - shift), Signal(ADDR_WIDTH - shift)
-        span = (run.count << run.size)[:ADDR_WIDTH]
-        m.submodules.queue = queue = fifo.SyncFIFO(width=_Element(self._word_bytes).size, depth=RUNS_QUEUED)
-        first = Signal(_Element(self._word_bytes))
+        addr_width = self._addr_width
+        word, last = Signal(addr_width - shift), Signal(addr_width - shift)
+        span = (run.count << run.size)[:addr_width]
+        element = _Element(self._word_bytes, addr_width)
+        m.submodules.queue = queue = fifo.SyncFIFO(width=element.size, depth=RUNS_QUEUED)
+        first = Signal(element)
         m.d.comb += [
             self.run.ready.eq(~self.busy & (queue.w_rdy | (run.count == 0))),
             first.offset.eq(run.addr[:shift] if shift else 0),
@@ -98,7 +100,7 @@ class BurstPlanner(wiring.Component):
         with m.If(self.run.valid & self.run.ready & (run.count != 0)):
             m.d.sync += [self.busy.eq(1), word.eq(run.addr[shift:]),
                          last.eq((run.addr + span - 1)[shift:])]
-        to_boundary, remaining = Signal(range(self._burst + 1)), Signal(ADDR_WIDTH)
+        to_boundary, remaining = Signal(range(self._burst + 1)), Signal(addr_width)
         in_burst = word[:(self._burst - 1).bit_length()] if self._burst > 1 else 0
         m.d.comb += [to_boundary.eq(self._burst - in_burst), remaining.eq(last - word + 1)]
         beats = Mux(remaining < to_boundary, remaining, to_boundary)
@@ -130,18 +132,19 @@ class ElementReader(wiring.Component):
     words) has room for all of it, so the memory's data never waits on this reader's consumer:
     readers sharing the port cannot block each other."""
 
-    def __init__(self, *, width, burst, element_width=64, lanes=1, depth=None):
-        self._width, self._burst, self._lanes = width, burst, lanes
+    def __init__(self, *, width, burst, addr_width, element_width=64, lanes=1, depth=None):
+        self._width, self._burst, self._addr_width, self._lanes = width, burst, addr_width, lanes
         self._element_width = element_width
         self._depth = depth or 2 * burst
-        super().__init__({"runs": In(stream.Signature(Run())),
-                          "memory": Out(MemoryReadSignature(width)),
+        super().__init__({"runs": In(stream.Signature(Run(addr_width))),
+                          "memory": Out(MemoryReadSignature(width, addr_width)),
                           "elements": Out(stream.Signature(ElementGroup(element_width, lanes)))})
 
     def elaborate(self, platform):
         m = Module()
         word_bytes, lanes = self._width // 8, self._lanes
-        m.submodules.planner = planner = BurstPlanner(width=self._width, burst=self._burst)
+        m.submodules.planner = planner = BurstPlanner(width=self._width, burst=self._burst,
+                                                      addr_width=self._addr_width)
         m.submodules.words = words = fifo.SyncFIFO(width=self._width, depth=self._depth)
         wiring.connect(m, wiring.flipped(self.runs), planner.run)
         pending = planner.element
@@ -160,9 +163,10 @@ class ElementReader(wiring.Component):
         # Elements: the head run's, from its first element's offset, a word popped when its
         # last element or the run's leaves.
         head = pending.payload
-        started, offset, taken = Signal(), Signal(range(word_bytes)), Signal(32)
+        started, offset, taken = Signal(), Signal(range(word_bytes)), Signal(self._addr_width)
         at = Mux(started, offset, head.offset)
-        in_word, left, group = Signal(range(word_bytes + 1)), Signal(32), Signal(range(lanes + 1))
+        in_word, left = Signal(range(word_bytes + 1)), Signal(self._addr_width)
+        group = Signal(range(lanes + 1))
         m.d.comb += [in_word.eq((word_bytes - at) >> head.size), left.eq(head.count - taken),
                      group.eq(Mux((in_word < lanes) & (in_word < left), in_word,
                                   Mux(left < lanes, left, lanes)))]
@@ -188,17 +192,18 @@ class ElementWriter(wiring.Component):
     ``idle`` when every run taken has been written and its responses are back; ``error``
     latches on a response that is not OKAY."""
 
-    def __init__(self, *, width, burst, element_width=64):
-        self._width, self._burst = width, burst
-        super().__init__({"runs": In(stream.Signature(Run())),
+    def __init__(self, *, width, burst, addr_width, element_width=64):
+        self._width, self._burst, self._addr_width = width, burst, addr_width
+        super().__init__({"runs": In(stream.Signature(Run(addr_width))),
                           "elements": In(stream.Signature(element_width)),
-                          "memory": Out(MemoryWriteSignature(width)),
+                          "memory": Out(MemoryWriteSignature(width, addr_width)),
                           "idle": Out(1), "error": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         word_bytes = self._width // 8
-        m.submodules.planner = planner = BurstPlanner(width=self._width, burst=self._burst)
+        m.submodules.planner = planner = BurstPlanner(width=self._width, burst=self._burst,
+                                                      addr_width=self._addr_width)
         wiring.connect(m, wiring.flipped(self.runs), planner.run)
         wiring.connect(m, planner.burst, wiring.flipped(self.memory.cmd))
         pending = planner.element
@@ -215,7 +220,7 @@ class ElementWriter(wiring.Component):
         # Packing: each element into the word being filled; the word leaves when full or
         # when the run ends.
         head = pending.payload
-        started, offset, taken = Signal(), Signal(range(word_bytes)), Signal(32)
+        started, offset, taken = Signal(), Signal(range(word_bytes)), Signal(self._addr_width)
         fill, strobes = Signal(self._width), Signal(word_bytes)
         beat = self.memory.data
         at = Mux(started, offset, head.offset)
@@ -248,10 +253,10 @@ class BurstArbiter(wiring.Component):
     command is held until the memory takes it), each burst's words back to the reader that
     asked, through a queue of ``depth`` bursts in flight."""
 
-    def __init__(self, count, *, width, depth=8):
+    def __init__(self, count, *, width, addr_width, depth=8):
         self._count, self._depth = count, depth
-        super().__init__({"readers": In(MemoryReadSignature(width)).array(count),
-                          "memory": Out(MemoryReadSignature(width))})
+        super().__init__({"readers": In(MemoryReadSignature(width, addr_width)).array(count),
+                          "memory": Out(MemoryReadSignature(width, addr_width))})
 
     def elaborate(self, platform):
         m = Module()

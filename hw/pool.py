@@ -15,7 +15,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..gen.descriptor import MAX_WINDOW
-from .memory import ADDR_WIDTH, ElementReader, ElementWriter, MemoryReadSignature, MemoryWriteSignature
+from .memory import ElementReader, ElementWriter, MemoryReadSignature, MemoryWriteSignature
 
 
 __all__ = ["PoolParams", "MaxPooler"]
@@ -26,10 +26,10 @@ class PoolParams(data.StructLayout):
     output width F, window K, stride U, output rows E per plane, and the byte steps between the
     first input rows of consecutive output rows (U W) and between planes (H W)."""
 
-    def __init__(self):
-        super().__init__({"input": ADDR_WIDTH, "output": ADDR_WIDTH, "planes": 32, "width": 16,
+    def __init__(self, addr_width):
+        super().__init__({"input": addr_width, "output": addr_width, "planes": addr_width, "width": 16,
                           "out_width": 16, "window": 8, "stride": 8, "out_rows": 16,
-                          "row_step": 32, "plane_step": 32})
+                          "row_step": addr_width, "plane_step": addr_width})
 
 
 class MaxPooler(wiring.Component):
@@ -38,25 +38,27 @@ class MaxPooler(wiring.Component):
 
     def __init__(self, config):
         self._config = config
-        super().__init__({"start": In(1), "params": In(PoolParams()), "done": Out(1),
-                          "memory_rd": Out(MemoryReadSignature(config.dram_width)),
-                          "memory_wr": Out(MemoryWriteSignature(config.dram_width))})
+        super().__init__({"start": In(1), "params": In(PoolParams(config.dram_addr_width)), "done": Out(1),
+                          "memory_rd": Out(MemoryReadSignature(config.dram_width, config.dram_addr_width)),
+                          "memory_wr": Out(MemoryWriteSignature(config.dram_width, config.dram_addr_width))})
 
     def elaborate(self, platform):
         m = Module()
         c, p = self._config, self.params
         bits = c.memory_width(c.ifmap_width)
         size = (bits // 8).bit_length() - 1
-        m.submodules.reader = reader = ElementReader(width=c.dram_width, burst=c.dram_burst, element_width=bits)
-        m.submodules.writer = writer = ElementWriter(width=c.dram_width, burst=c.dram_burst, element_width=bits)
+        m.submodules.reader = reader = ElementReader(width=c.dram_width, burst=c.dram_burst,
+                                                     addr_width=c.dram_addr_width, element_width=bits)
+        m.submodules.writer = writer = ElementWriter(width=c.dram_width, burst=c.dram_burst,
+                                                     addr_width=c.dram_addr_width, element_width=bits)
         wiring.connect(m, reader.memory, wiring.flipped(self.memory_rd))
         wiring.connect(m, writer.memory, wiring.flipped(self.memory_wr))
         row_bytes = p.width << size
 
         # Issue: one run per input row, in the order the rows are consumed.
         issuing = Signal()
-        i_ky, i_row, i_plane = Signal(8), Signal(16), Signal(32)
-        addr, row_addr, plane_addr = Signal(ADDR_WIDTH), Signal(ADDR_WIDTH), Signal(ADDR_WIDTH)
+        i_ky, i_row, i_plane = Signal(8), Signal(16), Signal.like(p.planes)
+        addr, row_addr, plane_addr = (Signal(c.dram_addr_width) for _ in range(3))
         m.d.comb += [reader.runs.valid.eq(issuing), reader.runs.payload.addr.eq(addr),
                      reader.runs.payload.count.eq(p.width), reader.runs.payload.size.eq(size)]
         with m.If(self.start):
@@ -86,8 +88,8 @@ class MaxPooler(wiring.Component):
         window = [Signal(signed(bits), name=f"window_{j}") for j in range(MAX_WINDOW)]
         mask = Signal(MAX_WINDOW)
         c_ky, ix, until, ox = Signal(8), Signal(16), Signal(8), Signal(16)
-        c_row, c_plane = Signal(16), Signal(32)
-        wx, out_addr = Signal(16), Signal(ADDR_WIDTH)
+        c_row, c_plane = Signal(16), Signal.like(p.planes)
+        wx, out_addr = Signal(16), Signal(c.dram_addr_width)
         value = reader.elements.payload.data[0][:bits].as_signed()
         emit = (until == 0) & (ox < p.out_width)
         fire = reader.elements.valid & reader.elements.ready

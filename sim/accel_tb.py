@@ -203,6 +203,10 @@ async def errors(dut):
     await driver.start(0x102, 1)
     await ClockCycles(dut.clk, 5)
     assert (await driver.status())["error"] == ErrorCode.ALIGNMENT
+    # A descriptor list running past the end of the address space.
+    await driver.start((1 << CONFIG.dram_addr_width) - DESCRIPTOR_BYTES, 2)
+    await ClockCycles(dut.clk, 5)
+    assert (await driver.status())["error"] == ErrorCode.ADDRESS
     # The memory answering with an error response (reads of one region, then writes).
     faulty = 0x8000
     read, write = ram.read_if._read, ram.write_if._write

@@ -6,7 +6,8 @@ The JSON file named by ROWSTATION_CASE gives the run folder (``dir``), the confi
 UART ``divisor`` and a saved :class:`~rowstation.gen.driver.Job` (``job``) with ``inputs``:
 ``run_job`` runs it on each input and writes ``output_<i>.bin`` and ``counters_<i>.json``;
 ``bridge_errors`` sends corrupted, truncated and refused requests, checks each is answered with
-its status and changes nothing, then runs the job.
+its status and changes nothing, runs a descriptor beyond the address space (error ADDRESS),
+then runs the job.
 """
 
 import json
@@ -21,8 +22,10 @@ from cocotb.triggers import ClockCycles, Timer
 from cocotbext.uart import UartSink, UartSource
 
 from ..gen.bridge import MAX_WORDS, REPLY, SYNC, TIMEOUT_BYTES, BridgeError, BridgeTransport, Command, Status, crc8, request
+from ..gen import descriptor
 from ..gen.config import AcceleratorConfig
-from ..gen.driver import Driver, Job
+from ..gen.csr import ErrorCode
+from ..gen.driver import AcceleratorError, Driver, Job
 from .network import write_run
 
 
@@ -129,5 +132,16 @@ async def bridge_errors(dut):
         assert error.status == Status.RANGE and "RANGE" in str(error)
     else:
         raise AssertionError("an access beyond the memory was not refused")
+    # A descriptor naming an address beyond the dram_addr_width-bit memory: error ADDRESS.
+    words = descriptor.encode(kind=descriptor.Kind.CONV, load_words=1, execute_words=1, store_words=1,
+                              weights=1 << CONFIG.dram_addr_width)
+    await transport.write_memory(base, b"".join(word.to_bytes(4, "little") for word in words))
+    await driver.start(base, 1)
+    try:
+        await driver.wait(poll=1)
+    except AcceleratorError as error:
+        assert error.code == ErrorCode.ADDRESS, error
+    else:
+        raise AssertionError("a descriptor beyond the address space ran")
     await Timer(1, "us")
     await _run_inputs(driver)

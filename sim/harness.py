@@ -54,6 +54,7 @@ def harness_verilog(config, counters):
     """The harness for ``config``; ``counters`` (names) are passed through as ports."""
     w = config.dram_width
     WORD_SHIFT = (w // 8 - 1).bit_length()
+    A = config.dram_addr_width      # a burst command: address, then length - 1 (8 bits)
     program_decls, program_ports, program_logic, all_ended = _program_logic()
     count_ports = "".join(f", counts__{name}" for name in counters)
     count_decls = "".join(f"  output [{config.counter_width - 1}:0] counts__{name};\n" for name in counters)
@@ -98,7 +99,7 @@ module rowstation_harness(clk, rst, bad_address, done, error, unmatched{count_po
 
   // External memory: bursts of words, read and write queues of 8 bursts each.
   wire mem_rd__cmd__valid, mem_rd__data__ready, mem_wr__cmd__valid, mem_wr__data__valid, mem_wr__resp__ready;
-  wire [39:0] mem_rd__cmd__payload, mem_wr__cmd__payload;
+  wire [{A + 7}:0] mem_rd__cmd__payload, mem_wr__cmd__payload;
   wire [{w + w // 8 - 1}:0] mem_wr__data__payload;
   reg rd_valid, resp_valid;
   reg [{w - 1}:0] rd_data;
@@ -163,11 +164,11 @@ module rowstation_harness(clk, rst, bad_address, done, error, unmatched{count_po
     end else begin
       cycle <= cycle + 1;
       if (rd_push) begin
-        rd_addr[rd_tail] <= mem_rd__cmd__payload[31:{WORD_SHIFT}];
-        rd_length[rd_tail] <= mem_rd__cmd__payload[39:32];
+        rd_addr[rd_tail] <= mem_rd__cmd__payload[{A - 1}:{WORD_SHIFT}];
+        rd_length[rd_tail] <= mem_rd__cmd__payload[{A + 7}:{A}];
         rd_due[rd_tail] <= cycle + {LATENCY};
         rd_tail <= rd_tail + 1;
-        if (mem_rd__cmd__payload[31:{WORD_SHIFT}] + mem_rd__cmd__payload[39:32] >= DEPTH) bad_address <= 1;
+        if (mem_rd__cmd__payload[{A - 1}:{WORD_SHIFT}] + mem_rd__cmd__payload[{A + 7}:{A}] >= DEPTH) bad_address <= 1;
       end
       rd_count <= rd_count + rd_push - rd_last;
       if (!rd_valid || mem_rd__data__ready) rd_valid <= rd_next;
@@ -177,10 +178,10 @@ module rowstation_harness(clk, rst, bad_address, done, error, unmatched{count_po
         if (rd_last) rd_head <= rd_head + 1;
       end
       if (mem_wr__cmd__valid && mem_wr__cmd__ready) begin
-        wr_addr[wr_tail] <= mem_wr__cmd__payload[31:{WORD_SHIFT}];
-        wr_length[wr_tail] <= mem_wr__cmd__payload[39:32];
+        wr_addr[wr_tail] <= mem_wr__cmd__payload[{A - 1}:{WORD_SHIFT}];
+        wr_length[wr_tail] <= mem_wr__cmd__payload[{A + 7}:{A}];
         wr_tail <= wr_tail + 1;
-        if (mem_wr__cmd__payload[31:{WORD_SHIFT}] + mem_wr__cmd__payload[39:32] >= DEPTH) bad_address <= 1;
+        if (mem_wr__cmd__payload[{A - 1}:{WORD_SHIFT}] + mem_wr__cmd__payload[{A + 7}:{A}] >= DEPTH) bad_address <= 1;
       end
       wr_count <= wr_count + (mem_wr__cmd__valid && mem_wr__cmd__ready) - wr_last;
       if (wr_take) begin

@@ -88,6 +88,7 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
                       "epochs": program.epochs, "tiles": program.tiles,
                       "predicted": layer_report(mapping, program), "expected": expected,
                       "stats": str(tmp / f"{n}-stats.json")})
+    config.check_dram_span(base, "the layers' tensors")
     capacity = (1 << MEMORY_BITS) * config.dram_width // 8
     if base > capacity:
         raise ValueError(f"the layers need {base} bytes of external memory, more than the "

@@ -145,6 +145,9 @@ def test_network_errors_name_the_value_and_limit(tmp_path):
         Network("n", (1, 1, 6, 6), [LayerSpec("p", "maxpool", kernel=9, stride=1)]).shapes()
     with pytest.raises(ValueError, match=r"layer p: maxpool .* needs K <= 8"):
         compile_network(TINY, Network("n", (1, 1, 12, 12), [LayerSpec("p", "maxpool", kernel=9, stride=1)]))
+    with pytest.raises(ValueError, match=r"^the network's memory image ends at byte 0x[0-9a-f]+, beyond the "
+                                         r"0x1000 bytes that dram_addr_width = 12 addresses$"):
+        compile_network(TINY.replace(dram_addr_width=12), net)
     wide = Network("n", (1, 64, 9, 9), [LayerSpec("wide", "conv", np.full((2, 64, 3, 3), 127), None, shift=8)])
     with pytest.raises(ValueError, match="layer wide needs 2[0-9]-bit partial sums .* psum_width is 16"):
         compile_network(TINY.replace(psum_width=16), wide)

@@ -4,14 +4,16 @@ host driver over the bridge protocol, as on a board; the protocol's host side; l
 import numpy as np
 import pytest
 
-from test_accel import TINY, network
+from test_accel import network
 from rowstation.gen.bridge import Command, crc8, request
+from rowstation.gen.config import preset
 from rowstation.gen.network import LayerSpec, Network, compile_network
 from rowstation.hw.export import board_verilog
 from rowstation.sim.network import run_network_golden, run_network_model, run_network_rtl
 from rowstation.sim.runner import lint
 
 BOARD = {"memory_bytes": 32768, "divisor": 4}
+TINY = preset("ulx3s")     # tiny with 16-bit memory addresses, as the ULX3S board tops
 
 
 def test_crc_and_frames():

@@ -48,6 +48,8 @@ def test_config_is_frozen_and_comparable():
     (dict(glb_psum_width=25), ValueError, r"^glb_psum_width must be between 16 and 24 .*not 25$"),
     (dict(dim_width=3), ValueError, r"^dim_width must be between 4 and 16, not 3$"),
     (dict(counter_width=8), ValueError, r"^counter_width must be between 16 and 64, not 8$"),
+    (dict(dram_addr_width=11), ValueError, r"^dram_addr_width must be between 12 and 32 \(from a 4 KiB memory to the 32-bit words that descriptors and registers carry\), not 11$"),
+    (dict(dram_addr_width=33), ValueError, r"^dram_addr_width must be between 12 and 32 .*not 33$"),
 ])
 def test_config_wrong(changes, error, message):
     with pytest.raises(error, match=message):
@@ -71,7 +73,7 @@ def test_overrides_and_toml(tmp_path):
     ("colour = 1\n", [], ValueError, r"^unknown configuration key 'colour' in .*my.toml; known keys: "),
     ("array_rows = 'x'\n", [], TypeError, r"^array_rows must be an integer, not 'x'$"),
     ("array_rows = \n", [], ValueError, r"^configuration .*my.toml is not valid TOML: "),
-    ("preset = 'big'\n", [], ValueError, r"^unknown preset 'big'; presets: eyeriss-v1, tiny, tiny-4, tiny-16$"),
+    ("preset = 'big'\n", [], ValueError, r"^unknown preset 'big'; presets: eyeriss-v1, tiny, tiny-4, tiny-16, ulx3s, icebreaker$"),
     ("preset = 3\n", [], TypeError, r"^preset in .*my.toml must be a string, not 3$"),
 ])
 def test_resolve_config_wrong(tmp_path, toml, overrides, error, message):

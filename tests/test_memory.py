@@ -13,7 +13,7 @@ from rowstation.hw.memory import BurstArbiter, ElementReader, ElementWriter
 from amaranth_streams import drain, feed
 
 
-WIDTH, BURST = 32, 4
+WIDTH, BURST, ADDR = 32, 4, 16      # a 64 KiB memory: narrower addresses than AXI's 32
 WORD = WIDTH // 8
 
 
@@ -84,8 +84,8 @@ def test_readers_get_their_runs_elements(seed, lanes):
     channel and consumers that drop ready at random."""
     rng = np.random.default_rng(seed)
     memory = bytes(rng.integers(0, 256, 600, dtype=np.uint8))
-    arbiter = BurstArbiter(2, width=WIDTH)
-    readers = [ElementReader(width=WIDTH, burst=BURST, depth=8, lanes=lanes) for _ in range(2)]
+    arbiter = BurstArbiter(2, width=WIDTH, addr_width=ADDR)
+    readers = [ElementReader(width=WIDTH, burst=BURST, addr_width=ADDR, depth=8, lanes=lanes) for _ in range(2)]
     runs = [_runs(rng, 12) for _ in readers]
     got = {}
 
@@ -138,7 +138,7 @@ def test_writer_writes_exactly_its_runs(seed):
         end = run["addr"] + (run["count"] << run["size"])
         placed.append(run)
     values = [[int(v) for v in rng.integers(-1 << 40, 1 << 40, run["count"])] for run in placed]
-    dut = ElementWriter(width=WIDTH, burst=BURST)
+    dut = ElementWriter(width=WIDTH, burst=BURST, addr_width=ADDR)
     memory = bytearray(b"\xee" * (end + 16))
     want = bytearray(memory)
     for run, vals in zip(placed, values):
@@ -199,7 +199,7 @@ def test_writer_writes_exactly_its_runs(seed):
 
 
 def test_writer_latches_an_error_response():
-    dut = ElementWriter(width=WIDTH, burst=BURST)
+    dut = ElementWriter(width=WIDTH, burst=BURST, addr_width=ADDR)
     seen = []
 
     async def bench(ctx):

@@ -232,6 +232,15 @@ def test_layer_that_does_not_fit_the_global_buffer_is_rejected():
         map_layer(config, ConvLayer.parse("N=1,C=2,H=12,W=12,M=4,R=3,S=3"))
 
 
+def test_layer_beyond_the_memory_address_space_is_refused():
+    config = TINY.replace(dram_addr_width=12)
+    layer = ConvLayer.parse("N=1,C=8,H=16,W=16,M=16,R=3,S=3,P=1")   # a 16 KiB output
+    with pytest.raises(ValueError, match=r"^the tensors of N=1,C=8,H=16,W=16,M=16,R=3,S=3,U=1,P=1,G=1 end"
+                                         r"s at byte 0x[0-9a-f]+, beyond the 0x1000 bytes that "
+                                         r"dram_addr_width = 12 addresses$"):
+        compile_layer(map_layer(config, layer))
+
+
 def test_address_generator_walks_its_loop_nest():
     # Two levels (3 x 2) around a table of two bases; steps from strides (10, 0, 1).
     counts, strides = [3, 2, 2], [10, 0, 1]
