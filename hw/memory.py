@@ -130,7 +130,9 @@ class ElementReader(wiring.Component):
     zero-extended to ``element_width``), up to ``lanes`` a cycle from one word: as many as the
     word and the run still hold. A burst is requested only when the word queue (``depth``
     words) has room for all of it, so the memory's data never waits on this reader's consumer:
-    readers sharing the port cannot block each other."""
+    readers sharing the port cannot block each other. The queue is read through a register
+    (block RAM on FPGAs, not flip-flops: no LUT RAM on iCE40); its storage holds ``depth``
+    words besides the output register, so it takes every reserved word at once."""
 
     def __init__(self, *, width, burst, addr_width, element_width=64, lanes=1, depth=None):
         self._width, self._burst, self._addr_width, self._lanes = width, burst, addr_width, lanes
@@ -145,7 +147,7 @@ class ElementReader(wiring.Component):
         word_bytes, lanes = self._width // 8, self._lanes
         m.submodules.planner = planner = BurstPlanner(width=self._width, burst=self._burst,
                                                       addr_width=self._addr_width)
-        m.submodules.words = words = fifo.SyncFIFO(width=self._width, depth=self._depth)
+        m.submodules.words = words = fifo.SyncFIFOBuffered(width=self._width, depth=self._depth + 1)
         wiring.connect(m, wiring.flipped(self.runs), planner.run)
         pending = planner.element
 

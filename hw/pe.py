@@ -127,8 +127,10 @@ class PE(wiring.Component):
         # transfer at a time, read one weight at a time.
         banks, k = c.filter_banks, c.filter_noc_width
         bank_rows = c.filter_spad_depth // k
+        # Registered reads: a block RAM on FPGAs (yosys would pick LUT RAM for small ones).
         m.submodules.filter_spad = filter_spad = memory.Memory(
-            shape=data.ArrayLayout(signed(c.weight_width), k), depth=banks * bank_rows, init=[])
+            shape=data.ArrayLayout(signed(c.weight_width), k), depth=banks * bank_rows, init=[],
+            attrs={"ram_style": "block"})
         m.submodules.ifmap_spad = ifmap_spad = memory.Memory(
             shape=signed(c.ifmap_width), depth=depth_i, init=[])
         m.submodules.psum_spad = psum_spad = memory.Memory(
@@ -156,18 +158,21 @@ class PE(wiring.Component):
         x_hold = Signal(signed(c.ifmap_width))
 
         # Filter load into a free bank, a row per transfer; the pass setting is latched per
-        # bank with the last transfer. With two banks the next pass's weights load while the
-        # current pass computes.
-        bank_cfg = [{name: Signal.like(getattr(self.cfg, name), name=f"bank{b}_{name}")
-                     for name in PEConfigSignature(c).members} for b in range(banks)]
+        # bank with the last transfer, each loop bound as its last index (so the loops compare
+        # without subtracting). With two banks the next pass's weights load while the current
+        # pass computes.
+        cfg = self.cfg
+        setting = {"q": cfg.q, "u": cfg.u, "accumulate": cfg.accumulate,
+                   **{f"{name}_last": getattr(cfg, name) - 1 for name in ("p", "q", "s", "f", "rows")}}
+        bank_cfg = [{name: Signal.like(getattr(cfg, name.removesuffix("_last")), name=f"bank{b}_{name}")
+                     for name in setting} for b in range(banks)]
         full = Signal(banks)            # per bank: weights loaded, pass not finished
         load_bank = Signal(range(banks))
         run_bank = Signal(range(banks))
         load_row = Signal(range(bank_rows))
         loading = ~full.bit_select(load_bank, 1)
         running = full.bit_select(run_bank, 1)
-        run = {name: Signal.like(getattr(self.cfg, name), name=f"run_{name}")
-               for name in PEConfigSignature(c).members}
+        run = {name: Signal.like(bank_cfg[0][name], name=f"run_{name}") for name in setting}
         for name in run:
             m.d.comb += run[name].eq(Array(bank[name] for bank in bank_cfg)[run_bank])
         load = self.filt.valid & loading
@@ -188,7 +193,7 @@ class PE(wiring.Component):
                     m.d.sync += load_bank.eq(load_bank + 1)
                 for b, bank in enumerate(bank_cfg):
                     with m.If(load_bank == b):
-                        m.d.sync += [bank[name].eq(getattr(self.cfg, name)) for name in bank]
+                        m.d.sync += [bank[name].eq(setting[name]) for name in bank]
         finish = Signal()   # the running pass issues its last MAC
         m.d.sync += full.eq((full | Mux(load & word.last, 1 << load_bank, 0))
                             & ~Mux(finish, 1 << run_bank, 0))
@@ -197,13 +202,13 @@ class PE(wiring.Component):
         issue = Signal()
         x = Signal(signed(c.ifmap_width))
         gated = Signal()
-        last_pf = pf == run["p"] - 1
-        step_done = last_pf & (qc == run["q"] - 1)
-        last_tap = tap == run["s"] - 1
-        last_col = col == run["f"] - 1
+        last_pf = pf == run["p_last"]
+        step_done = last_pf & (qc == run["q_last"])
+        last_tap = tap == run["s_last"]
+        last_col = col == run["f_last"]
         output_done = step_done & last_tap
         first_step = (tap == 0) & (qc == 0)
-        last_step = last_tap & (qc == run["q"] - 1)
+        last_step = last_tap & (qc == run["q_last"])
         free = Signal()
         needs_word = pf == 0
         m.d.comb += [
@@ -240,7 +245,7 @@ class PE(wiring.Component):
                              col.eq(col + 1)]
                 with m.If(last_col):
                     m.d.sync += [col.eq(0), row.eq(row + 1)]
-                    with m.If(row == run["rows"] - 1):
+                    with m.If(row == run["rows_last"]):
                         m.d.comb += finish.eq(1)
                         m.d.sync += row.eq(0)
                         if banks > 1:
