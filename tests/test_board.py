@@ -91,12 +91,13 @@ def test_board_run_command_drives_the_simulated_board(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ulx3s_85f_bitstream(tmp_path):
-    """`rowstation build --board ulx3s-85f`: a bitstream and a report (several minutes)."""
+@pytest.mark.parametrize("board", ["ulx3s-25f", "ulx3s-85f"])
+def test_ulx3s_bitstream(board, tmp_path):
+    """`rowstation build --board ulx3s-25f|85f`: a bitstream and a report (several minutes)."""
     import json
     from rowstation.gen.cli import main
 
-    assert main(["build", "--board", "ulx3s-85f", "-o", str(tmp_path / "b")]) == 0
+    assert main(["build", "--board", board, "-o", str(tmp_path / "b")]) == 0
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report["dsps"] == TINY.pe_count and report["luts"] <= report["luts_available"]
     assert report["fmax_mhz"] > 0 and report["peak_gmacs"] == pytest.approx(TINY.pe_count * report["fmax_mhz"] / 1000)
