@@ -368,12 +368,20 @@ class StoreController(wiring.Component):
                                             _size(c, c.psum_width))),
             self.psum_st.addr.valid.eq(executing & (issued != count)),
             self.psum_st.addr.payload.eq(glb + issued),
-            writer.elements.valid.eq(executing & self.psum_st.data.valid),
-            writer.elements.payload.eq(post.value),
-            self.psum_st.data.ready.eq(executing & writer.elements.ready),
             self.at_end.eq(self.instr.valid & is_end & writer.idle),
             self.error.eq(writer.error),
         ]
+        # A register between the post-processing and the writer's packing (each half about as
+        # long as a clock period on an FPGA): full rate, as it takes a value whenever it
+        # empties the same cycle.
+        value, held = Signal.like(post.value), Signal()
+        take = executing & (~held | writer.elements.ready)
+        m.d.comb += [self.psum_st.data.ready.eq(take), writer.elements.valid.eq(held),
+                     writer.elements.payload.eq(value)]
+        with m.If(take & self.psum_st.data.valid):
+            m.d.sync += [value.eq(post.value), held.eq(1)]
+        with m.Elif(writer.elements.ready):
+            m.d.sync += held.eq(0)
         with m.If(start):
             m.d.sync += [executing.eq(1), queued.eq(0), issued.eq(0), moved.eq(0)]
         with m.If(writer.runs.valid & writer.runs.ready):
