@@ -373,7 +373,8 @@ class StoreController(wiring.Component):
         ]
         # A register between the post-processing and the writer's packing (each half about as
         # long as a clock period on an FPGA): full rate, as it takes a value whenever it
-        # empties the same cycle.
+        # empties the same cycle. The writer takes runs ahead, so a value still held here
+        # belongs to the run before the next STORE's, and END waits for the writer to be idle.
         value, held = Signal.like(post.value), Signal()
         take = executing & (~held | writer.elements.ready)
         m.d.comb += [self.psum_st.data.ready.eq(take), writer.elements.valid.eq(held),
@@ -388,8 +389,8 @@ class StoreController(wiring.Component):
             m.d.sync += queued.eq(1)
         with m.If(self.psum_st.addr.valid & self.psum_st.addr.ready):
             m.d.sync += issued.eq(issued + 1)
-        with m.If(writer.elements.valid & writer.elements.ready):
-            m.d.sync += moved.eq(moved + 1)
+        with m.If(self.psum_st.data.valid & self.psum_st.data.ready):
+            m.d.sync += moved.eq(moved + 1)     # out of the buffer: the next STORE may start
         with m.If(finished):
             m.d.sync += executing.eq(0)
             m.d.comb += [self.push.eq(instr.push), self.instr.ready.eq(1)]
