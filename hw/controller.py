@@ -35,7 +35,7 @@ from .pe import PEConfigSignature
 
 
 __all__ = ["TensorBases", "Instruction", "ProgramSignature", "InstructionDecoder", "TokenQueue",
-           "AddressGenerator", "LoadController", "StoreController", "PostProcessor", "PsumWriteback",
+           "AddressGenerator", "LoadController", "StoreController", "PostInput", "PostProcessor", "PsumWriteback",
            "ExecuteController", "Controller", "UNIT_NAMES"]
 
 
@@ -349,47 +349,38 @@ class StoreController(wiring.Component):
         glb_width = c.glb_addr_width(c.glb_psum_bits)
         issued, moved = Signal(glb_width + 1), Signal(glb_width + 1)   # count: at most the buffer's psums
         glb, mem, count = instr.args[0][:glb_width], instr.args[1], instr.args[2]
-        fields, at = {}, 0
-        for name, width in POST_FIELDS:
-            fields[name] = instr.operand[at:at + width]
-            at += width
         is_end = instr.opcode == Opcode.END
         start = self.instr.valid & ~is_end & ~executing & _tokens_ready(self)
         finished = executing & queued & (moved == count)
+        data, at = self.psum_st.data, 0
+        for name, width in POST_FIELDS:
+            m.d.comb += getattr(post.i.payload, name).eq(instr.operand[at:at + width])
+            at += width
         m.d.comb += [
             self.pop.eq(Mux(start, instr.pop, 0)),
-            post.psum.eq(self.psum_st.data.payload),
-            post.bias.eq(Cat(instr.args[3], instr.args[4])),
-            post.shift.eq(fields["shift"]), post.relu.eq(fields["relu"]),
-            post.requantize.eq(fields["requantize"]),
+            post.i.valid.eq(executing & data.valid), data.ready.eq(executing & post.i.ready),
+            post.i.payload.psum.eq(data.payload),
+            post.i.payload.bias.eq(Cat(instr.args[3], instr.args[4])),
+            writer.elements.valid.eq(post.o.valid), writer.elements.payload.eq(post.o.payload),
+            post.o.ready.eq(writer.elements.ready),
             writer.runs.valid.eq(executing & ~queued),
             writer.runs.payload.addr.eq(mem + self.bases.output), writer.runs.payload.count.eq(count),
-            writer.runs.payload.size.eq(Mux(fields["requantize"], _size(c, c.ifmap_width),
+            writer.runs.payload.size.eq(Mux(post.i.payload.requantize, _size(c, c.ifmap_width),
                                             _size(c, c.psum_width))),
             self.psum_st.addr.valid.eq(executing & (issued != count)),
             self.psum_st.addr.payload.eq(glb + issued),
             self.at_end.eq(self.instr.valid & is_end & writer.idle),
             self.error.eq(writer.error),
         ]
-        # A register between the post-processing and the writer's packing (each half about as
-        # long as a clock period on an FPGA): full rate, as it takes a value whenever it
-        # empties the same cycle. The writer takes runs ahead, so a value still held here
-        # belongs to the run before the next STORE's, and END waits for the writer to be idle.
-        value, held = Signal.like(post.value), Signal()
-        take = executing & (~held | writer.elements.ready)
-        m.d.comb += [self.psum_st.data.ready.eq(take), writer.elements.valid.eq(held),
-                     writer.elements.payload.eq(value)]
-        with m.If(take & self.psum_st.data.valid):
-            m.d.sync += [value.eq(post.value), held.eq(1)]
-        with m.Elif(writer.elements.ready):
-            m.d.sync += held.eq(0)
+        # The writer takes runs ahead, so a value still in the post-processing belongs to the
+        # run before the next STORE's, and END waits for the writer to be idle.
         with m.If(start):
             m.d.sync += [executing.eq(1), queued.eq(0), issued.eq(0), moved.eq(0)]
         with m.If(writer.runs.valid & writer.runs.ready):
             m.d.sync += queued.eq(1)
         with m.If(self.psum_st.addr.valid & self.psum_st.addr.ready):
             m.d.sync += issued.eq(issued + 1)
-        with m.If(self.psum_st.data.valid & self.psum_st.data.ready):
+        with m.If(data.valid & data.ready):
             m.d.sync += moved.eq(moved + 1)     # out of the buffer: the next STORE may start
         with m.If(finished):
             m.d.sync += executing.eq(0)
@@ -399,42 +390,60 @@ class StoreController(wiring.Component):
         return m
 
 
+class PostInput(data.StructLayout):
+    """A psum leaving the global buffer with its STORE's bias and :data:`POST_FIELDS`."""
+
+    def __init__(self, config):
+        super().__init__({"psum": signed(config.psum_width), "bias": signed(config.psum_width + 1),
+                          **{name: width for name, width in POST_FIELDS}})
+
+
 class PostProcessor(wiring.Component):
     """An output on its way out: ``psum + bias``, exact, or with ``requantize`` rounded right
     by ``shift`` (round half up), clamped at zero if ``relu``, and saturated to the activation
-    width (the golden model's :func:`~rowstation.sim.golden.requantize`). Combinational."""
+    width (the golden model's :func:`~rowstation.sim.golden.requantize`). Two register stages
+    (the sum; the result) at one value per cycle, so neither the global buffer's read before
+    it nor the memory writer's packing after it shares a clock period with its arithmetic."""
 
     def __init__(self, config):
         c = config
         self._config = c
         super().__init__({
-            "psum": In(signed(c.psum_width)),
-            "bias": In(signed(64)),
-            "shift": In(6), "relu": In(1), "requantize": In(1),
-            "value": Out(signed(c.psum_width)),
+            "i": In(stream.Signature(PostInput(c))),
+            "o": Out(stream.Signature(signed(c.psum_width))),
         })
 
     def elaborate(self, platform):
         m = Module()
         c = self._config
+        i = self.i.payload
         total = Signal(signed(c.psum_width + 1))
+        shift, relu, requantize = Signal(len(i.shift)), Signal(), Signal()
+        summed = Signal()                   # the first stage holds a value
+        take_result = ~self.o.valid | self.o.ready
+        take_sum = ~summed | take_result
+        m.d.comb += self.i.ready.eq(take_sum)
+        with m.If(take_sum):
+            m.d.sync += [summed.eq(self.i.valid), total.eq(i.psum + i.bias),
+                         shift.eq(i.shift), relu.eq(i.relu), requantize.eq(i.requantize)]
+
         rounded = Signal(signed(c.psum_width + 1))
-        half = Signal.like(self.shift)   # the bit that rounds: the highest one shifted out
-        m.d.comb += [
-            total.eq(self.psum + self.bias[:c.psum_width + 1].as_signed()),
-            half.eq(self.shift - 1),
-            rounded.eq(Mux(self.shift == 0, total, (total >> self.shift) + total.bit_select(half, 1))),
-        ]
+        half = Signal.like(shift)   # the bit that rounds: the highest one shifted out
+        m.d.comb += [half.eq(shift - 1),
+                     rounded.eq(Mux(shift == 0, total, (total >> shift) + total.bit_select(half, 1)))]
         lo, hi = -(1 << (c.ifmap_width - 1)), (1 << (c.ifmap_width - 1)) - 1
-        floor = Mux(self.relu, 0, lo)
-        with m.If(~self.requantize):
-            m.d.comb += self.value.eq(total)
+        floor = Mux(relu, 0, lo)
+        result = Signal(signed(c.psum_width))
+        with m.If(~requantize):
+            m.d.comb += result.eq(total)
         with m.Elif(rounded < floor):
-            m.d.comb += self.value.eq(floor)
+            m.d.comb += result.eq(floor)
         with m.Elif(rounded > hi):
-            m.d.comb += self.value.eq(hi)
+            m.d.comb += result.eq(hi)
         with m.Else():
-            m.d.comb += self.value.eq(rounded)
+            m.d.comb += result.eq(rounded)
+        with m.If(take_result):
+            m.d.sync += [self.o.valid.eq(summed), self.o.payload.eq(result)]
         return m
 
 

@@ -13,6 +13,7 @@ from math import gcd
 
 from amaranth import *
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -20,6 +21,8 @@ from .arbiter import RoundRobin, or_tree
 
 
 __all__ = ["GlobalBuffer", "ReadPortSignature", "WriteRequest"]
+
+_READ_QUEUE = 2   # a read port's queue: room for the word in flight keeps one word a cycle
 
 
 class ReadPortSignature(wiring.Signature):
@@ -39,9 +42,9 @@ class WriteRequest(data.StructLayout):
 class GlobalBuffer(wiring.Component):
     """``reads`` and ``writes`` map port names to element shapes (e.g. ``signed(16)``).
 
-    A read port has at most one read in flight and returns one element per cycle while its
-    ``data`` is taken; a write port writes one element per cycle. Reads and writes of the same
-    address in one cycle are unordered: the controller orders dependent accesses.
+    A read port returns one element per cycle while its ``data`` is taken, the cycle after its
+    address; a write port writes one element per cycle. Reads and writes of the same address in one cycle are
+    unordered: the controller orders dependent accesses.
     """
 
     def __init__(self, config, *, reads, writes):
@@ -81,18 +84,20 @@ class GlobalBuffer(wiring.Component):
             m.submodules[f"bank_{b}"] = memory
             banks.append((memory.read_port(), memory.write_port(granularity=g)))
 
-        # Read ports: a request goes to its bank's arbiter; the word arrives the next cycle and
-        # is held if the port's consumer is not ready, which blocks the next request.
+        # Read ports: a request goes to its bank's arbiter and the word arrives the next cycle.
+        # It goes on to the consumer if ready and nothing is queued, else into the port's queue.
+        # A request issues while the queue has room for it and the word in flight (registered
+        # counts only), so the consumer's ready (the networks' AND over their PEs, the store
+        # path) ends at the queue and never reaches the arbiters or the banks.
         read_requests = [[] for _ in banks]  # per bank: (request, row, granted)
         for name, shape in self._reads.items():
             port, width = getattr(self, name), Shape.cast(shape).width
             bank, row, lane = self._locate(m, name, port.addr.payload, shape)
+            m.submodules[f"{name}_queue"] = queue = SyncFIFO(width=width, depth=_READ_QUEUE)
             inflight = Signal(name=f"{name}_inflight")
-            held = Signal(name=f"{name}_held")
-            hold = Signal(width, name=f"{name}_hold")
             at_bank = Signal.like(bank, name=f"{name}_at_bank")
             at_lane = Signal.like(lane, name=f"{name}_at_lane")
-            can_issue = ~held & (~inflight | port.data.ready)
+            can_issue = queue.level + inflight < _READ_QUEUE
             grants = []
             for b in range(len(banks)):
                 granted = Signal(name=f"{name}_grant_{b}")
@@ -102,16 +107,15 @@ class GlobalBuffer(wiring.Component):
             word = Signal(c.glb_bank_width, name=f"{name}_word")
             m.d.comb += word.eq(or_tree(Mux(at_bank == b, read.data, 0) for b, (read, _) in enumerate(banks)))
             fresh = word.word_select(at_lane, width) if self._lanes(shape) > 1 else word[:width]
+            bypass = ~queue.r_rdy
             m.d.comb += [port.addr.ready.eq(accepted),
-                         port.data.valid.eq(held | inflight),
-                         port.data.payload.eq(Mux(held, hold, fresh))]
+                         queue.w_data.eq(fresh), queue.w_en.eq(inflight & ~(bypass & port.data.ready)),
+                         port.data.valid.eq(queue.r_rdy | (bypass & inflight)),
+                         port.data.payload.eq(Mux(queue.r_rdy, queue.r_data, fresh)),
+                         queue.r_en.eq(port.data.ready)]
             m.d.sync += inflight.eq(accepted)
             with m.If(accepted):
                 m.d.sync += [at_bank.eq(bank), at_lane.eq(lane)]
-            with m.If(inflight & ~held & ~port.data.ready):
-                m.d.sync += [hold.eq(fresh), held.eq(1)]
-            with m.Elif(held & port.data.ready):
-                m.d.sync += held.eq(0)
 
         # Write ports: one element per cycle into its lane(s) of the addressed word.
         write_requests = [[] for _ in banks]

@@ -124,7 +124,8 @@ def test_malformed_program_raises_error(streams):
 
 def test_post_processor_matches_the_golden_requantization():
     """Exact sums, rounding at every shift, ReLU and saturation at both ends, on random values
-    and the extremes of a 24-bit psum and its bias."""
+    and the extremes of a 24-bit psum and its bias; every value once and in order through its
+    two stages under random gaps and backpressure."""
     config = preset("tiny")
     dut = PostProcessor(config)
     rng = np.random.default_rng(7)
@@ -135,17 +136,29 @@ def test_post_processor_matches_the_golden_requantization():
     cases += [(top - 1, 0, s, r, True) for s in (0, 1, 23) for r in (0, 1)]
     cases += [(-top, 0, s, r, True) for s in (0, 1, 23) for r in (0, 1)]
     cases += [(-3, 0, 1, False, True), (-5, 0, 1, False, True), (5, -8, 2, False, True)]
+    wants = []
+    for psum, bias, shift, relu, requant in cases:
+        want = psum + bias
+        if requant:
+            want = int(requantize(np.array([want]), shift=shift, relu=relu, width=config.ifmap_width)[0])
+        wants.append(want)
+    got = []
 
-    async def testbench(ctx):
-        for psum, bias, shift, relu, requant in cases:
-            for port, value in ((dut.psum, psum), (dut.bias, bias), (dut.shift, shift),
-                                (dut.relu, relu), (dut.requantize, requant)):
-                ctx.set(port, value)
-            want = psum + bias
-            if requant:
-                want = int(requantize(np.array([want]), shift=shift, relu=relu, width=config.ifmap_width)[0])
-            assert ctx.get(dut.value) == want, (psum, bias, shift, relu, requant)
+    async def producer(ctx):
+        await feed(ctx, dut.i, [dict(psum=p, bias=b, shift=s, relu=r, requantize=q)
+                                for p, b, s, r, q in cases], rng=rng, idle=0.3)
+
+    async def consumer(ctx):    # long enough for every value, and to see any extra one
+        stalls = np.random.default_rng(8)
+        for _ in range(8 * len(cases)):
+            ctx.set(dut.o.ready, stalls.random() >= 0.4)
+            _, _, ready, valid, value = await ctx.tick().sample(dut.o.ready, dut.o.valid, dut.o.payload)
+            if ready and valid:
+                got.append(value)
 
     sim = Simulator(dut)
-    sim.add_testbench(testbench)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer, background=True)
+    sim.add_testbench(consumer)
     sim.run()
+    assert got == wants
