@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth import *
+from amaranth.lib import io
+from amaranth.lib.cdc import ResetSynchronizer
 
+from .clock import ECP5PLL, ecp5_pll_setting
 from .toolchain import use_yowasp
 
 
@@ -22,6 +25,7 @@ class Board:
     memory_bytes: int        # on-chip memory behind the accelerator's AXI4 port
     baud: int = 115200
     family: str = "ecp5"     # ecp5 or ice40
+    clock_mhz: float = None  # the run clock, made by the PLL (ECP5); None: the oscillator's
 
     def make_platform(self):
         import importlib
@@ -43,31 +47,41 @@ BOARDS = {
 
 
 class BoardDesign(Elaboratable):
-    """:class:`~rowstation.hw.board.BoardTop` on a board's clock (with a power-on reset), its USB
-    UART and LED 0 (the interrupt)."""
+    """:class:`~rowstation.hw.board.BoardTop` on the run clock (the board's oscillator, or with
+    ``pll`` an ECP5 PLL's output; a power-on reset held until the PLL locks), its USB UART and
+    LED 0 (the interrupt)."""
 
-    def __init__(self, config, board):
-        self.config, self.board = config, board
+    def __init__(self, config, board, *, pll=None):
+        self.config, self.board, self.pll = config, board, pll
 
     def elaborate(self, platform):
         from ..hw.board import BoardTop
 
         m = Module()
-        # The board's clock with a power-on reset (the platforms' default domain has none).
-        clock = platform.request(platform.default_clk, dir="i")
+        # The platforms' default domain has no reset: count 15 oscillator cycles after power-on.
+        m.submodules.clock = clock = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
         m.domains.power_on = ClockDomain(reset_less=True)
         m.domains.sync = ClockDomain()
         ticks = Signal(4)
         with m.If(ticks != 15):
             m.d.power_on += ticks.eq(ticks + 1)
-        m.d.comb += [ClockSignal("power_on").eq(clock.i), ClockSignal("sync").eq(clock.i),
-                     ResetSignal("sync").eq(ticks != 15)]
-        divisor = round(platform.default_clk_frequency / self.board.baud)
+        m.d.comb += ClockSignal("power_on").eq(clock.i)
+        if self.pll is None:
+            m.d.comb += [ClockSignal("sync").eq(clock.i), ResetSignal("sync").eq(ticks != 15)]
+            frequency = platform.default_clk_frequency
+        else:
+            m.submodules.pll = pll = ECP5PLL(self.pll)
+            m.submodules.reset = ResetSynchronizer(~pll.locked | (ticks != 15), domain="sync")
+            m.d.comb += [pll.clk_in.eq(clock.i), ClockSignal("sync").eq(pll.clk_out)]
+            frequency = self.pll.output_mhz * 1e6
+        divisor = round(frequency / self.board.baud)
         m.submodules.top = top = BoardTop(self.config, memory_bytes=self.board.memory_bytes, divisor=divisor,
                                           pe_module="rowstation_board_pe")
-        uart = platform.request("uart", 0)
-        led = platform.request("led", 0)
-        m.d.comb += [top.rx.eq(uart.rx.i), uart.tx.o.eq(top.tx), led.o.eq(top.irq)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx = tx = io.Buffer("o", uart.tx)
+        m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx), led.o.eq(top.irq)]
         return m
 
 
@@ -85,16 +99,19 @@ def parse_report(family, report, clock_mhz):
     for key, cell in CELLS[family].items():
         entry = utilization.get(cell, {"used": 0, "available": 0})
         out[key], out[f"{key}_available"] = entry["used"], entry["available"]
-    fmax = [clock["achieved"] for clock in report.get("fmax", {}).values()]
-    out["fmax_mhz"] = min(fmax) if fmax else None
+    clocks = report.get("fmax", {}).values()    # the run clock; with a PLL, also the oscillator's
+    out["fmax_mhz"] = min((clock["achieved"] for clock in clocks), default=None)
     out["clock_mhz"] = clock_mhz
-    out["timing_met"] = out["fmax_mhz"] is not None and out["fmax_mhz"] >= clock_mhz
+    out["timing_met"] = bool(clocks) and all(clock["achieved"] >= clock.get("constraint", clock_mhz)
+                                             for clock in clocks)
     return out
 
 
-def build_board(name, config, output, *, log=print):
-    """Build the bitstream of board ``name`` for ``config`` in ``output``; returns the report
-    (also written as ``report.json`` and ``report.md``). The tools' logs stay in ``output``."""
+def build_board(name, config, output, *, clock_mhz=None, log=print):
+    """Build the bitstream of board ``name`` for ``config`` in ``output``, run at ``clock_mhz``
+    (default: the board's setting; the oscillator's frequency runs without a PLL); returns the
+    report (also written as ``report.json`` and ``report.md``). The tools' logs stay in
+    ``output``."""
     from ..hw.export import to_verilog
     from ..hw.pe import PE
 
@@ -109,12 +126,21 @@ def build_board(name, config, output, *, log=print):
     options = {"nextpnr_opts": "--report nextpnr-report.json --timing-allow-fail"}
     if board.family == "ice40":
         options["synth_opts"] = "-dsp"
-    clock_mhz = platform.default_clk_frequency / 1e6
-    log(f"building {name} ({board.platform.split(':')[1]}, {clock_mhz:g} MHz clock) for a "
+    oscillator_mhz = platform.default_clk_frequency / 1e6
+    clock_mhz = clock_mhz or board.clock_mhz or oscillator_mhz
+    pll = None
+    if clock_mhz != oscillator_mhz:
+        if board.family != "ecp5":
+            raise ValueError(f"{name} runs at its {oscillator_mhz:g} MHz oscillator; a PLL clock "
+                             f"({clock_mhz:g} MHz) is made on the ECP5 boards only")
+        pll = ecp5_pll_setting(oscillator_mhz, clock_mhz)
+        clock_mhz = pll.output_mhz
+    source = f"PLL from {oscillator_mhz:g} MHz" if pll else "oscillator"
+    log(f"building {name} ({board.platform.split(':')[1]}, {clock_mhz:g} MHz clock, {source}) for a "
         f"{config.array_rows}x{config.array_cols} array in {out}/ (logs: rowstation_board.rpt, .tim)")
     started = time.time()
     try:
-        platform.build(BoardDesign(config, board), name="rowstation_board", build_dir=str(out),
+        platform.build(BoardDesign(config, board, pll=pll), name="rowstation_board", build_dir=str(out),
                        do_program=False, **options)
     except subprocess.CalledProcessError as error:      # a tool failed: the log lines that say why
         tail = ""
@@ -127,6 +153,7 @@ def build_board(name, config, output, *, log=print):
     report = parse_report(board.family, json.loads((out / "nextpnr-report.json").read_text()), clock_mhz)
     report.update(board=name, preset=board.preset, pe_count=config.pe_count, macs_per_pe_per_cycle=1,
                   peak_gmacs=config.pe_count * 1 * (report["fmax_mhz"] or 0) / 1000,
+                  clock_gmacs=config.pe_count * 1 * clock_mhz / 1000, pll=pll is not None,
                   memory_bytes=board.memory_bytes, baud=board.baud, seconds=round(time.time() - started, 1),
                   bitstream=str(next(iter(sorted(out.glob("rowstation_board.b*"))), "")))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -142,6 +169,8 @@ def report_table(report):
         if report.get(key) is not None:
             lines.append(f"| {label} | {report[key]:,} | {report[f'{key}_available']:,} |")
     met = "met" if report["timing_met"] else "NOT MET"
-    lines += ["", f"Fmax {report['fmax_mhz']:.1f} MHz (board clock {report['clock_mhz']:g} MHz: timing {met}); "
-                  f"peak {report['peak_gmacs']:.2f} GMAC/s at Fmax ({report['pe_count']} PEs x 1 MAC/cycle)."]
+    source = "PLL" if report["pll"] else "oscillator"
+    lines += ["", f"Fmax {report['fmax_mhz']:.1f} MHz (run clock {report['clock_mhz']:g} MHz from the {source}: "
+                  f"timing {met}); peak {report['peak_gmacs']:.2f} GMAC/s at Fmax, {report['clock_gmacs']:.2f} "
+                  f"at the run clock ({report['pe_count']} PEs x 1 MAC/cycle)."]
     return "\n".join(lines)

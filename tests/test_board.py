@@ -125,8 +125,48 @@ def test_build_report_from_nextpnr():
     report = parse_report("ecp5", nextpnr, 25.0)
     assert (report["luts"], report["ffs"], report["dsps"], report["brams"]) == (100, 50, 12, 4)
     assert report["dsps_available"] == 28 and report["fmax_mhz"] == 21.5 and not report["timing_met"]
-    report.update(board="ulx3s-25f", pe_count=12, peak_gmacs=0.258)
+    report.update(board="ulx3s-25f", pe_count=12, peak_gmacs=0.258, clock_gmacs=0.3, pll=False)
     assert "timing NOT MET" in report_table(report)
     ice40 = parse_report("ice40", {"utilization": {"ICESTORM_LC": {"used": 5000, "available": 5280}},
                                    "fmax": {"clk": {"achieved": 30.0}}}, 12.0)
     assert ice40["luts"] == 5000 and ice40["ffs"] is None and ice40["timing_met"]
+    # With a PLL: the run clock and the oscillator's, each against its own constraint.
+    two = {"fmax": {"pll": {"achieved": 41.0, "constraint": 40.0}, "osc": {"achieved": 300.0, "constraint": 25.0}}}
+    assert parse_report("ecp5", two, 40.0)["timing_met"] and parse_report("ecp5", two, 40.0)["fmax_mhz"] == 41.0
+    two["fmax"]["pll"]["achieved"] = 39.0
+    assert not parse_report("ecp5", two, 40.0)["timing_met"]
+
+
+@pytest.mark.parametrize("mhz,want", [(40.0, 40.0), (62.5, 62.5), (50.0, 50.0), (33.0, 25.0 * 9 / 7)])
+def test_ecp5_pll_setting_reaches_the_clock_within_the_limits(mhz, want):
+    """The nearest clock at or below the asked one (33 MHz needs a 1 MHz phase detector)."""
+    from rowstation.boards.clock import ecp5_pll_setting
+
+    pll = ecp5_pll_setting(25.0, mhz)
+    assert pll.output_mhz == pytest.approx(want)
+    assert 400 <= pll.output_mhz * pll.clkop_div <= 800 and 25.0 / pll.clki_div >= 3.125
+
+
+def test_pll_clocks_beyond_reach_or_on_ice40_are_refused(tmp_path):
+    from rowstation.boards.build import build_board
+    from rowstation.boards.clock import ecp5_pll_setting
+
+    with pytest.raises(ValueError, match="cannot make 500 MHz from 25 MHz"):
+        ecp5_pll_setting(25.0, 500.0)
+    with pytest.raises(ValueError, match="icebreaker runs at its 12 MHz oscillator"):
+        build_board("icebreaker", preset("icebreaker"), tmp_path, clock_mhz=20.0, log=lambda _: None)
+
+
+def test_board_design_with_a_pll_elaborates(tmp_path):
+    """The ECP5 board design on a PLL clock: the EHXPLLL with its divisors, the run clock
+    constrained, the UART divisor from the run clock."""
+    from rowstation.boards.build import BOARDS, BoardDesign
+    from rowstation.boards.clock import ecp5_pll_setting
+
+    board = BOARDS["ulx3s-25f"]
+    platform = board.make_platform()
+    pll = ecp5_pll_setting(25.0, 40.0)
+    plan = platform.prepare(BoardDesign(preset("ulx3s"), board, pll=pll), name="top")
+    rtlil = plan.files["top.il"]
+    assert "EHXPLLL" in rtlil and f"\\CLKFB_DIV {pll.clkfb_div}" in rtlil
+    assert 'FREQUENCY NET "pll.clk_pll" 40000000.0 HZ' in plan.files["top.lpf"]
