@@ -251,8 +251,9 @@ class ElementWriter(wiring.Component):
 
 
 class BurstArbiter(wiring.Component):
-    """Shares one read port among ``count`` readers: burst commands by round robin (a granted
-    command is held until the memory takes it), each burst's words back to the reader that
+    """Shares one read port among ``count`` readers: burst commands by round robin into a
+    two-entry command queue (so the memory's ready ends there instead of running back
+    through the arbitration into the readers), each burst's words back to the reader that
     asked, through a queue of ``depth`` bursts in flight."""
 
     def __init__(self, count, *, width, addr_width, depth=8):
@@ -266,24 +267,26 @@ class BurstArbiter(wiring.Component):
         source_bits = max(1, (n - 1).bit_length())
         m.submodules.arbiter = arbiter = RoundRobin(n)
         m.submodules.sources = sources = fifo.SyncFIFO(width=source_bits + 8, depth=self._depth)
-        held, locked = Signal(n), Signal()
-        grant = Mux(locked, held, arbiter.grant)
-        requests = Cat(reader.cmd.valid for reader in readers)
+        burst = Burst(memory.cmd.payload.addr.shape().width)
+        m.submodules.commands = commands = fifo.SyncFIFO(width=burst.size, depth=2)
+        grant = arbiter.grant
+        take = sources.w_rdy & commands.w_rdy       # registered levels only
+        chosen = burst(or_tree(Mux(grant[i], readers[i].cmd.payload.as_value(), 0) for i in range(n)))
         m.d.comb += [
-            arbiter.requests.eq(Mux(sources.w_rdy & ~locked, requests, 0)),
-            arbiter.advance.eq(memory.cmd.ready),
-            memory.cmd.valid.eq(grant.any()),
-            memory.cmd.payload.eq(or_tree(Mux(grant[i], readers[i].cmd.payload, 0) for i in range(n))),
-            sources.w_en.eq(memory.cmd.valid & memory.cmd.ready),
+            arbiter.requests.eq(Mux(take, Cat(reader.cmd.valid for reader in readers), 0)),
+            arbiter.advance.eq(1),
+            commands.w_en.eq(grant.any()), commands.w_data.eq(chosen),
+            memory.cmd.valid.eq(commands.r_rdy), memory.cmd.payload.eq(commands.r_data),
+            commands.r_en.eq(memory.cmd.ready),
+            sources.w_en.eq(grant.any()),
             sources.w_data.eq(Cat(or_tree(Mux(grant[i], i, 0) for i in range(n))[:source_bits],
-                                  memory.cmd.payload.length)),
+                                  chosen.length)),
         ]
-        m.d.sync += [held.eq(grant), locked.eq(memory.cmd.valid & ~memory.cmd.ready)]
         source, length = sources.r_data[:source_bits], sources.r_data[source_bits:]
         beat = Signal(8)
         for i, reader in enumerate(readers):
             mine = sources.r_rdy & (source == i)
-            m.d.comb += [reader.cmd.ready.eq(grant[i] & memory.cmd.ready),
+            m.d.comb += [reader.cmd.ready.eq(grant[i]),
                          reader.data.valid.eq(memory.data.valid & mine),
                          reader.data.payload.eq(memory.data.payload)]
         m.d.comb += memory.data.ready.eq(or_tree(reader.data.ready & sources.r_rdy & (source == i)
