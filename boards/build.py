@@ -25,7 +25,7 @@ class Board:
     memory_bytes: int        # on-chip memory behind the accelerator's AXI4 port
     baud: int = 115200
     family: str = "ecp5"     # ecp5 or ice40
-    clock_mhz: float = None  # the run clock, made by the PLL (ECP5); None: the oscillator's
+    clock_mhz: float | None = None   # the run clock, made by the PLL (ECP5); None: the oscillator's
 
     def make_platform(self):
         import importlib
@@ -118,14 +118,7 @@ def build_board(name, config, output, *, clock_mhz=None, log=print):
     if name not in BOARDS:
         raise ValueError(f"unknown board {name!r}; boards: {', '.join(BOARDS)}")
     board = BOARDS[name]
-    use_yowasp()
     platform = board.make_platform()
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    platform.add_file("rowstation_board_pe.v", to_verilog(PE(config), name="rowstation_board_pe"))
-    options = {"nextpnr_opts": "--report nextpnr-report.json --timing-allow-fail"}
-    if board.family == "ice40":
-        options["synth_opts"] = "-dsp"
     oscillator_mhz = platform.default_clk_frequency / 1e6
     clock_mhz = clock_mhz or board.clock_mhz or oscillator_mhz
     pll = None
@@ -135,6 +128,13 @@ def build_board(name, config, output, *, clock_mhz=None, log=print):
                              f"({clock_mhz:g} MHz) is made on the ECP5 boards only")
         pll = ecp5_pll_setting(oscillator_mhz, clock_mhz)
         clock_mhz = pll.output_mhz
+    use_yowasp()
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    platform.add_file("rowstation_board_pe.v", to_verilog(PE(config), name="rowstation_board_pe"))
+    options = {"nextpnr_opts": "--report nextpnr-report.json --timing-allow-fail"}
+    if board.family == "ice40":
+        options["synth_opts"] = "-dsp"
     source = f"PLL from {oscillator_mhz:g} MHz" if pll else "oscillator"
     log(f"building {name} ({board.platform.split(':')[1]}, {clock_mhz:g} MHz clock, {source}) for a "
         f"{config.array_rows}x{config.array_cols} array in {out}/ (logs: rowstation_board.rpt, .tim)")

@@ -43,8 +43,8 @@ class GlobalBuffer(wiring.Component):
     """``reads`` and ``writes`` map port names to element shapes (e.g. ``signed(16)``).
 
     A read port returns one element per cycle while its ``data`` is taken, the cycle after its
-    address; a write port writes one element per cycle. Reads and writes of the same address in one cycle are
-    unordered: the controller orders dependent accesses.
+    address; a write port writes one element per cycle. Reads and writes of the same address in
+    one cycle are unordered: the controller orders dependent accesses.
     """
 
     def __init__(self, config, *, reads, writes):

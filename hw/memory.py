@@ -267,7 +267,7 @@ class BurstArbiter(wiring.Component):
         source_bits = max(1, (n - 1).bit_length())
         m.submodules.arbiter = arbiter = RoundRobin(n)
         m.submodules.sources = sources = fifo.SyncFIFO(width=source_bits + 8, depth=self._depth)
-        burst = Burst(memory.cmd.payload.addr.shape().width)
+        burst = memory.cmd.payload.shape()
         m.submodules.commands = commands = fifo.SyncFIFO(width=burst.size, depth=2)
         grant = arbiter.grant
         take = sources.w_rdy & commands.w_rdy       # registered levels only
