@@ -10,8 +10,9 @@ adjacent PEs sums consecutive terms of one output (psums flow up the column); th
 chain is **folded**: its terms split into chunks whose psums meet in the global buffer. Chains
 beyond what a layer needs **replicate** the set over more outputs.
 
-Among legal (p, q, segment width, chain length), the mapper picks the fewest predicted cycles,
-then the least energy by the brief's access-cost model.
+Among legal (p, q, segment width, chain length), the mapper picks the least energy by the
+brief's access-cost model among the mappings within :data:`CYCLE_TOLERANCE` of the fewest
+predicted cycles.
 """
 
 from collections import Counter
@@ -27,6 +28,11 @@ from .dataflows import COSTS
 
 __all__ = ["Mapping", "map_layer"]
 
+
+#: Mappings within this fraction of the fewest cycles count as equally fast: among them the
+#: search takes the least energy (external memory traffic weighs most), and among the image
+#: block sizes the fewest external memory words.
+CYCLE_TOLERANCE = 0.01
 
 #: PE cycles from first ifmap to last opsum beyond the MAC slots (rowstation.hw.pe.PE.LATENCY).
 PE_LATENCY = 4
@@ -405,37 +411,48 @@ def map_layer(config, layer):
         return found[0]
     # The search's estimate leaves out the loads, stores and instruction costs the model adds,
     # so it sits just below the model's cycles (1-4 % on AlexNet): block sizes are modelled in
-    # the order of their estimates, until an estimate exceeds the fewest cycles modelled.
-    best, best_key = None, None
+    # the order of their estimates, until an estimate exceeds what the tolerance allows.
+    modelled = []
     for mapping in sorted(found, key=lambda m: (m.stats["cycles"], -m.n)):
-        if best is not None and mapping.stats["cycles"] > best_key[0]:
+        if modelled and mapping.stats["cycles"] > _within(min(c for c, _, _ in modelled)):
             break
-        key = (_modelled_cycles(mapping), -mapping.n)
-        if best is None or key < best_key:
-            best, best_key = mapping, key
-    return best
+        modelled.append((*_modelled(mapping), mapping))
+    fewest = min(cycles for cycles, _, _ in modelled)
+    return min((entry for entry in modelled if entry[0] <= _within(fewest)),
+               key=lambda entry: (entry[1], entry[0], -entry[2].n))[2]
 
 
-def _modelled_cycles(mapping):
-    """The performance model's cycles of one block of images, times the blocks."""
+def _within(cycles):
+    """The most cycles that count as equally fast as ``cycles``."""
+    return cycles * (1 + CYCLE_TOLERANCE)
+
+
+def _modelled(mapping):
+    """The performance model's cycles and external memory words of one block of images, times
+    the blocks."""
     from .performance import predict_cycles
     from .program import compile_layer
 
     block = replace(mapping, layer=replace(mapping.layer, N=mapping.n), images=None)
-    return predict_cycles(block, compile_layer(block, check_storage=False)) * mapping.blocks
+    program = compile_layer(block, check_storage=False)
+    return (predict_cycles(block, program) * mapping.blocks,
+            (program.dram_reads + program.dram_writes) * mapping.blocks)
 
 
 def _best(config, layer, images):
-    """The best mapping with ``images`` per pass, or (None, the fewest words a pass needs)."""
+    """The best mapping with ``images`` per pass, or (None, the fewest words a pass needs):
+    the least energy among the mappings within the tolerance of the fewest estimated cycles."""
     # Branch and bound: a pass takes at least its MAC slots, so most candidates are never costed.
-    best, best_key, smallest = None, None, None
+    fitting, fewest, smallest = [], None, None
     for mapping in sorted(candidates(config, layer, images), key=lambda m: m.lower_bound):
-        if best is not None and mapping.lower_bound > best_key[0]:
+        if fewest is not None and mapping.lower_bound > _within(fewest):
             break
         if mapping.allocation is None:
             smallest = mapping.glb_words if smallest is None else min(smallest, mapping.glb_words)
             continue
-        key = (mapping.stats["cycles"], mapping.stats["energy"])
-        if best is None or key < best_key:
-            best, best_key = mapping, key
-    return best, smallest
+        fitting.append(mapping)
+        fewest = min(fewest or mapping.stats["cycles"], mapping.stats["cycles"])
+    if not fitting:
+        return None, smallest
+    return min((m for m in fitting if m.stats["cycles"] <= _within(fewest)),
+               key=lambda m: (m.stats["energy"], m.stats["cycles"])), smallest
