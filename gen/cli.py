@@ -298,6 +298,7 @@ def cmd_map(args):
                                  "u": mapping.pe_stride, "f": L.F, "rows": L.N},
                           "chain": mapping.chain, "folds": mapping.chunks,
                           "e_block": mapping.e_block or L.E, "aligned": mapping.aligned,
+                          "stationary": mapping.stationary,
                           "chains_per_pass": mapping.chains_per_pass,
                           "glb_words": mapping.glb_words,
                           "allocation": {"ifmap_buffers": a.ifmap_buffers, "psum_buffers": a.psum_buffers,

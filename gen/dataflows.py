@@ -126,7 +126,8 @@ def _rs(config, L, costs):
                    glb=report["glb_reads"] + report["glb_writes"], noc=noc,
                    rf=report["spad_reads"] + report["spad_writes"],
                    mapping={"p": m.p, "q": m.q, "s": m.seg, "chain": m.chain, "images": m.n,
-                            "e_block": m.e_block or L.E, "aligned": m.aligned, "binding": report["binding"]})
+                            "e_block": m.e_block or L.E, "aligned": m.aligned, "stationary": m.stationary,
+                            "binding": report["binding"]})
 
 
 # The analytic dataflows share a schedule outside the array: the ifmap is read from external

@@ -22,7 +22,7 @@ from math import ceil
 
 from .config import PEConfig
 from .layer import ConvLayer
-from .allocation import allocate, pass_words
+from .allocation import allocate, ifmap_elements, pass_words
 from .dataflows import COSTS
 
 
@@ -55,6 +55,9 @@ class Mapping:
     images: int = None  # images per pass (divides N; default all): the passes repeat per block
     e_block: int = None  # output rows taken for every filter block before the next rows (default E)
     aligned: bool = False  # a pass never splits a filter block's run of output rows
+    # Passes of the same filter blocks at the same chain slots, over e_block rows each, the
+    # row blocks of one set of filter blocks in turn: the PEs keep their filters across them.
+    stationary: bool = False
 
     @property
     def n(self):
@@ -75,14 +78,24 @@ class Mapping:
         return [(cb, r, sb) for cb in range((L.C // L.G) // self.q) for r in range(L.R)
                 for sb in range(L.S // self.seg)]
 
+    @property
+    def set_blocks(self):
+        """Filter blocks a stationary pass holds (one set)."""
+        return min(self.chains_per_pass // (self.e_block or self.layer.E), (self.layer.M // self.layer.G) // self.p)
+
     def _runs(self):
         """(g, mb, first row, rows) of each run of a filter block's consecutive output rows, in
         :attr:`outputs` order: per group, blocks of ``e_block`` rows, each for every filter
-        block."""
+        block; or, stationary, per set of filter blocks, the blocks of rows, each for every
+        filter block of the set."""
         L = self.layer
-        t = self.e_block or L.E
+        t, blocks = self.e_block or L.E, (L.M // L.G) // self.p
+        if self.stationary:
+            b = self.set_blocks
+            return [(g, mb, e0, min(t, L.E - e0)) for g in range(L.G) for s in range(0, blocks, b)
+                    for e0 in range(0, L.E, t) for mb in range(s, min(s + b, blocks))]
         return [(g, mb, e0, min(t, L.E - e0)) for g in range(L.G) for e0 in range(0, L.E, t)
-                for mb in range((L.M // L.G) // self.p)]
+                for mb in range(blocks)]
 
     @cached_property
     def outputs(self):
@@ -116,6 +129,15 @@ class Mapping:
     def groups(self):
         """Pass groups: the consecutive outputs one pass computes, one per chain slot."""
         n, outputs = self.chains_per_pass, self.output_count
+        if self.stationary:     # a pass per set of filter blocks and block of rows
+            groups, start, b, key = [], 0, self.set_blocks, None
+            for g, mb, e0, rows in self._runs():
+                if (g, mb // b, e0) != key:
+                    groups.append(range(start, start))
+                    key = (g, mb // b, e0)
+                groups[-1] = range(groups[-1].start, start + rows)
+                start += rows
+            return groups
         if not self.aligned:
             return [range(start, min(start + n, outputs)) for start in range(0, outputs, n)]
         # A pass takes whole runs (:meth:`_runs`; a run longer than a pass takes several), so
@@ -191,10 +213,18 @@ class Mapping:
 
         return pass_plans(self)
 
+    def slots(self, g):
+        """The chain slot of each output of pass group ``g``: in turn, or, stationary, the
+        filter block's place in its set times ``e_block`` plus the row's in its block."""
+        if not self.stationary:
+            return range(len(self.groups[g]))
+        t, b = self.e_block or self.layer.E, self.set_blocks
+        return [(mb % b) * t + e % t for _, mb, e in (self.outputs[o] for o in self.groups[g])]
+
     @cached_property
     def passes(self):
         """Each pass: a list of (chain slot, output index, chunk index)."""
-        return [[(slot, o, k) for slot, o in enumerate(self.groups[g])] for g, k in self.pass_order()]
+        return [[(slot, o, k) for slot, o in zip(self.slots(g), self.groups[g])] for g, k in self.pass_order()]
 
     def first_filter(self, output):
         """Index in M of the first of the p filters of ``output`` (g, mb, e)."""
@@ -239,38 +269,33 @@ class Mapping:
     def stats(self):
         c, L, pe = self.config, self.layer, self.pe_config
         mac_slots = self.n * L.F * self.seg * self.p * self.q
-        cycles = active = filter_words = ifmap_words = psum_words = opsum_words = passes = 0
-        # Every group runs every chunk once per block; groups of one kind cost the same.
-        for (shape, blocks, outputs), count in self._group_kinds.items():
-            for k in range(self.chunks):
-                terms = len(self.chunk_terms(k))
-                filters = blocks * terms
-                rows = self._distinct_rows(shape, k)
-                words_f = filters * pe.filter_words
-                words_i = rows * self.n * self.q * pe.row_length
-                words_o = outputs * self.n * L.F * self.p   # the output network returns every psum
-                # The ifmap and output networks carry one element per transfer, the filter
-                # network filter_noc_width; with two filter banks the next pass's weights load
-                # meanwhile. A first fold's chain bottoms take zeros, not psum network words.
-                transfers_f = filters * self.filter_transfers
-                busy = max(mac_slots, words_i, words_o)
-                cycles += count * (PE_LATENCY + 2 * self.chain
-                                   + (max(busy, transfers_f) if c.filter_banks > 1 else busy + transfers_f))
-                active += count * outputs * terms
-                passes += count
-                filter_words += count * words_f
-                ifmap_words += count * words_i
-                psum_words += count * words_o if k else 0
-                opsum_words += count * words_o
-        cycles, passes, active = cycles * self.blocks, passes * self.blocks, active * self.blocks
+        cycles = active = ifmap_words = psum_words = opsum_words = 0
+        kinds = [(shape, len(group)) for (shape, _), group in zip(self._group_shapes, self.groups)]
+        # Passes of one shape, fold and filter stream cost the same.
+        runs = Counter((kinds[g], k, entries) for (g, k), entries in zip(self._running_order, self.pass_filters))
+        for ((shape, outputs), k, entries), count in runs.items():
+            words_i = self._distinct_rows(shape, k) * self.n * self.q * pe.row_length
+            words_o = outputs * self.n * L.F * self.p   # the output network returns every psum
+            # The ifmap and output networks carry one element per transfer, the filter network
+            # filter_noc_width; with two filter banks the next pass's weights load meanwhile.
+            # A first fold's chain bottoms take zeros, not psum network words.
+            busy, transfers_f = max(mac_slots, words_i, words_o), entries * self.filter_transfers
+            cycles += count * (PE_LATENCY + 2 * self.chain + (max(busy, transfers_f) if c.filter_banks > 1
+                                                              else busy + transfers_f))
+            active += count * outputs * len(self.chunk_terms(k))
+            ifmap_words += count * words_i
+            psum_words += count * words_o if k else 0
+            opsum_words += count * words_o
+        passes = len(self.pass_filters)
+        filter_words = sum(self.pass_filters) * pe.filter_words
         if self.allocation is not None and self.allocation.psum_buffers == 1:
             cycles += L.N * L.M * L.E * L.F   # each tile waits for the previous one's store
-        filter_words, ifmap_words, psum_words, opsum_words = (
-            words * self.blocks for words in (filter_words, ifmap_words, psum_words, opsum_words))
         active_pe_cycles = active * mac_slots
         spad = L.macs + L.macs // self.p + 2 * L.macs   # filter read, ifmap read, psum read+write
         glb = filter_words + ifmap_words + psum_words + opsum_words
-        dram = L.compulsory() + filter_words - L.weight_count   # weights read again per pass
+        # Weights read again, and a stationary mapping's ifmap once per set of filter blocks
+        # where the row cache cannot hold a group's rows.
+        dram = L.compulsory() + filter_words - L.weight_count + (self._ifmap_sweeps - 1) * L.N * L.C * L.H * L.W
         energy = (COSTS["alu"] * L.macs + COSTS["rf"] * spad + COSTS["noc"] * glb + COSTS["glb"] * glb
                   + COSTS["dram"] * dram)
         return {
@@ -281,6 +306,51 @@ class Mapping:
             "psum_noc_words": psum_words, "opsum_noc_words": opsum_words,
             "dram_words_compulsory": dram, "energy": energy,
         }
+
+    @property
+    def _ifmap_sweeps(self):
+        """How often the passes read the ifmap through (a stationary mapping: once per set of
+        filter blocks, unless the row cache holds a group's whole ifmap)."""
+        L, a = self.layer, self.allocation
+        if not self.stationary or a is None:
+            return 1
+        cached = a.ifmap_buffers * a.ifmap_words * self.config.glb_lanes(self.config.ifmap_width)
+        if cached >= ifmap_elements(self, (L.C // L.G // self.q) * (L.H + 2 * L.P)):
+            return 1
+        return ceil((L.M // L.G) // self.p / self.set_blocks)
+
+    @cached_property
+    def _running_order(self):
+        """(group, chunk) of every pass as the program runs them (the passes repeat per block)."""
+        return list(self.pass_order()) * self.blocks
+
+    @cached_property
+    def pass_filters(self):
+        """Per pass as the program runs them (every block of images): the filter blocks its
+        stream carries. Each array row gets each block its PEs need once, but none for the PEs
+        that hold it from the pass before (:func:`~rowstation.gen.program.kept_filters`: the
+        same chain slot, output filter block and fold)."""
+        per_column = self.config.array_rows // self.chain
+        terms = [len(self.chunk_terms(k)) for k in range(self.chunks)]
+        layouts, streamed = {}, {}
+
+        def layout(g):
+            if g not in layouts:
+                layouts[g] = {slot: (slot % per_column, self.outputs[o][:2])
+                              for slot, o in zip(self.slots(g), self.groups[g])}
+            return layouts[g]
+
+        def fresh(before, g):      # row blocks to stream after group ``before`` in the same fold
+            if (before, g) not in streamed:
+                held = layout(before) if before is not None else {}
+                streamed[before, g] = len({at for slot, at in layout(g).items() if held.get(slot) != at})
+            return streamed[before, g]
+
+        counts, before = [], (None, None)
+        for g, k in self._running_order:
+            counts.append(terms[k] * fresh(before[0] if before[1] == k else None, g))
+            before = (g, k)
+        return counts
 
     @cached_property
     def _chunk_kinds(self):
@@ -327,7 +397,7 @@ class Mapping:
         return, whichever is more, filter load excluded."""
         L = self.layer
         mac_slots, per_output = self.n * L.F * self.seg * self.p * self.q, self.n * L.F * self.p
-        if self.aligned:
+        if self.aligned or self.stationary:
             passes = [max(mac_slots, len(group) * per_output) for group in self.groups]
         else:
             full, rest = divmod(self.output_count, self.chains_per_pass)
@@ -347,7 +417,10 @@ class Mapping:
             f"({self.chunks} fold{'s' if self.chunks > 1 else ''} through the GLB); "
             f"{self.chains_per_pass} chains per pass; {len(self.outputs)} outputs",
             f"order      {self.e_block or L.E} output rows for every filter block in turn, passes "
-            + ("of whole runs of a filter block's rows" if self.aligned else "packed with outputs"),
+            + ("of whole runs of a filter block's rows" if self.aligned else "packed with outputs")
+            if not self.stationary else
+            f"order      {self.set_blocks} filter blocks x {self.e_block or L.E} output rows per pass at fixed "
+            f"chain slots, the row blocks of each set of filter blocks in turn (PEs keep their filters)",
             f"passes     {st['passes']}, up to {used} of {self.config.pe_count} PEs active",
             f"estimate   {st['cycles']} cycles for the search, PE utilization {st['pe_utilization']:.1%} "
             f"(active PEs {st['active_pe_fraction']:.1%} of the array during MACs)",
@@ -377,6 +450,11 @@ def candidates(config, layer, images=None):
                 # (fewer filters per pass, some chains idle).
                 found += [Mapping(config, layer, p, q, seg, chain, images, e_block, aligned)
                           for e_block in blocks for aligned in (False, True)]
+                # Stationary passes: b filter blocks x t rows, t balanced over E.
+                rows = {ceil(layer.E / ceil(layer.E / min(per_pass // b, layer.E)))
+                        for b in range(1, min(per_pass, Mg // p) + 1)}
+                found += [Mapping(config, layer, p, q, seg, chain, images, t if t < layer.E else None,
+                                  stationary=True) for t in sorted(rows, reverse=True)]
     return found
 
 

@@ -154,7 +154,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
     for words, pops, pushes in execute:
         exec_at += words     # one word decoded per cycle
         plan = plans[k % len(plans)]    # the passes repeat per block of images
-        words_f = len(plan.filters) * m.filter_transfers
+        words_f = program.filter_entries[k] * m.filter_transfers   # none to PEs that keep theirs
         words_i = len(plan.ifmap_rows) * m.n * m.q * pe.row_length
         # The chain tops return every psum through the output network (the psum network brings
         # as many back to the bottoms, or none in a first fold).
@@ -252,11 +252,10 @@ def layer_report(mapping, program):
     # the ifmap once, the filter p times, and the psum spad between the first and last step.
     steps = m.n * L.F * pe.s * pe.q
     per_pe = {"reads": steps + steps * pe.p + 2 * m.n * L.F * (pe.s * pe.q - 1) * pe.p // 2,
-              "writes": pe.filter_words + m.n * pe.q * pe.row_length
+              "writes": m.n * pe.q * pe.row_length
                         + m.n * L.F * (pe.s * pe.q - 1) * pe.p}
     spad = dict.fromkeys(per_pe, 0)
     for (g, k), plan in zip(m.pass_order(), m.plans):
-        transfers["filt"] += len(plan.filters) * m.filter_transfers
         transfers["ifmap"] += len(plan.ifmap_rows) * m.n * m.q * pe.row_length
         psums = len(plan.bottoms) * m.n * L.F * m.p if k else 0   # a first fold's are zeros
         transfers["psum"] += psums
@@ -265,6 +264,7 @@ def layer_report(mapping, program):
         for kind in spad:
             spad[kind] += len(plan.assign) * per_pe[kind]
     transfers = {net: count * m.blocks for net, count in transfers.items()}
+    transfers["filt"] = sum(program.filter_entries) * m.filter_transfers
     psum_reads *= m.blocks
     word, layout = c.dram_width // 8, program.layout
     compulsory = L.compulsory(layout.weight_bytes, layout.ifmap_bytes, layout.output_bytes)
@@ -276,7 +276,7 @@ def layer_report(mapping, program):
         "glb_reads": transfers["ifmap"] + psum_reads + stored,
         "glb_writes": loaded + filled + transfers["opsum"],
         **{f"{net}_transfers": count for net, count in transfers.items()},
-        "spad_reads": spad["reads"] * m.blocks, "spad_writes": spad["writes"] * m.blocks,
+        "spad_reads": spad["reads"] * m.blocks, "spad_writes": spad["writes"] * m.blocks + program.filter_loads * pe.filter_words,
         "binding": _binding(breakdown),
     }
     return report

@@ -34,7 +34,7 @@ from .isa import ARGUMENTS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, Regist
     load_operand, post_operand
 
 
-__all__ = ["PassPlan", "pass_plans", "DramLayout", "filter_blocks", "filter_stride", "filter_block",
+__all__ = ["PassPlan", "pass_plans", "filter_table", "kept_filters", "DramLayout", "filter_blocks", "filter_stride", "filter_block",
            "weight_order", "words_spanned", "stored_psum_bits", "Program", "compile_layer"]
 
 
@@ -50,6 +50,7 @@ class PassPlan:
     chain_bottom: list = None
     chain_top: list = None
     filters: list = None          # [(row, col tag, (g, mb, cb, r, sb))] in stream order
+    filter_keys: dict = None      # (row, col) -> (g, mb, cb, r, sb), the filter block of each PE
     ifmap_rows: list = None       # [(g, cb, padded row, sb)], the column tag is the index
 
 
@@ -68,14 +69,14 @@ def pass_plans(mapping):
                 assign[(base + mapping.chain - 1 - t, col)] = (mapping.outputs[o], term)
             bottoms.append(((base + mapping.chain - 1, col), o))
             tops[(base + mapping.chain - len(terms), col)] = o
-        filter_keys, ifmap_keys = [{} for _ in rows], {}
-        filt_ids = [[unused for _ in cols] for _ in rows]
+        ifmap_keys = {}
         ifmap_ids = [[unused for _ in cols] for _ in rows]
         for (r, col), ((g, mb, e), (cb, rr, sb)) in sorted(assign.items()):
-            filt_ids[r][col] = filter_keys[r].setdefault((g, mb, cb, rr, sb), len(filter_keys[r]))
             ifmap_ids[r][col] = ifmap_keys.setdefault((g, cb, e * L.U + rr, sb), len(ifmap_keys))
         bottom_pes = {pe for pe, _ in bottoms}
         plan = PassPlan(assign, bottoms, tops, jobs)
+        plan.filter_keys = {pe: (g, mb, cb, rr, sb) for pe, ((g, mb, _), (cb, rr, sb)) in assign.items()}
+        plan.filters, filt_ids = filter_table(c, plan.filter_keys)
         plan.ids = {
             "filt": (list(rows), filt_ids),
             "ifmap": ([0 for _ in rows], ifmap_ids),
@@ -86,10 +87,27 @@ def pass_plans(mapping):
                              for r in rows]
         plan.chain_top = [[int((r, col) in tops or (r, col) not in assign) for col in cols]
                           for r in rows]
-        plan.filters = [(r, kid, key) for r in rows for key, kid in filter_keys[r].items()]
         plan.ifmap_rows = list(ifmap_keys)
         plans.append(plan)
     return plans
+
+
+def filter_table(config, keys):
+    """The filter stream that gives each PE of ``keys`` ((row, col) -> filter block key) its
+    block: ([(row, col tag, key)] in stream order, each block once per array row, multicast to
+    the PEs of the row that hold it), and the filter network's column IDs (unused elsewhere)."""
+    c = config
+    blocks = [{} for _ in range(c.array_rows)]
+    col_ids = [[c.unused_col_id] * c.array_cols for _ in range(c.array_rows)]
+    for (r, col), key in sorted(keys.items()):
+        col_ids[r][col] = blocks[r].setdefault(key, len(blocks[r]))
+    return [(r, kid, key) for r in range(c.array_rows) for key, kid in blocks[r].items()], col_ids
+
+
+def kept_filters(before, after):
+    """The PEs that keep their filters from a pass to the next one: those holding the same
+    filter block in both (``filter_keys`` of each)."""
+    return {pe for pe, key in after.items() if before.get(pe) == key}
 
 
 def _steps(counts, strides):
@@ -220,6 +238,8 @@ class Program:
     tiles: int
     dram_reads: int      # external memory words the LOADs and the filter streams read
     dram_writes: int     # external memory words the STOREs write
+    filter_entries: list  # per pass run, the filter blocks its stream carries
+    filter_loads: int    # filter blocks the PEs load in all (a PE that keeps its filters loads none)
 
 
 class _Writer:
@@ -228,6 +248,7 @@ class _Writer:
 
     def __init__(self, regmap):
         self.regmap, self.values, self.blocks = regmap, {}, {}
+        self.heads = {}     # register address -> its WRITE word
         self.streams = {unit: [] for unit in ("load", "execute", "store")}
         self.dram_reads = self.dram_writes = 0
 
@@ -254,11 +275,17 @@ class _Writer:
                 self.write(name, value, index)
 
     def write(self, name, value, index=0):
-        address = self.regmap.address(name, index)
+        block = self.regmap.blocks[name]
+        if not 0 <= index < block.count:
+            raise IndexError(f"register {name}[{index}] out of range (count {block.count})")
+        address = block.address + index
         value &= 0xFFFF_FFFF
-        if self.regmap.blocks[name].table or self.values.get(address) != value:
+        if block.table or self.values.get(address) != value:
             self.values[address] = value
-            self.streams["execute"] += [encode(Opcode.WRITE, address), value]
+            head = self.heads.get(address)
+            if head is None:
+                head = self.heads[address] = encode(Opcode.WRITE, address)
+            self.streams["execute"] += (head, value)
 
 
 def _merged(transfers, size=1):
@@ -405,15 +432,12 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                     yield (base + slot * block_f + (n * m.p + pf) * L.F,
                            dram.output + index * dram.output_bytes, m0 + pf)
 
-    # Each pass's filter blocks: their byte addresses and the external memory words they span.
-    addresses = {}
-    for plan in plans:
-        for _, _, key in plan.filters:
-            if key not in addresses:
-                addresses[key] = _filter_address(m, dram, key)
-    filter_addresses = [[addresses[key] for _, _, key in plan.filters] for plan in plans]
-    filter_reads = [sum(words_spanned(address, m.pe_config.filter_words, dram.weight_bytes, word)
-                        for address in pass_addresses) for pass_addresses in filter_addresses]
+    # A PE that holds the same filter block in consecutive passes keeps it: the first pass
+    # tells it so (chain bit 2) and the second streams it nothing.
+    addresses = {}     # filter block -> its byte address in external memory
+    total = m.blocks * count
+    keys = [plan.filter_keys for plan in plans]
+    filter_entries, filter_loads = [], 0
 
     # The passes run once per block of images; tiles are numbered across blocks, so the
     # ping-pong psum buffers and their tokens carry on from one block to the next.
@@ -445,13 +469,22 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
         psum_base = alloc.psum_base(t % alloc.psum_buffers) * lanes_p
         row_bases = [step.slots[row_key(block, g, cb, row)] * row_size + sb * m.seg
                      for g, cb, row, sb in plan.ifmap_rows]
-        _write_pass(out, m, plan, filter_addresses[j], row_bases, slots[tile_of[j]], psum_base)
+        kept = kept_filters(keys[(i - 1) % count], keys[j]) if i else set()
+        keep = kept_filters(keys[j], keys[(i + 1) % count]) if i + 1 < total else set()
+        filters, filt_col_ids = filter_table(c, {pe: key for pe, key in keys[j].items() if pe not in kept})
+        for _, _, key in filters:
+            if key not in addresses:
+                addresses[key] = _filter_address(m, dram, key)
+            out.dram_reads += words_spanned(addresses[key], m.pe_config.filter_words, dram.weight_bytes, word)
+        filter_entries.append(len(filters))
+        filter_loads += len(keys[j]) - len(kept)
+        _write_pass(out, m, plan, [(r, kid, addresses[key]) for r, kid, key in filters], filt_col_ids,
+                    keep, row_bases, slots[tile_of[j]], psum_base)
         out.write("psum_zero", int(order[j][1] == 0))
         push = [Token.EXECUTE_LOAD] if i in signals else []
         if last_of_tile:
             push.append(Token.EXECUTE_STORE)
         out.op(Opcode.RUN, pop=run_pop, push=push)
-        out.dram_reads += filter_reads[j]
         if last_of_tile:
             rows = ((glb, addr, L.F, 0 if bias is None else int(bias[f]) & (1 << 64) - 1)
                     for glb, addr, f in psum_rows(t, block * m.n))
@@ -464,10 +497,13 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
     for unit in out.streams:
         out.streams[unit].append(encode(Opcode.END))
     return Program(out.streams, dram, alloc, sum(1 for step in schedule if step.loads), m.blocks * tiles,
-                   out.dram_reads, out.dram_writes)
+                   out.dram_reads, out.dram_writes, filter_entries, filter_loads)
 
 
-def _write_pass(out, m, plan, filter_addresses, row_bases, slots, psum_base):
+def _write_pass(out, m, plan, filters, filt_col_ids, keep, row_bases, slots, psum_base):
+    """The register writes of one pass: ``filters`` [(row, col tag, byte address)] the filter
+    stream with the column IDs ``filt_col_ids``, ``keep`` the PEs that keep their filters for
+    the next pass."""
     c, L = m.config, m.layer
     rw = c.row_id_width
     cols, Wp = c.array_cols, L.W + 2 * L.P
@@ -476,9 +512,9 @@ def _write_pass(out, m, plan, filter_addresses, row_bases, slots, psum_base):
     for net in NETWORKS:
         row_ids, col_ids = plan.ids[net]
         blocks[f"{net}_row_ids"] = tuple(row_ids)
-        blocks[f"{net}_col_ids"] = tuple(col for row in col_ids for col in row)
-    blocks["chain"] = tuple(bottom | top << 1 for bottoms, tops in zip(plan.chain_bottom, plan.chain_top)
-                            for bottom, top in zip(bottoms, tops))
+        blocks[f"{net}_col_ids"] = tuple(col for row in (filt_col_ids if net == "filt" else col_ids) for col in row)
+    blocks["chain"] = tuple(plan.chain_bottom[r][col] | plan.chain_top[r][col] << 1 | ((r, col) in keep) << 2
+                            for r in range(c.array_rows) for col in range(cols))
     for name, values in blocks.items():
         out.write_block(name, values)
 
@@ -492,9 +528,9 @@ def _write_pass(out, m, plan, filter_addresses, row_bases, slots, psum_base):
 
     # Filters: a run of each filter block from external memory (:func:`weight_order`).
     words = m.pe_config.filter_words
-    out.write("filt_entries", len(plan.filters))
+    out.write("filt_entries", len(filters))
     out.write("filt_words", words)
-    for i, ((r, kid, _), address) in enumerate(zip(plan.filters, filter_addresses)):
+    for i, (r, kid, address) in enumerate(filters):
         out.write("filt_base", address, i)
         out.write("filt_tag", r | kid << rw, i)
 

@@ -29,8 +29,9 @@ class ArrayControlSignature(wiring.Signature):
     """The array's per-pass control, driven by the controller: the PE setting (``cfg``), per
     network the row ID of each X-bus (``<net>_row_ids[row]``) and the column ID of each PE
     (``<net>_col_ids[row][col]``), per PE the chain links (``chain_bottom``: take the
-    incoming psum from the psum network; ``chain_top``: send the outgoing psum to the GON),
-    and ``psum_zero``: chain bottoms take zeros instead (a first fold; the network is idle)."""
+    incoming psum from the psum network; ``chain_top``: send the outgoing psum to the GON;
+    ``keep_filters``: the PE's filters serve the next pass too), and ``psum_zero``: chain
+    bottoms take zeros instead (a first fold; the network is idle)."""
 
     def __init__(self, config):
         rows, cols = config.array_rows, config.array_cols
@@ -40,6 +41,7 @@ class ArrayControlSignature(wiring.Signature):
             members[f"{net}_col_ids"] = Out(config.col_id_width).array(rows, cols)
         members["chain_bottom"] = Out(1).array(rows, cols)
         members["chain_top"] = Out(1).array(rows, cols)
+        members["keep_filters"] = Out(1).array(rows, cols)
         members["psum_zero"] = Out(1)
         super().__init__(members)
 
@@ -118,6 +120,7 @@ class PEArray(wiring.Component):
                 pe = pes[r][col]
                 for name in PEConfigSignature(c).members:
                     m.d.comb += getattr(pe.cfg, name).eq(getattr(ctrl.cfg, name))
+                m.d.comb += pe.keep.eq(ctrl.keep_filters[r][col])
                 wiring.connect(m, gins["filt"].o[r][col], pe.filt)
                 wiring.connect(m, gins["ifmap"].o[r][col], pe.ifmap)
                 lane = r * cols + col

@@ -542,7 +542,7 @@ class ExecuteController(wiring.Component):
         if name.endswith("_col_ids"):
             return unsigned(c.col_id_width), c.unused_col_id   # receive nothing
         if name == "chain":
-            return unsigned(2), 3                               # chains open
+            return unsigned(3), 3                               # chains open, filters released
         if name.endswith("_count") or name in ("filt_entries", "filt_words"):
             return unsigned(self.count_width), 0
         if name.endswith("_step"):      # modulo the address width (AddressGenerator)
@@ -609,7 +609,8 @@ class ExecuteController(wiring.Component):
         for r in range(rows):
             for col in range(cols):
                 chain = active["chain"][r * cols + col]
-                m.d.comb += [array.chain_bottom[r][col].eq(chain[0]), array.chain_top[r][col].eq(chain[1])]
+                m.d.comb += [array.chain_bottom[r][col].eq(chain[0]), array.chain_top[r][col].eq(chain[1]),
+                             array.keep_filters[r][col].eq(chain[2])]
         m.d.comb += array.psum_zero.eq(active["psum_zero"][0])
 
         # The filter stream: per table entry, a run of weights from external memory, tagged,
@@ -632,8 +633,8 @@ class ExecuteController(wiring.Component):
                      reader.runs.payload.count.eq(words),
                      reader.runs.payload.size.eq(_size(c, c.weight_width)),
                      filt_tags.w_data.eq(tags.data), filt_tags.w_en.eq(reader.runs.valid & reader.runs.ready)]
-        with m.If(commit["filter"]):
-            m.d.sync += [entry.eq(0), walking.eq(1)]
+        with m.If(commit["filter"]):    # a pass whose PEs all keep their filters streams none
+            m.d.sync += [entry.eq(0), walking.eq(shadows["filt_entries", 0] != 0)]
         with m.Elif(reader.runs.valid & reader.runs.ready):
             m.d.sync += entry.eq(entry + 1)
             with m.If(entry == entries - 1):

@@ -67,6 +67,7 @@ def pe_members(config, *, counters=False):
     """The ports of a PE (see :class:`PE`), as signature members."""
     members = {
         "cfg": In(PEConfigSignature(config)),
+        "keep": In(1),
         "filt": In(stream.Signature(FilterWord(config))),
         "ifmap": In(stream.Signature(signed(config.ifmap_width))),
         "ipsum": In(stream.Signature(signed(config.psum_width))),
@@ -94,6 +95,9 @@ class PE(wiring.Component):
     -----
     cfg : In(PEConfigSignature)
         Sampled when the last filter word of a pass is accepted; hold it stable while filters load.
+    keep : In(1)
+        Sampled as the pass issues its last MAC: the filters stay (their bank is not freed)
+        and run the next pass too, which must then send this PE no filter words.
     filt : In(stream of :class:`FilterWord`)
         Weights of a pass, ``p*q*s`` in order (s, q, p), p innermost, ``filter_noc_width`` to
         a transfer; the last transfer is marked.
@@ -195,8 +199,9 @@ class PE(wiring.Component):
                     with m.If(load_bank == b):
                         m.d.sync += [bank[name].eq(setting[name]) for name in bank]
         finish = Signal()   # the running pass issues its last MAC
+        release = finish & ~self.keep   # kept filters serve the next pass from the same bank
         m.d.sync += full.eq((full | Mux(load & word.last, 1 << load_bank, 0))
-                            & ~Mux(finish, 1 << run_bank, 0))
+                            & ~Mux(release, 1 << run_bank, 0))
 
         advance = Signal()
         issue = Signal()
@@ -249,7 +254,8 @@ class PE(wiring.Component):
                         m.d.comb += finish.eq(1)
                         m.d.sync += row.eq(0)
                         if banks > 1:
-                            m.d.sync += run_bank.eq(run_bank + 1)
+                            with m.If(~self.keep):
+                                m.d.sync += run_bank.eq(run_bank + 1)
 
         m.d.comb += [
             self.ifmap.ready.eq((occupancy < depth_i) | free),

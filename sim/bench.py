@@ -55,6 +55,7 @@ def _model_row(config, name, batch):
     return {"layer": name, "batch": batch, "shape": str(layer), "mapping_seconds": round(t1 - t0, 1),
             "p": mapping.p, "q": mapping.q, "s": mapping.seg, "chain": mapping.chain,
             "e_block": mapping.e_block or layer.E, "aligned": mapping.aligned,
+            "stationary": mapping.stationary, "tile_groups": mapping.allocation.tile_groups,
             "dram_over_compulsory": round((report["dram_read_bytes"] + report["dram_write_bytes"])
                                           / report["dram_compulsory_bytes"], 2),
             **report}
@@ -140,7 +141,8 @@ def _table(model, rtl, result):
              "| mapping time |",
              "|---|---|---|---|---|---|---|---|"]
     for row in model:
-        rows = f"{row['e_block']}{' aligned' if row['aligned'] else ''}"
+        rows = f"{row['e_block']}{' aligned' if row['aligned'] else ''}" + (
+            f" stationary ({row['tile_groups']} per tile)" if row["stationary"] else "")
         lines.append(f"| {row['layer']} | {row['batch']} | {row['p']} x {row['q']} x {row['s']}, {row['chain']}, "
                      f"{row['images_per_pass']}, {rows} | "
                      f"{row['cycles']:,} | {row['pe_utilization']:.1%} | {row['dram_over_compulsory']:.2f}x | "

@@ -170,10 +170,12 @@ def run_program(mapping, streams, dram, x, w, *, ahead="load", bases=None):
 
 class _Passes:
     """The passes in the order the program runs them, each with the padded ifmap of its block
-    of images (the passes repeat per block)."""
+    of images (the passes repeat per block); ``held`` the filter words each PE keeps from the
+    pass before."""
 
     def __init__(self, mapping, xp):
         self.plans, self.mapping, self.xp, self.index = mapping.plans, mapping, xp, 0
+        self.held = {}
 
     def __next__(self):
         block, j = divmod(self.index, len(self.plans))
@@ -223,27 +225,40 @@ def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, bases, g
         for phase in ("filter", "data"):
             regs.commit(phase)
         plan, xp = next(plans)
-        _run_pass(mapping, plan, regs, stream, dram, bases["weights"], glb, xp, w, counts)
+        _run_pass(mapping, plan, regs, stream, dram, bases["weights"], glb, xp, w, counts, plans.held)
         counts["passes"] += 1
 
 
-def _run_pass(mapping, plan, reg, stream, dram, weights, glb, xp, w, counts):
+def _run_pass(mapping, plan, reg, stream, dram, weights, glb, xp, w, counts, held):
     c, L, p = mapping.config, mapping.layer, mapping.p
     pe = mapping.pe_config
     for name in PE_SETTINGS:
         assert reg(f"cfg_{name}") == int(getattr(pe, name)), name
-    # The streams must carry exactly the schedule's words.
+    # The streams must carry exactly the schedule's words: each filter run goes to the PEs
+    # whose filter network IDs match its tag; a PE that kept its filters receives none.
     size, word = _bytes(c, c.weight_width), c.dram_width // 8
-    filt, reads = [], 0
+    rows, cols, rw = c.array_rows, c.array_cols, c.row_id_width
+    reads, loads = 0, 0
     for entry in range(reg("filt_entries")):
         base = reg("filt_base", entry) + weights
-        filt += [int(v) for v in read_elements(dram, base, reg("filt_words"), size)]
+        block = [int(v) for v in read_elements(dram, base, reg("filt_words"), size)]
         reads += words_spanned(base, reg("filt_words"), size, word)
-    want = []
-    for _, _, (g, mb, cb, rr, sb) in plan.filters:
-        block, _ = pe_streams(mapping, xp, w, (g, mb, 0), (cb, rr, sb))
-        want += [int(v) for v in filter_words(block)]
-    assert filt == want, "filter stream differs from the schedule"
+        tag = reg("filt_tag", entry)
+        for r in range(rows):
+            if reg("filt_row_ids", r) != tag & ((1 << rw) - 1):
+                continue
+            for col in range(cols):
+                if reg("filt_col_ids", r * cols + col) == tag >> rw:
+                    assert (r, col) not in held, f"PE ({r}, {col}) keeps its filters and is sent more"
+                    held[r, col] = block
+                    loads += 1
+    for at, (output, term) in plan.assign.items():
+        block, _ = pe_streams(mapping, xp, w, output, term)
+        assert held.get(at) == [int(v) for v in filter_words(block)], f"PE {at} holds other filters than the schedule's"
+    assert set(held) == set(plan.assign), "a PE keeps filters no pass uses"
+    for r, col in list(held):       # chain bit 2: the PE keeps its filters for the next pass
+        if not reg("chain", r * cols + col) >> 2 & 1:
+            del held[r, col]
     ifmap = [glb[Region.IFMAP][a] for a, _ in stream("ifmap")]
     rows = [ifmap_rows(mapping, xp, g, cb, row, sb) for g, cb, row, sb in plan.ifmap_rows]
     want = [int(data[n, qc, col]) for n in range(mapping.n) for col in range(pe.row_length)
@@ -263,6 +278,7 @@ def _run_pass(mapping, plan, reg, stream, dram, weights, glb, xp, w, counts):
         _, data = pe_streams(mapping, xp, None, output, term)
         for name, value in pe_events(pe, data).items():
             counts[name] = counts.get(name, 0) + value
+    counts["filter_write"] += (loads - len(plan.assign)) * pe.filter_words   # kept filters: none
     # Each chain: the bottom's held psums plus every term; tops return them in (n, x, m) order.
     held = {}
     for ((r, col), o), k in zip(plan.bottoms, range(len(plan.bottoms))):

@@ -10,7 +10,7 @@ import pytest
 
 from rowstation.gen import ConvLayer, preset
 from rowstation.gen.allocation import ZERO_ROW, pass_words, row_schedule
-from rowstation.gen.mapper import Mapping, map_layer
+from rowstation.gen.mapper import Mapping, candidates, map_layer
 from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, Region, RegisterMap, Token, decode, encode
 from rowstation.gen.performance import layer_report
 from rowstation.gen.program import DramLayout, compile_layer
@@ -167,7 +167,7 @@ def test_resident_ifmap_rows_load_once():
     mapping = map_layer(config, layer)
     assert program.tiles > 1
     word = config.dram_width // 8
-    weights = sum(len(plan.filters) for plan in mapping.plans) * -(-mapping.pe_config.filter_words
+    weights = sum(program.filter_entries) * -(-mapping.pe_config.filter_words
                                                                     * program.layout.weight_bytes // word)
     ifmap = layer.N * layer.C * layer.H * program.layout.ifmap_bytes * layer.W // word
     assert program.dram_reads == weights + ifmap
@@ -317,3 +317,38 @@ def test_padded_rows_load_with_their_padding_zeros():
     assert decode_load(load_operand(Region.PSUM, 7)) == {"region": Region.PSUM, "pad": 7}
     with pytest.raises(ValueError, match="^LOAD pad 65536 does not fit 16 bits$"):
         load_operand(Region.IFMAP, 1 << 16)
+
+
+@pytest.mark.parametrize("spec", ["N=1,C=16,H=8,W=8,M=8,R=3,S=3,P=1", "N=2,C=4,H=9,W=9,M=12,R=3,S=3,U=2",
+                                  "N=1,C=2,H=12,W=12,M=6,R=3,S=3,P=1"])
+def test_stationary_passes_keep_their_filters(spec):
+    """A stationary mapping runs the row blocks of one set of filter blocks back to back with
+    every filter block at the same chain slots, so a pass that follows one of its set in the
+    same fold streams no filters (its PEs keep theirs); the layer is still exact."""
+    config = TINY.replace(glb_banks=8)
+    layer = ConvLayer.parse(spec)
+    found = [m for m in candidates(config, layer) if m.stationary and m.allocation is not None
+             and m.allocation.tile_groups > 1 and (m.e_block or layer.E) < layer.E]
+    mapping = found[0]
+    b, t = mapping.set_blocks, mapping.e_block or layer.E
+    for g, group in enumerate(mapping.groups):     # each filter block at its slots in every pass
+        for slot, o in zip(mapping.slots(g), group):
+            _, mb, e = mapping.outputs[o]
+            assert slot == (mb % b) * t + e % t and slot < mapping.chains_per_pass
+    program, counts = run(config, layer, seed=5, mapping=mapping)
+
+    def filter_set(g):
+        g_, mb, _ = mapping.outputs[mapping.groups[g][0]]
+        return g_, mb // b, set(mapping.slots(g))
+
+    order, kept = mapping._running_order, 0
+    for i in range(1, len(order)):
+        (before, k0), (g, k) = order[i - 1], order[i]
+        (group0, set0, slots0), (group1, set1, slots1) = filter_set(before), filter_set(g)
+        if k == k0 and (group0, set0) == (group1, set1) and slots1 <= slots0:
+            assert program.filter_entries[i] == 0
+            kept += 1
+    assert kept
+    assert program.filter_loads < sum(len(plan.assign) for plan in mapping.plans) * mapping.blocks
+    assert counts["filter_write"] == program.filter_loads * mapping.pe_config.filter_words
+    assert program.filter_entries == mapping.pass_filters     # the search counts them exactly
