@@ -66,17 +66,15 @@ def allocate(mapping):
     """The allocation of ``mapping``, or None when not even one pass fits the global buffer.
 
     Preference: two buffers of each kind (overlap), then two ifmap buffers, then one of each;
-    bank-aligned before packed. A tile takes as many groups as the psum buffers can hold beside
-    one pass's ifmap rows, and among the arrangements that fit, one of the largest tiles wins
-    (in that preference); the psum buffers keep what a tile needs and the ifmap row cache the
-    rest.
+    bank-aligned before packed. Within the first arrangement that fits, a tile takes as many
+    groups as the psum buffers can hold beside one pass's ifmap rows; the psum buffers keep
+    what a tile needs and the ifmap row cache the rest.
     """
     c = mapping.config
     lanes_p = c.glb_lanes(c.glb_psum_bits)
     ifmap_words, smallest = pass_words(mapping)
     if ifmap_words + smallest > c.glb_words:
         return None
-    fits = []
     for ifmap_buffers, psum_buffers in ((2, 2), (2, 1), (1, 1)):
         for aligned in (True, False):
             size = ifmap_words
@@ -97,10 +95,8 @@ def allocate(mapping):
             spare = (psum_words - need) * psum_buffers // ifmap_buffers
             if aligned:
                 spare -= spare % c.glb_bank_depth
-            fits.append(Allocation(ifmap_buffers, psum_buffers, size + spare, need, groups))
-        if fits:    # fewer buffers would lose overlap
-            break
-    return max(fits, key=lambda a: a.tile_groups)
+            return Allocation(ifmap_buffers, psum_buffers, size + spare, need, groups)
+    raise AssertionError("one buffer of each kind fits when the largest pass fits")  # pragma: no cover
 
 
 #: The key of a padding row in :func:`row_schedule`: every padding row is the same zeros.

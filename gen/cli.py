@@ -289,7 +289,7 @@ def cmd_map(args):
     from .program import compile_layer
 
     config = _config(args)
-    mapping = map_layer(config, ConvLayer.parse(args.layer))
+    mapping = map_layer(config, ConvLayer.parse(args.layer), tolerance=args.tolerance)
     report = layer_report(mapping, compile_layer(mapping, shift=None if args.raw else 0, check_storage=False))
     if args.json:
         L, a = mapping.layer, mapping.allocation
@@ -504,6 +504,9 @@ def build_parser():
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_argument("--raw", action="store_true",
                      help="the output is the exact accumulation, not requantised to the activation width")
+    sub.add_argument("--tolerance", type=float, default=0.0, metavar="FRACTION",
+                     help="take the least energy among mappings within this fraction of the fewest cycles "
+                          "(default 0: the fewest cycles)")
     sub.set_defaults(run=cmd_map)
 
     sub = commands.add_parser("run-net", parents=[common],

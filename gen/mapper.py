@@ -10,9 +10,9 @@ adjacent PEs sums consecutive terms of one output (psums flow up the column); th
 chain is **folded**: its terms split into chunks whose psums meet in the global buffer. Chains
 beyond what a layer needs **replicate** the set over more outputs.
 
-Among legal (p, q, segment width, chain length), the mapper picks the least energy by the
-brief's access-cost model among the mappings within :data:`CYCLE_TOLERANCE` of the fewest
-predicted cycles.
+Among legal (p, q, segment width, chain length), the mapper picks the fewest predicted
+cycles, then the least energy by the brief's access-cost model; with a ``tolerance``, the
+least energy among the mappings within that fraction of the fewest cycles.
 """
 
 from collections import Counter
@@ -28,11 +28,6 @@ from .dataflows import COSTS
 
 __all__ = ["Mapping", "map_layer"]
 
-
-#: Mappings within this fraction of the fewest cycles count as equally fast: among them the
-#: search takes the least energy (external memory traffic weighs most), and among the image
-#: block sizes the fewest external memory words.
-CYCLE_TOLERANCE = 0.01
 
 #: PE cycles from first ifmap to last opsum beyond the MAC slots (rowstation.hw.pe.PE.LATENCY).
 PE_LATENCY = 4
@@ -308,6 +303,12 @@ class Mapping:
         }
 
     @property
+    def keeps_filters(self):
+        """Whether consecutive passes can share filters: a single fold, or tiles of several
+        groups (a stationary mapping is worth it only then)."""
+        return self.chunks == 1 or (self.allocation is not None and self.allocation.tile_groups > 1)
+
+    @property
     def _ifmap_sweeps(self):
         """How often the passes read the ifmap through (a stationary mapping: once per set of
         filter blocks, unless the row cache holds a group's whole ifmap)."""
@@ -458,14 +459,19 @@ def candidates(config, layer, images=None):
     return found
 
 
-def map_layer(config, layer):
+def map_layer(config, layer, *, tolerance=0.0):
     """The best legal mapping, or ValueError naming the limit the layer exceeds.
 
-    The images of a batch may share each pass (their filters are reused) or run in blocks of
-    fewer images, the passes repeating per block: among the best mappings of the block sizes
-    that fit the global buffer, the performance model's fewest cycles (then the larger block)
-    win; a block size whose search estimate already exceeds the best modelled cycles is not
-    modelled."""
+    Mappings within ``tolerance`` (a fraction) of the fewest cycles count as equally fast:
+    among them the search takes the least energy (external memory traffic weighs most), and
+    among the image block sizes the fewest external memory words. The images of a batch may
+    share each pass (their filters are reused) or run in blocks of fewer images, the passes
+    repeating per block: the best mapping of each block size that fits the global buffer is
+    modelled, in the order of the search's estimates, until an estimate exceeds the fewest
+    modelled cycles (within the tolerance); then the fewest modelled cycles win (within the
+    tolerance, the fewest external memory words), then the larger block."""
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be a fraction in [0, 1), not {tolerance!r}")
     if not isinstance(layer, ConvLayer):
         raise TypeError(f"layer must be a ConvLayer, not {layer!r}")
     for name, value in (("F", layer.F), ("padded H", layer.H + 2 * layer.P),
@@ -476,7 +482,7 @@ def map_layer(config, layer):
     found, smallest = [], None
     for images in sorted((n for n in range(1, layer.N + 1) if layer.N % n == 0 and n <= config.max_dim),
                          reverse=True):
-        mapping, words = _best(config, layer, images)
+        mapping, words = _best(config, layer, images, tolerance)
         if mapping is None:
             smallest = words
         else:
@@ -492,17 +498,17 @@ def map_layer(config, layer):
     # the order of their estimates, until an estimate exceeds what the tolerance allows.
     modelled = []
     for mapping in sorted(found, key=lambda m: (m.stats["cycles"], -m.n)):
-        if modelled and mapping.stats["cycles"] > _within(min(c for c, _, _ in modelled)):
+        if modelled and mapping.stats["cycles"] > _within(min(c for c, _, _ in modelled), tolerance):
             break
         modelled.append((*_modelled(mapping), mapping))
     fewest = min(cycles for cycles, _, _ in modelled)
-    return min((entry for entry in modelled if entry[0] <= _within(fewest)),
+    return min((entry for entry in modelled if entry[0] <= _within(fewest, tolerance)),
                key=lambda entry: (entry[1], entry[0], -entry[2].n))[2]
 
 
-def _within(cycles):
+def _within(cycles, tolerance):
     """The most cycles that count as equally fast as ``cycles``."""
-    return cycles * (1 + CYCLE_TOLERANCE)
+    return cycles * (1 + tolerance)
 
 
 def _modelled(mapping):
@@ -517,20 +523,22 @@ def _modelled(mapping):
             (program.dram_reads + program.dram_writes) * mapping.blocks)
 
 
-def _best(config, layer, images):
+def _best(config, layer, images, tolerance=0.0):
     """The best mapping with ``images`` per pass, or (None, the fewest words a pass needs):
     the least energy among the mappings within the tolerance of the fewest estimated cycles."""
     # Branch and bound: a pass takes at least its MAC slots, so most candidates are never costed.
     fitting, fewest, smallest = [], None, None
     for mapping in sorted(candidates(config, layer, images), key=lambda m: m.lower_bound):
-        if fewest is not None and mapping.lower_bound > _within(fewest):
+        if fewest is not None and mapping.lower_bound > _within(fewest, tolerance):
             break
         if mapping.allocation is None:
             smallest = mapping.glb_words if smallest is None else min(smallest, mapping.glb_words)
+            continue
+        if mapping.stationary and not mapping.keeps_filters:
             continue
         fitting.append(mapping)
         fewest = min(fewest or mapping.stats["cycles"], mapping.stats["cycles"])
     if not fitting:
         return None, smallest
-    return min((m for m in fitting if m.stats["cycles"] <= _within(fewest)),
+    return min((m for m in fitting if m.stats["cycles"] <= _within(fewest, tolerance)),
                key=lambda m: (m.stats["energy"], m.stats["cycles"])), smallest

@@ -185,6 +185,22 @@ def test_map_layer_too_big_for_the_global_buffer_is_one_line(capsys):
     assert "fits the global buffer: a pass needs at least" in err and "= 16" in err
 
 
+def test_map_tolerance_trades_cycles_for_dram(capsys):
+    """--tolerance 0.01 may give up to 1 % of the search's cycles for less DRAM traffic; a
+    tolerance outside [0, 1) is a one-line error."""
+    layer = ["--preset", "eyeriss-v1", "--layer", "N=1,C=384,H=13,W=13,M=256,R=3,S=3,P=1,G=2", "--json"]
+    reports = []
+    for tolerance in ("0", "0.01"):
+        code, out, _ = run(capsys, "map", *layer, "--tolerance", tolerance)
+        assert code == 0
+        reports.append(json.loads(out))
+    fastest, leanest = reports
+    traffic = [r["dram_read_bytes"] + r["dram_write_bytes"] for r in reports]
+    assert traffic[1] < traffic[0] and (fastest["e_block"], fastest["aligned"]) != (leanest["e_block"], leanest["aligned"])
+    code, _, err = run(capsys, "map", *layer, "--tolerance", "1.5")
+    assert code == 2 and "tolerance must be a fraction in [0, 1), not 1.5" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("sim", ["verilator", "icarus"])
 def test_run_layer_on_rtl_matches_golden(tmp_path, capsys, sim):
     spec = "N=2,C=3,H=7,W=6,M=4,R=3,S=2,U=2,P=1"
