@@ -158,13 +158,16 @@ class Mapping:
     def _group_shapes(self):
         """Per pass group: (its output rows e, as intervals per group g shifted to start at 0
         (the ifmap rows it reads depend only on these), and its filter blocks)."""
-        shapes = []
+        shapes, every = [], self.outputs
         for outputs in self.groups:
-            spans = {}  # (g, mb) -> e interval (a filter block's outputs in a group are consecutive)
-            for o in outputs:
-                g, mb, e = self.outputs[o]
-                lo, hi = spans.get((g, mb), (e, e))
-                spans[(g, mb)] = (min(lo, e), max(hi, e))
+            # (g, mb) -> e interval: a filter block's rows rise in output order.
+            spans = {}
+            for g, mb, e in every[outputs.start:outputs.stop]:
+                span = spans.get((g, mb))
+                if span is None:
+                    spans[g, mb] = [e, e]
+                else:
+                    span[1] = e
             per_g = {}
             for (g, _), span in spans.items():
                 per_g.setdefault(g, []).append(span)
@@ -266,8 +269,14 @@ class Mapping:
         mac_slots = self.n * L.F * self.seg * self.p * self.q
         cycles = active = ifmap_words = psum_words = opsum_words = 0
         kinds = [(shape, len(group)) for (shape, _), group in zip(self._group_shapes, self.groups)]
-        # Passes of one shape, fold and filter stream cost the same.
-        runs = Counter((kinds[g], k, entries) for (g, k), entries in zip(self._running_order, self.pass_filters))
+        # Passes of one shape, fold and filter stream cost the same; the passes repeat per
+        # block of images, but for the first one's filters (it may keep the last pass's).
+        order, (first, *rest) = list(self.pass_order()), self._block_filters
+        runs = Counter((kinds[g], k, entries) for (g, k), entries in zip(order, [first] + rest))
+        runs = Counter({key: count * self.blocks for key, count in runs.items()})
+        g, k = order[0]
+        runs[kinds[g], k, first] -= self.blocks - 1
+        runs[kinds[g], k, self._wrapped_filters] += self.blocks - 1
         for ((shape, outputs), k, entries), count in runs.items():
             words_i = self._distinct_rows(shape, k) * self.n * self.q * pe.row_length
             words_o = outputs * self.n * L.F * self.p   # the output network returns every psum
@@ -281,8 +290,8 @@ class Mapping:
             ifmap_words += count * words_i
             psum_words += count * words_o if k else 0
             opsum_words += count * words_o
-        passes = len(self.pass_filters)
-        filter_words = sum(self.pass_filters) * pe.filter_words
+        passes = len(order) * self.blocks
+        filter_words = (sum(rest) * self.blocks + first + self._wrapped_filters * (self.blocks - 1)) * pe.filter_words
         if self.allocation is not None and self.allocation.psum_buffers == 1:
             cycles += L.N * L.M * L.E * L.F   # each tile waits for the previous one's store
         active_pe_cycles = active * mac_slots
@@ -321,16 +330,9 @@ class Mapping:
         return ceil((L.M // L.G) // self.p / self.set_blocks)
 
     @cached_property
-    def _running_order(self):
-        """(group, chunk) of every pass as the program runs them (the passes repeat per block)."""
-        return list(self.pass_order()) * self.blocks
-
-    @cached_property
-    def pass_filters(self):
-        """Per pass as the program runs them (every block of images): the filter blocks its
-        stream carries. Each array row gets each block its PEs need once, but none for the PEs
-        that hold it from the pass before (:func:`~rowstation.gen.program.kept_filters`: the
-        same chain slot, output filter block and fold)."""
+    def _filter_counts(self):
+        """The filter blocks each pass of one block of images streams, and the first pass's
+        when it follows the last pass of the block before."""
         per_column = self.config.array_rows // self.chain
         terms = [len(self.chunk_terms(k)) for k in range(self.chunks)]
         layouts, streamed = {}, {}
@@ -348,10 +350,30 @@ class Mapping:
             return streamed[before, g]
 
         counts, before = [], (None, None)
-        for g, k in self._running_order:
+        for g, k in self.pass_order():
             counts.append(terms[k] * fresh(before[0] if before[1] == k else None, g))
             before = (g, k)
-        return counts
+        (g, k), last = before, next(iter(self.pass_order()))
+        # The first pass of a later block follows the last pass of the block before.
+        wrapped = terms[last[1]] * fresh(g if k == last[1] else None, last[0])
+        return counts, wrapped
+
+    @property
+    def _block_filters(self):
+        return self._filter_counts[0]
+
+    @property
+    def _wrapped_filters(self):
+        return self._filter_counts[1]
+
+    @property
+    def pass_filters(self):
+        """Per pass as the program runs them (every block of images): the filter blocks its
+        stream carries. Each array row gets each block its PEs need once, but none for the PEs
+        that hold it from the pass before (:func:`~rowstation.gen.program.kept_filters`: the
+        same chain slot, output filter block and fold)."""
+        first, *rest = self._block_filters
+        return [first] + rest + ([self._wrapped_filters] + rest) * (self.blocks - 1)
 
     @cached_property
     def _chunk_kinds(self):
@@ -398,7 +420,11 @@ class Mapping:
         return, whichever is more, filter load excluded."""
         L = self.layer
         mac_slots, per_output = self.n * L.F * self.seg * self.p * self.q, self.n * L.F * self.p
-        if self.aligned or self.stationary:
+        if self.stationary:     # a pass per set of filter blocks and block of rows
+            b, t, blocks = self.set_blocks, self.e_block or L.E, (L.M // L.G) // self.p
+            passes = [max(mac_slots, min(b, blocks - s) * min(t, L.E - e0) * per_output)
+                      for s in range(0, blocks, b) for e0 in range(0, L.E, t)] * L.G
+        elif self.aligned:
             passes = [max(mac_slots, len(group) * per_output) for group in self.groups]
         else:
             full, rest = divmod(self.output_count, self.chains_per_pass)

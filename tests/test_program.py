@@ -335,13 +335,16 @@ def test_stationary_passes_keep_their_filters(spec):
         for slot, o in zip(mapping.slots(g), group):
             _, mb, e = mapping.outputs[o]
             assert slot == (mb % b) * t + e % t and slot < mapping.chains_per_pass
+    L, slots = layer, mapping.n * layer.F * mapping.seg * mapping.p * mapping.q
+    assert mapping.lower_bound == mapping.blocks * mapping.chunks * sum(
+        max(slots, len(group) * mapping.n * L.F * mapping.p) + 4 + 2 * mapping.chain for group in mapping.groups)
     program, counts = run(config, layer, seed=5, mapping=mapping)
 
     def filter_set(g):
         g_, mb, _ = mapping.outputs[mapping.groups[g][0]]
         return g_, mb // b, set(mapping.slots(g))
 
-    order, kept = mapping._running_order, 0
+    order, kept = list(mapping.pass_order()) * mapping.blocks, 0
     for i in range(1, len(order)):
         (before, k0), (g, k) = order[i - 1], order[i]
         (group0, set0, slots0), (group1, set1, slots1) = filter_set(before), filter_set(g)
