@@ -269,14 +269,18 @@ class Mapping:
         mac_slots = self.n * L.F * self.seg * self.p * self.q
         cycles = active = ifmap_words = psum_words = opsum_words = 0
         kinds = [(shape, len(group)) for (shape, _), group in zip(self._group_shapes, self.groups)]
-        # Passes of one shape, fold and filter stream cost the same; the passes repeat per
-        # block of images, but for the first one's filters (it may keep the last pass's).
-        order, (first, *rest) = list(self.pass_order()), self._block_filters
-        runs = Counter((kinds[g], k, entries) for (g, k), entries in zip(order, [first] + rest))
-        runs = Counter({key: count * self.blocks for key, count in runs.items()})
-        g, k = order[0]
-        runs[kinds[g], k, first] -= self.blocks - 1
-        runs[kinds[g], k, self._wrapped_filters] += self.blocks - 1
+        # Passes of one shape, fold and filter stream cost the same: tiles of the same groups'
+        # kinds and filter streams run alike in every fold and block of images, but for the
+        # first pass of a later block (it may keep the last pass's filters).
+        (tiles, wrapped), terms = self._filter_counts, self._fold_terms
+        runs = Counter()
+        for signature, count in Counter(tuple((kinds[g], f) for g, f in zip(groups, streams))
+                                        for groups, streams in tiles).items():
+            for k, t in enumerate(terms):
+                for kind, f in signature:
+                    runs[kind, k, t * f] += count * self.blocks
+        runs[kinds[0], 0, terms[0] * tiles[0][1][0]] -= self.blocks - 1
+        runs[kinds[0], 0, terms[0] * wrapped] += self.blocks - 1
         for ((shape, outputs), k, entries), count in runs.items():
             words_i = self._distinct_rows(shape, k) * self.n * self.q * pe.row_length
             words_o = outputs * self.n * L.F * self.p   # the output network returns every psum
@@ -290,8 +294,9 @@ class Mapping:
             ifmap_words += count * words_i
             psum_words += count * words_o if k else 0
             opsum_words += count * words_o
-        passes = len(order) * self.blocks
-        filter_words = (sum(rest) * self.blocks + first + self._wrapped_filters * (self.blocks - 1)) * pe.filter_words
+        passes = len(self.groups) * self.chunks * self.blocks
+        filter_words = (sum(terms) * sum(sum(streams) for _, streams in tiles) * self.blocks
+                        + terms[0] * (wrapped - tiles[0][1][0]) * (self.blocks - 1)) * pe.filter_words
         if self.allocation is not None and self.allocation.psum_buffers == 1:
             cycles += L.N * L.M * L.E * L.F   # each tile waits for the previous one's store
         active_pe_cycles = active * mac_slots
@@ -330,12 +335,19 @@ class Mapping:
         return ceil((L.M // L.G) // self.p / self.set_blocks)
 
     @cached_property
+    def _fold_terms(self):
+        """Terms of each fold (chunk)."""
+        return [len(self.chunk_terms(k)) for k in range(self.chunks)]
+
+    @cached_property
     def _filter_counts(self):
-        """The filter blocks each pass of one block of images streams, and the first pass's
-        when it follows the last pass of the block before."""
+        """Per tile: its pass groups and, per group, the filter blocks per term that its pass
+        streams in every fold; and the first group's when a block of images follows another.
+        Each array row gets each block its PEs need once, but none for the PEs that hold it
+        from the pass before (:func:`~rowstation.gen.program.kept_filters`: the same chain
+        slot, output filter block and fold)."""
         per_column = self.config.array_rows // self.chain
-        terms = [len(self.chunk_terms(k)) for k in range(self.chunks)]
-        layouts, streamed = {}, {}
+        layouts = {}
 
         def layout(g):
             if g not in layouts:
@@ -344,36 +356,18 @@ class Mapping:
             return layouts[g]
 
         def fresh(before, g):      # row blocks to stream after group ``before`` in the same fold
-            if (before, g) not in streamed:
-                held = layout(before) if before is not None else {}
-                streamed[before, g] = len({at for slot, at in layout(g).items() if held.get(slot) != at})
-            return streamed[before, g]
+            held = layout(before) if before is not None else {}
+            return len({at for slot, at in layout(g).items() if held.get(slot) != at})
 
-        counts, before = [], (None, None)
-        for g, k in self.pass_order():
-            counts.append(terms[k] * fresh(before[0] if before[1] == k else None, g))
-            before = (g, k)
-        (g, k), last = before, next(iter(self.pass_order()))
-        # The first pass of a later block follows the last pass of the block before.
-        wrapped = terms[last[1]] * fresh(g if k == last[1] else None, last[0])
-        return counts, wrapped
-
-    @property
-    def _block_filters(self):
-        return self._filter_counts[0]
-
-    @property
-    def _wrapped_filters(self):
-        return self._filter_counts[1]
-
-    @property
-    def pass_filters(self):
-        """Per pass as the program runs them (every block of images): the filter blocks its
-        stream carries. Each array row gets each block its PEs need once, but none for the PEs
-        that hold it from the pass before (:func:`~rowstation.gen.program.kept_filters`: the
-        same chain slot, output filter block and fold)."""
-        first, *rest = self._block_filters
-        return [first] + rest + ([self._wrapped_filters] + rest) * (self.blocks - 1)
+        # A pass follows the one before in its fold within a tile; across tiles and blocks of
+        # images only when there is a single fold.
+        tile = self.allocation.tile_groups if self.allocation else 1
+        single, count, tiles = self.chunks == 1, len(self.groups), []
+        for first in range(0, count, tile):
+            groups = range(first, min(first + tile, count))
+            tiles.append((groups, [fresh(first - 1 if single and first else None, first)]
+                          + [fresh(g - 1, g) for g in groups[1:]]))
+        return tiles, fresh(count - 1 if single else None, 0)
 
     @cached_property
     def _chunk_kinds(self):
