@@ -7,9 +7,9 @@ elements, a ``STORE`` takes ``n`` cycles, each instruction plus a fixed start co
 takes its MAC slots (or its busiest network: one activation or psum per cycle on the ifmap,
 psum and output networks, ``filter_noc_width`` weights on the filter network) plus the
 pipeline fill and drain of its chains. The units meet where the program's dependency tokens
-make them wait; the filter stream of a pass overlaps the previous pass when the PEs have a free
-filter bank; external memory serves one word per cycle to the loads and the filter stream
-together. The access counts are not modelled here: the program's own counts are exact
+make them wait; the filter stream of a pass (none for the PEs that keep their filters)
+overlaps the previous pass when the PEs have a free filter bank; external memory serves one
+word per cycle to the loads and the filter stream together. The access counts are not modelled here: the program's own counts are exact
 (:func:`rowstation.sim.controller_model.run_program` checks them).
 """
 
