@@ -3,8 +3,10 @@
 (:mod:`rowstation.hw.controller`) runs concurrently without host help.
 
 **Passes.** :func:`pass_plans` turns a mapping into per-pass plans: which PE computes which
-term of which output, the multicast IDs and chain links, and the stream tables (filter blocks,
-ifmap rows, chain bottoms) in the order the networks carry them.
+term of which output (and so holds which filter block), the multicast IDs and chain links, and
+the stream tables (ifmap rows, chain bottoms) in the order the networks carry them. The filter
+stream depends on the pass before as well: a PE that held the same filter block there keeps it
+(:func:`kept_filters`), and :func:`filter_table` streams the blocks of the others.
 
 **Address generators.** Each stream is a loop nest walked by an address generator: per level a
 count and a *step* (what the address gains when that level advances and the inner ones wrap);
@@ -46,10 +48,9 @@ class PassPlan:
     bottoms: list                 # [((row, col), output index)] in psum feed order
     tops: dict                    # (row, col) of a chain top -> output index
     jobs: list                    # the mapping's (slot, output index, chunk) of this pass
-    ids: dict = field(default_factory=dict)   # net -> (row_ids, col_ids[row][col])
+    ids: dict = field(default_factory=dict)   # ifmap, psum -> (row_ids, col_ids[row][col])
     chain_bottom: list = None
     chain_top: list = None
-    filters: list = None          # [(row, col tag, (g, mb, cb, r, sb))] in stream order
     filter_keys: dict = None      # (row, col) -> (g, mb, cb, r, sb), the filter block of each PE
     ifmap_rows: list = None       # [(g, cb, padded row, sb)], the column tag is the index
 
@@ -76,9 +77,7 @@ def pass_plans(mapping):
         bottom_pes = {pe for pe, _ in bottoms}
         plan = PassPlan(assign, bottoms, tops, jobs)
         plan.filter_keys = {pe: (g, mb, cb, rr, sb) for pe, ((g, mb, _), (cb, rr, sb)) in assign.items()}
-        plan.filters, filt_ids = filter_table(c, plan.filter_keys)
         plan.ids = {
-            "filt": (list(rows), filt_ids),
             "ifmap": ([0 for _ in rows], ifmap_ids),
             "psum": (list(rows), [[col if (r, col) in bottom_pes else unused for col in cols]
                                   for r in rows]),
@@ -509,10 +508,10 @@ def _write_pass(out, m, plan, filters, filt_col_ids, keep, row_bases, slots, psu
     cols, Wp = c.array_cols, L.W + 2 * L.P
     block_f = m.n * m.p * L.F
     blocks = {}    # plain register blocks: name -> values by index
-    for net in NETWORKS:
-        row_ids, col_ids = plan.ids[net]
+    for net in NETWORKS:     # filters: row ID = array row, the column IDs of this pass's stream
+        row_ids, col_ids = plan.ids[net] if net != "filt" else (range(c.array_rows), filt_col_ids)
         blocks[f"{net}_row_ids"] = tuple(row_ids)
-        blocks[f"{net}_col_ids"] = tuple(col for row in (filt_col_ids if net == "filt" else col_ids) for col in row)
+        blocks[f"{net}_col_ids"] = tuple(col for row in col_ids for col in row)
     blocks["chain"] = tuple(plan.chain_bottom[r][col] | plan.chain_top[r][col] << 1 | ((r, col) in keep) << 2
                             for r in range(c.array_rows) for col in range(cols))
     for name, values in blocks.items():
