@@ -154,7 +154,8 @@ def cmd_run_layer(args):
                 for name, a in (("ifmap", x), ("weights", w), ("bias", b))]
         post = {} if args.raw else {"shift": args.shift, "relu": args.relu}
         [(rtl, stats)] = run_layers_rtl(config, [dict(x=ints[0], w=ints[1], b=ints[2], stride=args.stride,
-                                                      padding=args.padding, groups=args.groups, **post)],
+                                                      padding=args.padding, groups=args.groups,
+                                                      tolerance=args.tolerance, **post)],
                                         sim=args.sim, build_root=args.build_dir)
         check_equal(rtl, y, "RTL result")
         report.update(measured_report(config, layer, stats["counters"], stats["predicted"]),
@@ -547,6 +548,8 @@ def build_parser():
                      help="requantisation right shift (round half up)")
     sub.add_argument("--relu", action="store_true")
     sub.add_argument("--raw", action="store_true", help="write the exact accumulation")
+    sub.add_argument("--tolerance", type=float, default=0.0, metavar="FRACTION",
+                     help="map as `map --tolerance` does (the least energy within this fraction of the fewest cycles)")
     sub.add_argument("-o", "--output", required=True, metavar="Y.npy")
     sub.add_argument("--report", metavar="R.json")
     sub.add_argument("--build-dir", default="build/rtl", metavar="DIR",

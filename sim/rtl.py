@@ -49,7 +49,7 @@ def _read_hex(path, width):
 def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, idle=0.0, seed=1,
                    timeout_us=None):
     """Run each layer (a dict of x, w, b, stride, padding, groups, and optionally shift and
-    relu for on-chip requantisation) in one simulation, external memory stalling each channel
+    relu for on-chip requantisation and the mapper's tolerance) in one simulation, external memory stalling each channel
     with probability ``stall`` and the program streams with ``idle``; returns [(output,
     counters)] in order: the exact accumulation, or the requantised output with a shift."""
     from .. import gen
@@ -74,7 +74,7 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
     for n, item in enumerate(layers):
         x, w, b = item["x"], item["w"], item.get("b")
         layer = layer_of(x, w, stride=item["stride"], padding=item["padding"], groups=item["groups"])
-        mapping = map_layer(config, layer)
+        mapping = map_layer(config, layer, tolerance=item.get("tolerance", 0.0))
         layout = DramLayout.packed(mapping, base, requantized=item.get("shift") is not None)
         program = compile_layer(mapping, b, layout, shift=item.get("shift"), relu=item.get("relu", False),
                                 weights=w)
