@@ -509,6 +509,8 @@ def _write_pass(out, m, plan, filters, filt_col_ids, keep, row_bases, slots, psu
     block_f = m.n * m.p * L.F
     blocks = {}    # plain register blocks: name -> values by index
     for net in NETWORKS:     # filters: row ID = array row, the column IDs of this pass's stream
+        if net == "filt" and not filters:
+            continue         # no stream: the IDs stay as they are (no register writes)
         row_ids, col_ids = plan.ids[net] if net != "filt" else (range(c.array_rows), filt_col_ids)
         blocks[f"{net}_row_ids"] = tuple(row_ids)
         blocks[f"{net}_col_ids"] = tuple(col for row in col_ids for col in row)
