@@ -476,6 +476,12 @@ def _parallel_arguments(parser):
                        help="run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://scheduler-host:8786)")
 
 
+def _tolerance_argument(sub):
+    sub.add_argument("--tolerance", type=float, default=0.0, metavar="FRACTION",
+                     help="map for the least energy among mappings within this fraction of the fewest "
+                          "cycles (default 0: the fewest cycles)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="rowstation", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -505,9 +511,7 @@ def build_parser():
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_argument("--raw", action="store_true",
                      help="the output is the exact accumulation, not requantised to the activation width")
-    sub.add_argument("--tolerance", type=float, default=0.0, metavar="FRACTION",
-                     help="take the least energy among mappings within this fraction of the fewest cycles "
-                          "(default 0: the fewest cycles)")
+    _tolerance_argument(sub)
     sub.set_defaults(run=cmd_map)
 
     sub = commands.add_parser("run-net", parents=[common],
@@ -548,8 +552,7 @@ def build_parser():
                      help="requantisation right shift (round half up)")
     sub.add_argument("--relu", action="store_true")
     sub.add_argument("--raw", action="store_true", help="write the exact accumulation")
-    sub.add_argument("--tolerance", type=float, default=0.0, metavar="FRACTION",
-                     help="map as `map --tolerance` does (the least energy within this fraction of the fewest cycles)")
+    _tolerance_argument(sub)
     sub.add_argument("-o", "--output", required=True, metavar="Y.npy")
     sub.add_argument("--report", metavar="R.json")
     sub.add_argument("--build-dir", default="build/rtl", metavar="DIR",

@@ -202,9 +202,9 @@ class RegisterMap:
     ``filt_col_ids[pe]``; the filter stream: ``filt_entries`` runs of ``filt_words`` weights,
     run ``i`` read from the external memory byte address ``filt_base[i]`` (a multiple of
     ``filter_noc_width`` weights into its word) and tagged ``filt_tag[i]``. Data phase: the same
-    IDs of the ifmap and psum networks; ``chain[pe]`` (bit 0 chain bottom, bit 1 chain top, bit 2 the PE keeps its filters for
-    the next pass, which then streams it none); the ifmap, psum and store
-    loop nests and tables (``store_base[pe]`` per source PE); ``psum_zero``: the psum stream
+    IDs of the ifmap and psum networks; ``chain[pe]`` (bit 0 chain bottom, bit 1 chain top,
+    bit 2 the PE keeps its filters for the next pass, which then streams it none); the ifmap,
+    psum and store loop nests and tables (``store_base[pe]`` per source PE); ``psum_zero``: the psum stream
     carries zeros instead of reading the global buffer (a first fold); ``store_total``, the
     psums the pass returns. PE ``pe`` is ``row * array_cols + col``; a tag is ``row | col <<
     row_id_width``.

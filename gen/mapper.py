@@ -290,7 +290,7 @@ class Mapping:
             busy, transfers_f = max(mac_slots, words_i, words_o), entries * self.filter_transfers
             cycles += count * (PE_LATENCY + 2 * self.chain + (max(busy, transfers_f) if c.filter_banks > 1
                                                               else busy + transfers_f))
-            active += count * outputs * len(self.chunk_terms(k))
+            active += count * outputs * terms[k]
             ifmap_words += count * words_i
             psum_words += count * words_o if k else 0
             opsum_words += count * words_o

@@ -9,7 +9,8 @@ psum and output networks, ``filter_noc_width`` weights on the filter network) pl
 pipeline fill and drain of its chains. The units meet where the program's dependency tokens
 make them wait; the filter stream of a pass (none for the PEs that keep their filters)
 overlaps the previous pass when the PEs have a free filter bank; external memory serves one
-word per cycle to the loads and the filter stream together. The access counts are not modelled here: the program's own counts are exact
+word per cycle to the loads and the filter stream together. The access counts are not
+modelled here: the program's own counts are exact
 (:func:`rowstation.sim.controller_model.run_program` checks them).
 """
 
@@ -276,7 +277,8 @@ def layer_report(mapping, program):
         "glb_reads": transfers["ifmap"] + psum_reads + stored,
         "glb_writes": loaded + filled + transfers["opsum"],
         **{f"{net}_transfers": count for net, count in transfers.items()},
-        "spad_reads": spad["reads"] * m.blocks, "spad_writes": spad["writes"] * m.blocks + program.filter_loads * pe.filter_words,
+        "spad_reads": spad["reads"] * m.blocks,
+        "spad_writes": spad["writes"] * m.blocks + program.filter_loads * pe.filter_words,
         "binding": _binding(breakdown),
     }
     return report

@@ -274,12 +274,9 @@ class _Writer:
                 self.write(name, value, index)
 
     def write(self, name, value, index=0):
-        block = self.regmap.blocks[name]
-        if not 0 <= index < block.count:
-            raise IndexError(f"register {name}[{index}] out of range (count {block.count})")
-        address = block.address + index
+        address = self.regmap.address(name, index)
         value &= 0xFFFF_FFFF
-        if block.table or self.values.get(address) != value:
+        if self.regmap.blocks[name].table or self.values.get(address) != value:
             self.values[address] = value
             head = self.heads.get(address)
             if head is None:

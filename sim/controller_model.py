@@ -170,12 +170,12 @@ def run_program(mapping, streams, dram, x, w, *, ahead="load", bases=None):
 
 class _Passes:
     """The passes in the order the program runs them, each with the padded ifmap of its block
-    of images (the passes repeat per block); ``held`` the filter words each PE keeps from the
-    pass before."""
+    of images (the passes repeat per block); ``filters_held`` the filter words each PE keeps
+    from the pass before."""
 
     def __init__(self, mapping, xp):
         self.plans, self.mapping, self.xp, self.index = mapping.plans, mapping, xp, 0
-        self.held = {}
+        self.filters_held = {}
 
     def __next__(self):
         block, j = divmod(self.index, len(self.plans))
@@ -225,11 +225,11 @@ def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, bases, g
         for phase in ("filter", "data"):
             regs.commit(phase)
         plan, xp = next(plans)
-        _run_pass(mapping, plan, regs, stream, dram, bases["weights"], glb, xp, w, counts, plans.held)
+        _run_pass(mapping, plan, regs, stream, dram, bases["weights"], glb, xp, w, counts, plans.filters_held)
         counts["passes"] += 1
 
 
-def _run_pass(mapping, plan, reg, stream, dram, weights, glb, xp, w, counts, held):
+def _run_pass(mapping, plan, reg, stream, dram, weights, glb, xp, w, counts, filters_held):
     c, L, p = mapping.config, mapping.layer, mapping.p
     pe = mapping.pe_config
     for name in PE_SETTINGS:
@@ -237,28 +237,29 @@ def _run_pass(mapping, plan, reg, stream, dram, weights, glb, xp, w, counts, hel
     # The streams must carry exactly the schedule's words: each filter run goes to the PEs
     # whose filter network IDs match its tag; a PE that kept its filters receives none.
     size, word = _bytes(c, c.weight_width), c.dram_width // 8
-    rows, cols, rw = c.array_rows, c.array_cols, c.row_id_width
+    cols, rw = c.array_cols, c.row_id_width
     reads, loads = 0, 0
     for entry in range(reg("filt_entries")):
         base = reg("filt_base", entry) + weights
         block = [int(v) for v in read_elements(dram, base, reg("filt_words"), size)]
         reads += words_spanned(base, reg("filt_words"), size, word)
         tag = reg("filt_tag", entry)
-        for r in range(rows):
+        for r in range(c.array_rows):
             if reg("filt_row_ids", r) != tag & ((1 << rw) - 1):
                 continue
             for col in range(cols):
                 if reg("filt_col_ids", r * cols + col) == tag >> rw:
-                    assert (r, col) not in held, f"PE ({r}, {col}) keeps its filters and is sent more"
-                    held[r, col] = block
+                    assert (r, col) not in filters_held, f"PE ({r}, {col}) keeps its filters and is sent more"
+                    filters_held[r, col] = block
                     loads += 1
     for at, (output, term) in plan.assign.items():
         block, _ = pe_streams(mapping, xp, w, output, term)
-        assert held.get(at) == [int(v) for v in filter_words(block)], f"PE {at} holds other filters than the schedule's"
-    assert set(held) == set(plan.assign), "a PE keeps filters no pass uses"
-    for r, col in list(held):       # chain bit 2: the PE keeps its filters for the next pass
+        assert filters_held.get(at) == [int(v) for v in filter_words(block)], \
+            f"PE {at} holds other filters than the schedule's"
+    assert set(filters_held) == set(plan.assign), "a PE keeps filters no pass uses"
+    for r, col in list(filters_held):       # chain bit 2: the PE keeps its filters for the next pass
         if not reg("chain", r * cols + col) >> 2 & 1:
-            del held[r, col]
+            del filters_held[r, col]
     ifmap = [glb[Region.IFMAP][a] for a, _ in stream("ifmap")]
     rows = [ifmap_rows(mapping, xp, g, cb, row, sb) for g, cb, row, sb in plan.ifmap_rows]
     want = [int(data[n, qc, col]) for n in range(mapping.n) for col in range(pe.row_length)

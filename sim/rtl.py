@@ -49,9 +49,10 @@ def _read_hex(path, width):
 def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, idle=0.0, seed=1,
                    timeout_us=None):
     """Run each layer (a dict of x, w, b, stride, padding, groups, and optionally shift and
-    relu for on-chip requantisation and the mapper's tolerance) in one simulation, external memory stalling each channel
-    with probability ``stall`` and the program streams with ``idle``; returns [(output,
-    counters)] in order: the exact accumulation, or the requantised output with a shift."""
+    relu for on-chip requantisation and the mapper's tolerance) in one simulation, external
+    memory stalling each channel with probability ``stall`` and the program streams with
+    ``idle``; returns [(output, counters)] in order: the exact accumulation, or the requantised
+    output with a shift."""
     from .. import gen
     from ..gen.mapper import map_layer
     from ..gen.isa import COUNTERS
