@@ -15,7 +15,7 @@ The buffer holds two kinds of data with different lifetimes:
 With two psum buffers, the next tile's passes start while the previous tile's store drains it
 (ping-pong); with room for two passes' rows, the next pass's rows load while the current one
 computes. Buffers start at bank boundaries where that fits, so the streams of a pass and the
-loads beside it seldom meet in a bank. Passes run tile by tile, chunk by chunk within a tile,
+loads beside it seldom meet in a bank; so do the psums of each lane of the psum network. Passes run tile by tile, chunk by chunk within a tile,
 group by group within a chunk.
 """
 
@@ -92,6 +92,11 @@ def allocate(mapping):
             need = max(smallest, ceil(groups * per_group / lanes_p))
             if aligned:
                 need = ceil(need / c.glb_bank_depth) * c.glb_bank_depth
+                # Where it fits, a bank more per extra psum network lane: each lane's psums
+                # then start at a bank boundary, so the lanes never meet in a bank.
+                extra = (c.psum_noc_lanes - 1) * c.glb_bank_depth
+                if need + extra <= psum_words:
+                    need += extra
             spare = (psum_words - need) * psum_buffers // ifmap_buffers
             if aligned:
                 spare -= spare % c.glb_bank_depth

@@ -63,6 +63,7 @@ class AcceleratorConfig:
     counter_width: int      # bits of each performance counter
     glb_psum_width: int = 0  # bits of a psum held in the global buffer; 0: psum_width (layers are checked)
     dram_addr_width: int = 32  # bits of an external memory byte address (the memory's size: 2 ** bits)
+    psum_noc_lanes: int = 1  # psums the psum and output networks each carry per cycle (lane: PE columns col % lanes)
 
     def __post_init__(self):
         for field in fields(self):
@@ -112,6 +113,8 @@ class AcceleratorConfig:
             raise ValueError(f"filter_noc_width = {self.filter_noc_width} weights of "
                              f"{self.memory_width(self.weight_width)} bits exceed a dram_width = "
                              f"{self.dram_width}-bit word (a filter transfer comes from one word)")
+        _check_int("psum_noc_lanes", self.psum_noc_lanes, 1, self.array_cols,
+                   f"a lane serves the PE columns col % psum_noc_lanes of the {self.array_cols}")
         _check_int("dim_width", self.dim_width, 4, 16)
         _check_int("counter_width", self.counter_width, 16, 64)
         _check_int("dram_addr_width", self.dram_addr_width, 12, 32,
@@ -136,6 +139,20 @@ class AcceleratorConfig:
     def col_id_width(self):
         """Bits of a network column ID: a key per PE, and one no tag uses (:attr:`unused_col_id`)."""
         return self.pe_count.bit_length()
+
+    def psum_lane(self, col):
+        """The psum and output network lane of PE column ``col``."""
+        return col % self.psum_noc_lanes
+
+    def psum_lane_chains(self, columns):
+        """Most of the chains in PE columns ``columns`` that one psum network lane serves."""
+        lanes = [self.psum_lane(col) for col in columns]
+        return max((lanes.count(lane) for lane in set(lanes)), default=0)
+
+    @property
+    def psum_lane_pes(self):
+        """PEs of the largest psum network lane."""
+        return self.array_rows * -(-self.array_cols // self.psum_noc_lanes)
 
     @property
     def unused_col_id(self):
@@ -276,13 +293,14 @@ PRESETS = {
     # (27 banks of 512 x 64 b; the chip split it as 25 ifmap/psum banks + 8 KiB of filters).
     # The chip truncated each product to 16 bits; rowstation accumulates exactly, and 48-bit
     # psums hold the worst case of every AlexNet and VGG-16 layer at 16 bits (VGG-16 FC6:
-    # 25088 products of 2**30 need 46 bits).
+    # 25088 products of 2**30 need 46 bits). The chip's psum networks were 64 bits wide (four
+    # 16-bit psums); two lanes of 48-bit psums keep AlexNet's passes off the output network.
     "eyeriss-v1": AcceleratorConfig(
         array_rows=12, array_cols=14,
         ifmap_width=16, weight_width=16, psum_width=48,
         filter_spad_depth=224, filter_banks=2, filter_noc_width=4, ifmap_spad_depth=12, psum_spad_depth=24, psum_fifo_depth=4,
         glb_banks=27, glb_bank_depth=512, glb_bank_width=64,
-        dram_width=64, dram_burst=16, dim_width=12, counter_width=48,
+        dram_width=64, dram_burst=16, dim_width=12, counter_width=48, psum_noc_lanes=2,
     ),
     # A small array with 8-bit operands for fast simulation.
     "tiny": AcceleratorConfig(

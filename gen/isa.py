@@ -207,7 +207,10 @@ class RegisterMap:
     psum and store loop nests and tables (``store_base[pe]`` per source PE); ``psum_zero``: the psum stream
     carries zeros instead of reading the global buffer (a first fold); ``store_total``, the
     psums the pass returns. PE ``pe`` is ``row * array_cols + col``; a tag is ``row | col <<
-    row_id_width``.
+    row_id_width``. The psum stream runs once per lane of the psum network
+    (``psum_noc_lanes``): lane ``l``'s loop registers are ``psum_count[l * levels + k]`` and
+    ``psum_step[...]``, its table entries ``psum_base[l * psum_lane_pes + i]`` and ``psum_tag``
+    (the chain bottoms in the PE columns of the lane).
     """
 
     def __init__(self, config):
@@ -221,10 +224,12 @@ class RegisterMap:
         specs += [("filt_entries", 1, "filter", False), ("filt_words", 1, "filter", False),
                   ("filt_base", n, "filter", True), ("filt_tag", n, "filter", True)]
         for stream, levels in LOOPS.items():
-            specs += [(f"{stream}_count", len(levels), "data", False),
-                      (f"{stream}_step", len(levels), "data", False)]
+            lanes = self.lanes(stream)
+            specs += [(f"{stream}_count", len(levels) * lanes, "data", False),
+                      (f"{stream}_step", len(levels) * lanes, "data", False)]
             if "table" in levels:
-                specs += [(f"{stream}_base", n, "data", True), (f"{stream}_tag", n, "data", True)]
+                entries = config.psum_lane_pes * lanes if stream == "psum" else n
+                specs += [(f"{stream}_base", entries, "data", True), (f"{stream}_tag", entries, "data", True)]
         specs += [("store_base", n, "data", True), ("psum_zero", 1, "data", False),
                   ("store_total", 1, "data", False)]
         self.blocks, address = {}, 0
@@ -236,6 +241,10 @@ class RegisterMap:
         if self.size > 1 << operand:
             raise ValueError(f"the register map has {self.size} registers, more than the "
                              f"{1 << operand} a WRITE operand addresses")
+
+    def lanes(self, stream):
+        """Copies of ``stream``'s loop registers: one per psum network lane for the psum stream."""
+        return self.config.psum_noc_lanes if stream == "psum" else 1
 
     def address(self, name, index=0):
         block = self.blocks[name]

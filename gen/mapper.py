@@ -232,6 +232,15 @@ class Mapping:
     def chunk_terms(self, k):
         return self.terms[k * self.chain:(k + 1) * self.chain]
 
+    def lane_chains(self, slots):
+        """Most of the chains at chain slots ``slots`` that one lane of the psum and output
+        networks serves (a lane serves the PE columns ``col % psum_noc_lanes``)."""
+        c = self.config
+        if c.psum_noc_lanes == 1:
+            return len(slots)
+        per_column = c.array_rows // self.chain
+        return c.psum_lane_chains(slot // per_column for slot in slots)
+
     def slot_position(self, slot):
         """(column, lowest array row) of chain slot ``slot``."""
         per_column = self.config.array_rows // self.chain
@@ -268,7 +277,8 @@ class Mapping:
         c, L, pe = self.config, self.layer, self.pe_config
         mac_slots = self.n * L.F * self.seg * self.p * self.q
         cycles = active = ifmap_words = psum_words = opsum_words = 0
-        kinds = [(shape, len(group)) for (shape, _), group in zip(self._group_shapes, self.groups)]
+        kinds = [(shape, len(group), self.lane_chains(self.slots(g)))
+                 for g, ((shape, _), group) in enumerate(zip(self._group_shapes, self.groups))]
         # Passes of one shape, fold and filter stream cost the same: tiles of the same groups'
         # kinds and filter streams run alike in every fold and block of images, but for the
         # first pass of a later block (it may keep the last pass's filters).
@@ -281,13 +291,15 @@ class Mapping:
                     runs[kind, k, t * f] += count * self.blocks
         runs[kinds[0], 0, terms[0] * tiles[0][1][0]] -= self.blocks - 1
         runs[kinds[0], 0, terms[0] * wrapped] += self.blocks - 1
-        for ((shape, outputs), k, entries), count in runs.items():
+        for ((shape, outputs, lane_chains), k, entries), count in runs.items():
             words_i = self._distinct_rows(shape, k) * self.n * self.q * pe.row_length
             words_o = outputs * self.n * L.F * self.p   # the output network returns every psum
-            # The ifmap and output networks carry one element per transfer, the filter network
-            # filter_noc_width; with two filter banks the next pass's weights load meanwhile.
-            # A first fold's chain bottoms take zeros, not psum network words.
-            busy, transfers_f = max(mac_slots, words_i, words_o), entries * self.filter_transfers
+            # The ifmap network carries one element per transfer, each lane of the psum and
+            # output networks one, the filter network filter_noc_width; with two filter banks
+            # the next pass's weights load meanwhile. A first fold's chain bottoms take zeros,
+            # not psum network words.
+            busiest_lane = lane_chains * self.n * L.F * self.p
+            busy, transfers_f = max(mac_slots, words_i, busiest_lane), entries * self.filter_transfers
             cycles += count * (PE_LATENCY + 2 * self.chain + (max(busy, transfers_f) if c.filter_banks > 1
                                                               else busy + transfers_f))
             active += count * outputs * terms[k]
@@ -411,9 +423,11 @@ class Mapping:
     @property
     def lower_bound(self):
         """Cycles the estimate cannot beat: per pass its MAC slots or the psums its chains
-        return, whichever is more, filter load excluded."""
-        L = self.layer
-        mac_slots, per_output = self.n * L.F * self.seg * self.p * self.q, self.n * L.F * self.p
+        return through the busiest lane (at least an even share), whichever is more, filter
+        load excluded."""
+        L, lanes = self.layer, self.config.psum_noc_lanes
+        mac_slots = self.n * L.F * self.seg * self.p * self.q
+        per_output = self.n * L.F * self.p / lanes
         if self.stationary:     # a pass per set of filter blocks and block of rows
             b, t, blocks = self.set_blocks, self.e_block or L.E, (L.M // L.G) // self.p
             passes = [max(mac_slots, min(b, blocks - s) * min(t, L.E - e0) * per_output)

@@ -4,8 +4,9 @@ The three units are followed instruction by instruction with the costs the hardw
 (:mod:`rowstation.hw.controller`): the load unit cuts a ``LOAD``'s run into bursts at one a
 cycle and writes its ``n`` elements as they return after the memory latency, a ``FILL`` ``n``
 elements, a ``STORE`` takes ``n`` cycles, each instruction plus a fixed start cost; a pass
-takes its MAC slots (or its busiest network: one activation or psum per cycle on the ifmap,
-psum and output networks, ``filter_noc_width`` weights on the filter network) plus the
+takes its MAC slots (or its busiest network: one activation per cycle on the ifmap network,
+one psum per cycle on each lane of the psum and output networks, ``filter_noc_width`` weights
+on the filter network) plus the
 pipeline fill and drain of its chains. The units meet where the program's dependency tokens
 make them wait; the filter stream of a pass (none for the PEs that keep their filters)
 overlaps the previous pass when the PEs have a free filter bank; external memory serves one
@@ -157,9 +158,9 @@ def predict_cycles(mapping, program, *, breakdown=None):
         plan = plans[k % len(plans)]    # the passes repeat per block of images
         words_f = program.filter_entries[k] * m.filter_transfers   # none to PEs that keep theirs
         words_i = len(plan.ifmap_rows) * m.n * m.q * pe.row_length
-        # The chain tops return every psum through the output network (the psum network brings
-        # as many back to the bottoms, or none in a first fold).
-        words_o = len(plan.tops) * m.n * L.F * m.p
+        # The chain tops return every psum through their lane of the output network (the psum
+        # network brings as many back to the bottoms, in the same lanes, or none in a first fold).
+        words_o = c.psum_lane_chains(col for _, col in plan.tops) * m.n * L.F * m.p
         # Filter phase: the stream starts when free; with one filter bank the PEs take the
         # weights once the previous pass has issued its last MAC, with two once the pass
         # before that has.

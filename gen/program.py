@@ -375,10 +375,25 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
     # Tiles: runs of pass groups sharing a psum buffer.
     tile_of = [g // alloc.tile_groups for g, _ in order]
     tiles = tile_of[-1] + 1
-    slots = [{} for _ in range(tiles)]   # per tile: output -> slot in its psum buffer
+    # Per tile: output -> its psums' offset in the psum buffer (elements), the outputs of each
+    # psum network lane together, each lane's from a bank boundary where the buffer has room,
+    # so the lanes' psum reads and writes do not meet in a bank.
+    lane_of = [{} for _ in range(tiles)]
     for plan, t in zip(plans, tile_of):
-        for _, o, _ in plan.jobs:
-            slots[t].setdefault(o, len(slots[t]))
+        for (_, col), o in plan.tops.items():
+            lane_of[t].setdefault(o, c.psum_lane(col))
+    bank, room = c.glb_bank_depth * lanes_p, alloc.psum_words * lanes_p
+    slots = []
+    for lanes in lane_of:
+        offsets, at = {}, 0
+        for lane in range(c.psum_noc_lanes):
+            outputs = [o for o, l in lanes.items() if l == lane]
+            rest = sum(1 for l in lanes.values() if l >= lane) * block_f
+            if at % bank and -(-at // bank) * bank + rest <= room:
+                at = -(-at // bank) * bank
+            for o in outputs:
+                offsets[o], at = at, at + block_f
+        slots.append(offsets)
 
     # The ifmap buffers together are a cache of row slots ([n][channel][column] each) over
     # every pass of every block of images (:func:`row_schedule`); all padding rows share one
@@ -425,7 +440,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                 for pf in range(m.p):
                     image = first_image + n
                     index = ((image * L.M + m0 + pf) * L.E + e) * L.F
-                    yield (base + slot * block_f + (n * m.p + pf) * L.F,
+                    yield (base + slot + (n * m.p + pf) * L.F,
                            dram.output + index * dram.output_bytes, m0 + pf)
 
     # A PE that holds the same filter block in consecutive passes keeps it: the first pass
@@ -499,11 +514,10 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
 def _write_pass(out, m, plan, filters, filt_col_ids, keep, row_bases, slots, psum_base):
     """The register writes of one pass: ``filters`` [(row, col tag, byte address)] the filter
     stream with the column IDs ``filt_col_ids``, ``keep`` the PEs that keep their filters for
-    the next pass."""
+    the next pass, ``slots`` each output's psum offset from ``psum_base``."""
     c, L = m.config, m.layer
     rw = c.row_id_width
     cols, Wp = c.array_cols, L.W + 2 * L.P
-    block_f = m.n * m.p * L.F
     blocks = {}    # plain register blocks: name -> values by index
     for net in NETWORKS:     # filters: row ID = array row, the column IDs of this pass's stream
         if net == "filt" and not filters:
@@ -516,13 +530,15 @@ def _write_pass(out, m, plan, filters, filt_col_ids, keep, row_bases, slots, psu
     for name, values in blocks.items():
         out.write_block(name, values)
 
-    def loops(stream, counts, strides, entries):
+    def loops(stream, counts, strides, entries, lane=0):
+        """A loop nest's registers (lane ``lane``'s of the psum stream)."""
+        first, table = lane * len(counts), lane * c.psum_lane_pes
         for k, step in enumerate(_steps(counts, strides)):
-            out.write(f"{stream}_count", counts[k], k)
-            out.write(f"{stream}_step", step, k)
+            out.write(f"{stream}_count", counts[k], first + k)
+            out.write(f"{stream}_step", step, first + k)
         for i, (base, row, col) in enumerate(entries):
-            out.write(f"{stream}_base", base, i)
-            out.write(f"{stream}_tag", row | col << rw, i)
+            out.write(f"{stream}_base", base, table + i)
+            out.write(f"{stream}_tag", row | col << rw, table + i)
 
     # Filters: a run of each filter block from external memory (:func:`weight_order`).
     words = m.pe_config.filter_words
@@ -542,10 +558,13 @@ def _write_pass(out, m, plan, filters, filt_col_ids, keep, row_bases, slots, psu
     entries = [(base, 0, kid) for kid, base in enumerate(row_bases)]
     loops("ifmap", [m.n, f_count, s_count, len(entries), m.q], [s_n, f_stride, 1, 0, s_c], entries)
 
-    # Psums to chain bottoms and back from chain tops: [n][filter][column] per output slot.
-    bottoms = [(psum_base + slots[o] * block_f, r, col) for (r, col), o in plan.bottoms]
-    loops("psum", [m.n, L.F, len(bottoms), m.p], [m.p * L.F, 1, 0, L.F], bottoms)
+    # Psums to chain bottoms and back from chain tops: [n][filter][column] per output slot;
+    # the psum stream of each lane walks the chain bottoms in its PE columns (none: it idles).
+    for lane in range(c.psum_noc_lanes):
+        bottoms = [(psum_base + slots[o], r, col) for (r, col), o in plan.bottoms
+                   if c.psum_lane(col) == lane]
+        loops("psum", [m.n, L.F, len(bottoms), m.p], [m.p * L.F, 1, 0, L.F], bottoms, lane)
     loops("store", [m.n, L.F, m.p], [m.p * L.F, 1, L.F], [])
     for (r, col), o in plan.tops.items():
-        out.write("store_base", psum_base + slots[o] * block_f, r * cols + col)
+        out.write("store_base", psum_base + slots[o], r * cols + col)
     out.write("store_total", len(plan.tops) * m.n * L.F * m.p)

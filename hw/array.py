@@ -50,7 +50,10 @@ class PEArray(wiring.Component):
     """The PE array with its input networks (filt, ifmap, psum) and output network.
 
     ``ctrl`` (:class:`ArrayControlSignature`) sets the IDs, chain links and the PE setting
-    shared by all PEs; a PE that should receive nothing gets a column ID no tag uses.
+    shared by all PEs; a PE that should receive nothing gets a column ID no tag uses. The psum
+    network and the output network have ``psum_noc_lanes`` lanes (``psum[lane]``,
+    ``opsum[lane]``), lane ``l`` serving the PE columns ``col % psum_noc_lanes == l``: a chain
+    lies in one column, so its bottom and top share a lane, and the lanes run independently.
     ``counts`` adds the events of all PEs (:data:`~rowstation.gen.isa.PE_EVENTS`) and counts
     :data:`~rowstation.gen.isa.ARRAY_EVENTS`.
     """
@@ -64,10 +67,12 @@ class PEArray(wiring.Component):
         self.row_id_width, self.col_id_width = config.row_id_width, config.col_id_width
         members = {"ctrl": In(ArrayControlSignature(config))}
         for net in NETWORKS:
-            members[net] = In(stream.Signature(GINWord(network_shape(config, net), self.row_id_width,
-                                                       self.col_id_width)))
+            word = In(stream.Signature(GINWord(network_shape(config, net), self.row_id_width,
+                                               self.col_id_width)))
+            members[net] = word.array(config.psum_noc_lanes) if net == "psum" else word
         members.update({
-            "opsum": Out(stream.Signature(GONWord(signed(config.psum_width), rows, cols))),
+            "opsum": Out(stream.Signature(GONWord(signed(config.psum_width), rows, cols))).array(
+                config.psum_noc_lanes),
             "idle": Out(1),
             "unmatched": Out(1),
             "clear": In(1),
@@ -82,36 +87,54 @@ class PEArray(wiring.Component):
         rows, cols = c.array_rows, c.array_cols
 
         ctrl = self.ctrl
-        gins = {}
+        # The psum network and the GON have a lane per psum_noc_lanes, each serving the PE
+        # columns col % lanes: gins[net][col] and gons[col] are the lanes of column col (one
+        # network for the filter and ifmap networks), the PE at j of its lane's columns.
+        lane_columns = [[col for col in range(cols) if c.psum_lane(col) == lane]
+                        for lane in range(c.psum_noc_lanes)]
+        gins, unmatched = {}, []
         for net in NETWORKS:
-            gin = GlobalInputNetwork(rows=rows, cols=cols, payload_shape=network_shape(c, net),
-                                     row_id_width=self.row_id_width, col_id_width=self.col_id_width)
-            m.submodules[f"{net}_gin"] = gins[net] = gin
-            wiring.connect(m, wiring.flipped(getattr(self, net)), gin.i)
-            for r in range(rows):
-                m.d.comb += gin.row_ids[r].eq(getattr(ctrl, f"{net}_row_ids")[r])
-                for col in range(cols):
-                    m.d.comb += gin.col_ids[r][col].eq(getattr(ctrl, f"{net}_col_ids")[r][col])
-        m.d.comb += self.unmatched.eq(Cat(gin.unmatched for gin in gins.values()).any())
+            groups = lane_columns if net == "psum" else [list(range(cols))]
+            gins[net] = {}
+            for lane, columns in enumerate(groups):
+                gin = GlobalInputNetwork(rows=rows, cols=len(columns), payload_shape=network_shape(c, net),
+                                         row_id_width=self.row_id_width, col_id_width=self.col_id_width)
+                m.submodules[f"{net}_gin_{lane}" if net == "psum" else f"{net}_gin"] = gin
+                stream_in = getattr(self, net)
+                wiring.connect(m, wiring.flipped(stream_in[lane] if net == "psum" else stream_in), gin.i)
+                for r in range(rows):
+                    m.d.comb += gin.row_ids[r].eq(getattr(ctrl, f"{net}_row_ids")[r])
+                    for j, col in enumerate(columns):
+                        m.d.comb += gin.col_ids[r][j].eq(getattr(ctrl, f"{net}_col_ids")[r][col])
+                        gins[net][col] = gin, j
+                unmatched.append(gin.unmatched)
+        m.d.comb += self.unmatched.eq(Cat(unmatched).any())
 
-        m.submodules.gon = gon = GlobalOutputNetwork(rows=rows, cols=cols,
-                                                     payload_shape=signed(c.psum_width))
-        wiring.connect(m, gon.o, wiring.flipped(self.opsum))
+        gons = {}
+        for lane, columns in enumerate(lane_columns):
+            gon = GlobalOutputNetwork(rows=rows, cols=cols, payload_shape=signed(c.psum_width),
+                                      columns=columns)
+            m.submodules[f"gon_{lane}"] = gon
+            wiring.connect(m, gon.o, wiring.flipped(self.opsum[lane]))
+            gons.update({col: (gon, j) for j, col in enumerate(columns)})
 
         lanes = event_lanes(c)
         events = {name: c.pe_count * lanes.get(name, 1) for name in PE_EVENTS + ("active_pe",)}
         events.update({name: 1 for name in ARRAY_EVENTS if name != "active_pe"})
+        events["psum_transfers"] = events["opsum_transfers"] = c.psum_noc_lanes
         m.submodules.counters = counters = EventCounters(events, width=c.counter_width)
         m.d.comb += counters.clear.eq(self.clear)
         for name in events:
             m.d.comb += getattr(self.counts, name).eq(getattr(counters.counts, name))
+        fired = lambda s: s.valid & s.ready
         m.d.comb += [
             counters.events.cycles.eq(1),
-            counters.events.opsum_transfers.eq(self.opsum.valid & self.opsum.ready),
+            counters.events.opsum_transfers.eq(Cat(fired(lane) for lane in self.opsum)),
         ]
         for net in NETWORKS:
             stream_in = getattr(self, net)
-            m.d.comb += getattr(counters.events, f"{net}_transfers").eq(stream_in.valid & stream_in.ready)
+            m.d.comb += getattr(counters.events, f"{net}_transfers").eq(
+                Cat(fired(lane) for lane in stream_in) if net == "psum" else fired(stream_in))
 
         pes = [[self._pe(m, c, f"pe_{r}_{col}") for col in range(cols)] for r in range(rows)]
         idles = []
@@ -121,8 +144,9 @@ class PEArray(wiring.Component):
                 for name in PEConfigSignature(c).members:
                     m.d.comb += getattr(pe.cfg, name).eq(getattr(ctrl.cfg, name))
                 m.d.comb += pe.keep.eq(ctrl.keep_filters[r][col])
-                wiring.connect(m, gins["filt"].o[r][col], pe.filt)
-                wiring.connect(m, gins["ifmap"].o[r][col], pe.ifmap)
+                for net in ("filt", "ifmap"):
+                    gin, j = gins[net][col]
+                    wiring.connect(m, gin.o[r][j], getattr(pe, net))
                 lane = r * cols + col
                 for name in PE_EVENTS:
                     n = lanes[name]
@@ -132,7 +156,8 @@ class PEArray(wiring.Component):
                 idles.append(pe.idle)
 
                 # Incoming psum: the psum GIN at a chain's bottom, else the PE below.
-                bottom, from_gin = ctrl.chain_bottom[r][col], gins["psum"].o[r][col]
+                gin, j = gins["psum"][col]
+                bottom, from_gin = ctrl.chain_bottom[r][col], gin.o[r][j]
                 below = pes[r + 1][col] if r + 1 < rows else None
                 below_valid = below.opsum.valid & ~ctrl.chain_top[r + 1][col] if below else 0
                 zero = ctrl.psum_zero
@@ -143,7 +168,8 @@ class PEArray(wiring.Component):
                     from_gin.ready.eq(bottom & pe.ipsum.ready & ~zero),
                 ]
                 # Outgoing psum: the GON at a chain's top, else the PE above.
-                top, to_gon = ctrl.chain_top[r][col], gon.i[r][col]
+                gon, j = gons[col]
+                top, to_gon = ctrl.chain_top[r][col], gon.i[r][j]
                 above = pes[r - 1][col] if r > 0 else None
                 above_ready = above.ipsum.ready & ~ctrl.chain_bottom[r - 1][col] if above else 0
                 m.d.comb += [

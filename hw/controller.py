@@ -500,6 +500,24 @@ class PsumWriteback(wiring.Component):
         return m
 
 
+def _psum_lanes(config):
+    """The psum ports of the execute unit, one per psum network lane: global buffer reads
+    (``psum_rd``) into the psum network (``psum``), psums from the output network (``opsum``)
+    and their global buffer writes (``psum_wr``); and the filter and ifmap networks."""
+    c = config
+    addr, stored = c.glb_addr_width(c.glb_psum_bits), signed(c.glb_psum_bits)
+    lanes = c.psum_noc_lanes
+    members = {
+        "psum_rd": Out(ReadPortSignature(addr, stored)).array(lanes),
+        "psum_wr": Out(stream.Signature(WriteRequest(addr, stored))).array(lanes),
+        "opsum": In(stream.Signature(GONWord(signed(c.psum_width), c.array_rows, c.array_cols))).array(lanes),
+    }
+    for net in NETWORKS:
+        word = Out(stream.Signature(GINWord(network_shape(c, net), c.row_id_width, c.col_id_width)))
+        members[net] = word.array(lanes) if net == "psum" else word
+    return members
+
+
 class ExecuteController(wiring.Component):
     """Pass registers and passes. ``WRITE`` sets a shadow register; ``RUN`` commits the filter
     phase's shadows when the filter stream is free and starts it, then (once its popped
@@ -515,21 +533,15 @@ class ExecuteController(wiring.Component):
                                c.ifmap_spad_depth.bit_length(), c.psum_spad_depth.bit_length())
         self.addr_widths = {"filt": c.dram_addr_width, "ifmap": c.glb_addr_width(c.ifmap_width),
                             "psum": c.glb_addr_width(c.glb_psum_bits)}
-        psum, stored = signed(c.psum_width), signed(c.glb_psum_bits)
         members = {
             **_unit_members(c, "execute"),
             "array": Out(ArrayControlSignature(c)),
             "mem_rd": Out(MemoryReadSignature(c.dram_width, c.dram_addr_width)),
             "ifmap_rd": Out(ReadPortSignature(self.addr_widths["ifmap"], signed(c.ifmap_width))),
-            "psum_rd": Out(ReadPortSignature(self.addr_widths["psum"], stored)),
-            "psum_wr": Out(stream.Signature(WriteRequest(self.addr_widths["psum"], stored))),
-            "opsum": In(stream.Signature(GONWord(psum, c.array_rows, c.array_cols))),
+            **_psum_lanes(c),
             "runs": Out(1),    # strobes as each pass starts
             "error": Out(1),
         }
-        for net in NETWORKS:
-            members[net] = Out(stream.Signature(GINWord(network_shape(c, net), c.row_id_width,
-                                                        c.col_id_width)))
         super().__init__(members)
 
     def _register(self, name):
@@ -582,7 +594,9 @@ class ExecuteController(wiring.Component):
                              index.eq(address - block.address)]
             known.append(hit)
             if block.table:
-                tables[block.name] = self._table(m, block, write & hit, index, value, commit[block.phase])
+                readers = c.psum_noc_lanes if block.name in ("psum_base", "psum_tag", "store_base") else 1
+                tables[block.name] = self._table(m, block, write & hit, index, value, commit[block.phase],
+                                                 readers)
                 continue
             shape, init = self._register(block.name)
             registers = []
@@ -626,7 +640,7 @@ class ExecuteController(wiring.Component):
                                                            depth=RUNS_QUEUED)
         entry, walking = Signal(range(c.pe_count + 1)), Signal()
         entries, words = active["filt_entries"][0], active["filt_words"][0]
-        bases, tags = tables["filt_base"], tables["filt_tag"]
+        (bases,), (tags,) = tables["filt_base"], tables["filt_tag"]
         m.d.comb += [bases(entry), tags(entry),
                      reader.runs.valid.eq(walking & filt_tags.w_rdy),
                      reader.runs.payload.addr.eq(bases.data + self.bases.weights),
@@ -654,24 +668,33 @@ class ExecuteController(wiring.Component):
         idle = {"filt": ~walking & ~filt_tags.r_rdy}
 
         # The global buffer's streams: address generator -> source (tag queued) -> tagged
-        # word into the network.
-        sources = {"ifmap": self.ifmap_rd, "psum": self.psum_rd}
-        for net in ("ifmap", "psum"):
+        # word into the network; the psum stream once per lane, each walking its loop
+        # registers and its part of the table.
+        lane_pes = c.psum_lane_pes
+        streams = [("ifmap", 0, self.ifmap_rd, self.ifmap)]
+        streams += [("psum", lane, self.psum_rd[lane], self.psum[lane]) for lane in range(c.psum_noc_lanes)]
+        busy = {"ifmap": [], "psum": []}
+        for net, lane, port, out in streams:
             levels = LOOPS[net]
+            name = f"{net}_{lane}" if net == "psum" else net
             ag = AddressGenerator(levels=len(levels), table_level=levels.index("table"),
                                   count_width=self.count_width, addr_width=self.addr_widths[net],
-                                  table_depth=c.pe_count)
-            m.submodules[f"{net}_ag"] = ag
-            m.submodules[f"{net}_tags"] = queue = fifo.SyncFIFO(width=c.row_id_width + c.col_id_width,
-                                                                 depth=TAG_DEPTH)
-            bases, tags = tables[f"{net}_base"], tables[f"{net}_tag"]
-            # A first fold's psum stream does not run: the chain bottoms take zeros.
-            skip = shadows["psum_zero", 0] if net == "psum" else C(0)
-            m.d.comb += [bases(ag.entry), tags(ag.entry), ag.base.eq(bases.data),
+                                  table_depth=lane_pes if net == "psum" else c.pe_count)
+            m.submodules[f"{name}_ag"] = ag
+            m.submodules[f"{name}_tags"] = queue = fifo.SyncFIFO(width=c.row_id_width + c.col_id_width,
+                                                                  depth=TAG_DEPTH)
+            bases, tags = tables[f"{net}_base"][lane], tables[f"{net}_tag"][lane]
+            entry = ag.entry + lane * lane_pes if lane else ag.entry
+            # A first fold's psum stream does not run (the chain bottoms take zeros), nor one
+            # with no table entries (a lane with no chain bottoms).
+            first = lane * len(levels)
+            skip = (shadows[f"{net}_count", first + levels.index("table")] == 0)
+            if net == "psum":
+                skip |= shadows["psum_zero", 0]
+            m.d.comb += [bases(entry), tags(entry), ag.base.eq(bases.data),
                          ag.start.eq(commit["data"] & ~skip)]
-            m.d.comb += [ag.counts[k].eq(active[f"{net}_count"][k]) for k in range(len(levels))]
-            m.d.comb += [ag.steps[k].eq(active[f"{net}_step"][k]) for k in range(len(levels))]
-            port, out = sources[net], getattr(self, net)
+            m.d.comb += [ag.counts[k].eq(active[f"{net}_count"][first + k]) for k in range(len(levels))]
+            m.d.comb += [ag.steps[k].eq(active[f"{net}_step"][first + k]) for k in range(len(levels))]
             data = port.data
             issue = ag.o.valid & queue.w_rdy
             deliver = data.valid & queue.r_rdy
@@ -687,22 +710,28 @@ class ExecuteController(wiring.Component):
                 element.eq(data.payload),   # a stored psum sign-extends to the network's width
                 queue.r_en.eq(deliver & out.ready),
             ]
-            idle[net] = ~ag.busy & ~queue.r_rdy   # every word delivered
+            busy[net].append(ag.busy | queue.r_rdy)   # words not yet delivered
+        idle.update({net: ~Cat(flags).any() for net, flags in busy.items()})
 
-        m.submodules.writeback = writeback = PsumWriteback(c, count_width=self.count_width,
-                                                           levels=len(LOOPS["store"]))
-        wiring.connect(m, wiring.flipped(self.opsum), writeback.opsum)
-        wiring.connect(m, writeback.psum_wr, wiring.flipped(self.psum_wr))
-        store_bases = tables["store_base"]
-        m.d.comb += [store_bases(writeback.source), writeback.base.eq(store_bases.data),
-                     writeback.start.eq(commit["data"])]
-        m.d.comb += [writeback.counts[k].eq(active["store_count"][k]) for k in range(len(LOOPS["store"]))]
-        m.d.comb += [writeback.steps[k].eq(active["store_step"][k]) for k in range(len(LOOPS["store"]))]
+        # Psums back from each lane of the output network, written where their chain top's
+        # store loop is.
+        stored = []
+        for lane in range(c.psum_noc_lanes):
+            writeback = PsumWriteback(c, count_width=self.count_width, levels=len(LOOPS["store"]))
+            m.submodules[f"writeback_{lane}"] = writeback
+            wiring.connect(m, wiring.flipped(self.opsum[lane]), writeback.opsum)
+            wiring.connect(m, writeback.psum_wr, wiring.flipped(self.psum_wr[lane]))
+            store_bases = tables["store_base"][lane]
+            m.d.comb += [store_bases(writeback.source), writeback.base.eq(store_bases.data),
+                         writeback.start.eq(commit["data"])]
+            m.d.comb += [writeback.counts[k].eq(active["store_count"][k]) for k in range(len(LOOPS["store"]))]
+            m.d.comb += [writeback.steps[k].eq(active["store_step"][k]) for k in range(len(LOOPS["store"]))]
+            stored.append(writeback.stored)
 
         # Passes: a pass runs from its data commit until its last psum is stored; then the
         # tokens its RUN pushes are given.
         running, pending = Signal(), Signal(len(Token))
-        complete = running & idle["ifmap"] & idle["psum"] & (writeback.stored == active["store_total"][0])
+        complete = running & idle["ifmap"] & idle["psum"] & (sum(stored) == active["store_total"][0])
         with m.If(complete):
             m.d.sync += running.eq(0)
         m.d.comb += self.push.eq(Mux(complete, pending, 0))
@@ -732,19 +761,19 @@ class ExecuteController(wiring.Component):
             m.d.comb += self.instr.ready.eq(1)
         return m
 
-    def _table(self, m, block, write, index, value, commit):
-        """A double-buffered register table; returns a reader: call it with the entry index
-        (a comb assignment), then read ``.data``."""
+    def _table(self, m, block, write, index, value, commit, readers):
+        """A double-buffered register table; returns ``readers`` readers: call one with the
+        entry index (a comb assignment), then read its ``.data``."""
         width = self._table_width(block.name)
         memory = Memory(shape=width, depth=2 * block.count, init=[])
         m.submodules[f"{block.name}_table"] = memory
         bank = Signal(name=f"{block.name}_bank")   # the bank the pass reads
-        port, read = memory.write_port(), memory.read_port(domain="comb")
+        port = memory.write_port()
         m.d.comb += [port.addr.eq(Mux(bank, index, index + block.count)), port.data.eq(value),
                      port.en.eq(write)]
         with m.If(commit):
             m.d.sync += bank.eq(~bank)
-        return _TableReader(read, bank, block.count)
+        return [_TableReader(memory.read_port(domain="comb"), bank, block.count) for _ in range(readers)]
 
 
 class _TableReader:
@@ -774,17 +803,12 @@ class Controller(wiring.Component):
             "mem_rd": Out(MemoryReadSignature(c.dram_width, c.dram_addr_width)),
             "mem_wr": Out(MemoryWriteSignature(c.dram_width, c.dram_addr_width)),
             "ifmap_rd": Out(ReadPortSignature(ifmap_addr, ifmap)),
-            "psum_rd": Out(ReadPortSignature(psum_addr, psum)),
             "psum_st": Out(ReadPortSignature(psum_addr, psum)),
             "ifmap_wr": Out(stream.Signature(WriteRequest(ifmap_addr, ifmap))),
             "psum_ld": Out(stream.Signature(WriteRequest(psum_addr, psum))),
-            "psum_wr": Out(stream.Signature(WriteRequest(psum_addr, psum))),
             "array": Out(ArrayControlSignature(c)),
-            "opsum": In(stream.Signature(GONWord(signed(c.psum_width), c.array_rows, c.array_cols))),
+            **_psum_lanes(c),
         }
-        for net in NETWORKS:
-            members[net] = Out(stream.Signature(GINWord(network_shape(c, net), c.row_id_width,
-                                                        c.col_id_width)))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -823,10 +847,14 @@ class Controller(wiring.Component):
         wiring.connect(m, store.psum_st, wiring.flipped(self.psum_st))
         wiring.connect(m, load.ifmap_wr, wiring.flipped(self.ifmap_wr))
         wiring.connect(m, load.psum_ld, wiring.flipped(self.psum_ld))
-        for name in ("ifmap_rd", "psum_rd", "psum_wr"):
-            wiring.connect(m, getattr(execute, name), wiring.flipped(getattr(self, name)))
+        wiring.connect(m, execute.ifmap_rd, wiring.flipped(self.ifmap_rd))
         wiring.connect(m, execute.array, wiring.flipped(self.array))
-        wiring.connect(m, wiring.flipped(self.opsum), execute.opsum)
-        for net in NETWORKS:
-            wiring.connect(m, getattr(execute, net), wiring.flipped(getattr(self, net)))
+        for name in _psum_lanes(c):
+            for theirs, ours in _lanes_of(getattr(execute, name), getattr(self, name)):
+                wiring.connect(m, theirs, wiring.flipped(ours))
         return m
+
+
+def _lanes_of(a, b):
+    """Pairs of the interfaces ``a`` and ``b``, lane by lane if they are arrays of lanes."""
+    return zip(a, b) if isinstance(a, list) else [(a, b)]

@@ -22,8 +22,16 @@ from .memory import MemoryReadSignature, MemoryWriteSignature
 
 __all__ = ["RowStationCore"]
 
-_GLB_READS = ("ifmap_rd", "psum_rd", "psum_st")
-_GLB_WRITES = ("ifmap_wr", "psum_ld", "psum_wr")
+
+def _glb_ports(config):
+    """The global buffer's read and write ports: {port name: (controller port, element shape)}."""
+    ifmap, psum = signed(config.ifmap_width), signed(config.glb_psum_bits)
+    lanes = range(config.psum_noc_lanes)
+    reads = {"ifmap_rd": ("ifmap_rd", None, ifmap), "psum_st": ("psum_st", None, psum),
+             **{f"psum_rd_{lane}": ("psum_rd", lane, psum) for lane in lanes}}
+    writes = {"ifmap_wr": ("ifmap_wr", None, ifmap), "psum_ld": ("psum_ld", None, psum),
+              **{f"psum_wr_{lane}": ("psum_wr", lane, psum) for lane in lanes}}
+    return reads, writes
 
 
 class RowStationCore(wiring.Component):
@@ -47,25 +55,30 @@ class RowStationCore(wiring.Component):
         c = self._config
         m.submodules.array = array = PEArray(c, pe_module=self._pe_module)
         m.submodules.controller = ctrl = Controller(c)
-        ifmap, psum = signed(c.ifmap_width), signed(c.glb_psum_bits)
+        reads, writes = _glb_ports(c)
         m.submodules.glb = glb = GlobalBuffer(
-            c, reads={"ifmap_rd": ifmap, "psum_rd": psum, "psum_st": psum},
-            writes={"ifmap_wr": ifmap, "psum_ld": psum, "psum_wr": psum})
+            c, reads={name: shape for name, (_, _, shape) in reads.items()},
+            writes={name: shape for name, (_, _, shape) in writes.items()})
+        ports = {}   # GLB port name -> the controller's port
+        for name, (member, lane, _) in {**reads, **writes}.items():
+            ports[name] = getattr(ctrl, member) if lane is None else getattr(ctrl, member)[lane]
 
         wiring.connect(m, wiring.flipped(self.program), ctrl.program)
         wiring.connect(m, wiring.flipped(self.mem_rd), ctrl.mem_rd)
         wiring.connect(m, wiring.flipped(self.mem_wr), ctrl.mem_wr)
-        for name in _GLB_READS + _GLB_WRITES:
-            wiring.connect(m, getattr(ctrl, name), getattr(glb, name))
+        for name, port in ports.items():
+            wiring.connect(m, port, getattr(glb, name))
         wiring.connect(m, ctrl.array, array.ctrl)
-        wiring.connect(m, array.opsum, ctrl.opsum)
-        for net in NETWORKS:
+        for lane in range(c.psum_noc_lanes):
+            wiring.connect(m, array.opsum[lane], ctrl.opsum[lane])
+            wiring.connect(m, ctrl.psum[lane], array.psum[lane])
+        for net in ("filt", "ifmap"):
             wiring.connect(m, getattr(ctrl, net), getattr(array, net))
         m.d.comb += [ctrl.bases.eq(self.bases), self.done.eq(ctrl.done),
                      self.error.eq(ctrl.error), self.unmatched.eq(array.unmatched),
                      array.clear.eq(self.clear)]
 
-        lanes = {"glb_reads": len(_GLB_READS), "glb_writes": len(_GLB_WRITES),
+        lanes = {"glb_reads": len(reads), "glb_writes": len(writes),
                  "program_words": len(ProgramSignature().members)}
         m.submodules.counters = counters = EventCounters(
             {name: lanes.get(name, 1) for name in CORE_EVENTS}, width=c.counter_width)
@@ -74,8 +87,8 @@ class RowStationCore(wiring.Component):
             counters.clear.eq(self.clear),
             counters.events.dram_reads.eq(fired(self.mem_rd.data)),
             counters.events.dram_writes.eq(fired(self.mem_wr.data)),
-            counters.events.glb_reads.eq(Cat(fired(getattr(ctrl, n).data) for n in _GLB_READS)),
-            counters.events.glb_writes.eq(Cat(fired(getattr(ctrl, n)) for n in _GLB_WRITES)),
+            counters.events.glb_reads.eq(Cat(fired(ports[name].data) for name in reads)),
+            counters.events.glb_writes.eq(Cat(fired(ports[name]) for name in writes)),
             counters.events.program_words.eq(Cat(fired(getattr(self.program, unit))
                                                  for unit in ProgramSignature().members)),
             counters.events.passes.eq(ctrl.runs),

@@ -109,21 +109,25 @@ class GONWord(data.StructLayout):
 
 
 class GlobalOutputNetwork(wiring.Component):
-    """Collects the PE streams ``i[row][col]`` into one stream ``o`` tagged with the source.
+    """Collects the PE streams ``i[row][j]`` into one stream ``o`` tagged with the source:
+    the PEs of the array columns ``columns`` (default all ``cols``; a lane of the network
+    serves some), PE ``(row, columns[j])`` tagged ``row * cols + columns[j]``.
 
     Round-robin among the PEs offering a word, so no PE starves; the output is registered.
     """
 
-    def __init__(self, *, rows, cols, payload_shape):
+    def __init__(self, *, rows, cols, payload_shape, columns=None):
         self._rows, self._cols = rows, cols
+        self._columns = list(range(cols)) if columns is None else list(columns)
         super().__init__({
-            "i": In(stream.Signature(payload_shape)).array(rows, cols),
+            "i": In(stream.Signature(payload_shape)).array(rows, len(self._columns)),
             "o": Out(stream.Signature(GONWord(payload_shape, rows, cols))),
         })
 
     def elaborate(self, platform):
         m = Module()
-        ports = [self.i[r][c] for r in range(self._rows) for c in range(self._cols)]
+        ports = [self.i[r][j] for r in range(self._rows) for j in range(len(self._columns))]
+        tags = [r * self._cols + col for r in range(self._rows) for col in self._columns]
         n = len(ports)
         m.submodules.arbiter = arbiter = RoundRobin(n)
         grant, take = arbiter.grant, Signal()
@@ -139,14 +143,14 @@ class GlobalOutputNetwork(wiring.Component):
             m.d.comb += port.ready.eq(take & grant[index])
         data = [Mux(grant[i], Value.cast(port.payload).as_unsigned(), 0) for i, port in enumerate(ports)]
         word = Signal.like(self.o.payload)
-        m.d.comb += [word.pe.eq(_one_hot_index([grant[i] for i in range(n)])), word.data.eq(or_tree(data))]
+        m.d.comb += [word.pe.eq(_one_hot_select([grant[i] for i in range(n)], tags)), word.data.eq(or_tree(data))]
         with m.If(take & arbiter.requests.any()):
             m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(word)]
         return m
 
 
-def _one_hot_index(bits):
-    """The index of the set bit of the one-hot ``bits``."""
-    width = max(1, (len(bits) - 1).bit_length())
-    return Cat(or_tree([bit for i, bit in enumerate(bits) if i >> b & 1] or [C(0, 1)])
+def _one_hot_select(bits, values):
+    """The constant of ``values`` at the set bit of the one-hot ``bits``."""
+    width = max(1, max(values).bit_length())
+    return Cat(or_tree([bit for bit, value in zip(bits, values) if value >> b & 1] or [C(0, 1)])
                for b in range(width))

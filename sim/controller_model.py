@@ -118,15 +118,18 @@ def run_program(mapping, streams, dram, x, w, *, ahead="load", bases=None):
     ahead = (ahead,) if isinstance(ahead, str) else tuple(ahead)
     units = list(ahead) + [u for u in ("load", "store", "execute") if u not in ahead]
 
-    def stream(name):
+    def stream(name, lane=0):
+        """(address, table entry) of each word of a stream (lane ``lane`` of the psum stream)."""
         levels = LOOPS[name]
         n = len(levels)
-        cnt = [regs(f"{name}_count", k) for k in range(n)]
-        steps = [_signed(regs(f"{name}_step", k)) for k in range(n)]
+        cnt = [regs(f"{name}_count", lane * n + k) for k in range(n)]
+        steps = [_signed(regs(f"{name}_step", lane * n + k)) for k in range(n)]
         if "table" not in levels:
             return walk(cnt, steps)
-        t = levels.index("table")
-        return walk(cnt, steps, [regs(f"{name}_base", e) for e in range(cnt[t])], t)
+        t, first = levels.index("table"), lane * mapping.config.psum_lane_pes
+        if not cnt[t]:
+            return []      # a stream with no table entries does not start
+        return walk(cnt, steps, [regs(f"{name}_base", first + e) for e in range(cnt[t])], t)
 
     def fetch(unit):
         words, pc = streams[unit], pcs[unit]
@@ -265,26 +268,30 @@ def _run_pass(mapping, plan, reg, stream, dram, weights, glb, xp, w, counts, fil
     want = [int(data[n, qc, col]) for n in range(mapping.n) for col in range(pe.row_length)
             for data in rows for qc in range(mapping.q)]
     assert ifmap == want, "ifmap stream differs from the schedule"
-    # A first fold's chain bottoms take zeros: the psum stream does not run.
+    # A first fold's chain bottoms take zeros: the psum stream does not run. Each lane's
+    # stream serves the chain bottoms in its PE columns, its table entries in their order.
     zero = reg("psum_zero")
-    psum_in = [(0, e) for _, e in stream("psum")] if zero else \
-        [(glb[Region.PSUM][a], e) for a, e in stream("psum")]
+    held, read = {}, 0
+    for lane in range(c.psum_noc_lanes):
+        words = [(0 if zero else glb[Region.PSUM][a], e) for a, e in stream("psum", lane)]
+        bottoms = [o for (r, col), o in plan.bottoms if c.psum_lane(col) == lane]
+        for k, o in enumerate(bottoms):
+            values = [v for v, e in words if e == k]
+            held[o] = np.array(values, dtype=np.int64).reshape(mapping.n, L.F, p)
+        assert all(e < len(bottoms) for _, e in words), f"psum lane {lane} streams to more chains than it serves"
+        read += len(words)
     counts["dram_reads"] += reads
-    counts["glb_reads"] += len(ifmap) + (0 if zero else len(psum_in))
+    counts["glb_reads"] += len(ifmap) + (0 if zero else read)
     k = c.filter_noc_width
     counts["filt_transfers"] += reg("filt_entries") * -(-reg("filt_words") // k)
     counts["ifmap_transfers"] += len(ifmap)
-    counts["psum_transfers"] += 0 if zero else len(psum_in)
+    counts["psum_transfers"] += 0 if zero else read
     for output, term in plan.assign.values():
         _, data = pe_streams(mapping, xp, None, output, term)
         for name, value in pe_events(pe, data).items():
             counts[name] = counts.get(name, 0) + value
     counts["filter_write"] += (loads - len(plan.assign)) * pe.filter_words   # kept filters: none
     # Each chain: the bottom's held psums plus every term; tops return them in (n, x, m) order.
-    held = {}
-    for ((r, col), o), k in zip(plan.bottoms, range(len(plan.bottoms))):
-        values = [v for v, e in psum_in if e == k]
-        held[o] = np.array(values, dtype=np.int64).reshape(mapping.n, L.F, p)
     stored = 0
     for (r, col), o in plan.tops.items():
         output = mapping.outputs[o]

@@ -41,6 +41,8 @@ def test_config_is_frozen_and_comparable():
     (dict(dram_width=16), ValueError, r"^dram_width = 16 must hold one psum of psum_width = 24 bits, stored in 32$"),
     (dict(dram_burst=12), ValueError, r"^dram_burst must be a power of 2 between 1 and 256 words of at most 4096 bytes \(an AXI4 burst\), not 12$"),
     (dict(dram_burst=2048), ValueError, r"^dram_burst must be a power of 2 .*not 2048$"),
+    (dict(psum_noc_lanes=5), ValueError, r"^psum_noc_lanes must be between 1 and 4 \(a lane serves the PE columns col % psum_noc_lanes of the 4\), not 5$"),
+    (dict(psum_noc_lanes=0), ValueError, r"^psum_noc_lanes must be between 1 and 4 "),
     (dict(filter_noc_width=3), ValueError, r"^filter_noc_width must be 1, 2, 4 or 8 weights, not 3$"),
     (dict(filter_noc_width=8, filter_spad_depth=60), ValueError, r"^filter_spad_depth = 60 must be a multiple of filter_noc_width = 8 \(the filter spad is written 8 weights at a time\)$"),
     (dict(filter_noc_width=8), ValueError, r"^filter_noc_width = 8 weights of 8 bits exceed a dram_width = 32-bit word \(a filter transfer comes from one word\)$"),

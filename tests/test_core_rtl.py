@@ -7,7 +7,7 @@ import pytest
 
 from rowstation.gen import ConvLayer, preset
 from rowstation.gen.mapper import map_layer
-from rowstation.gen.performance import predict_cycles
+from rowstation.gen.performance import layer_report, predict_cycles
 from rowstation.gen.program import compile_layer
 from rowstation.hw.export import array_verilog, core_verilog
 from rowstation.sim.golden import conv2d, requantize
@@ -19,10 +19,13 @@ from test_pe_rtl import BUILD
 
 
 TINY = preset("tiny")
+#: Two lanes of the psum and output networks (PE columns 0, 2 and 1, 3), and the global buffer
+#: in banks small enough that each lane's psums have banks of their own.
+LANES = TINY.replace(psum_noc_lanes=2, glb_banks=8, glb_bank_depth=128)
 # Another array shape and scratchpads, and a global buffer too small for most layers at once:
-# psums go out and return between epochs.
+# psums go out and return between epochs; two psum lanes of unequal width (columns 0, 2 and 1).
 SMALL = TINY.replace(array_rows=2, array_cols=3, filter_spad_depth=16, ifmap_spad_depth=6,
-                     psum_spad_depth=3, glb_banks=4, glb_bank_depth=32)
+                     psum_spad_depth=3, glb_banks=4, glb_bank_depth=32, psum_noc_lanes=2)
 
 # Stride 1-4, padding, groups and depthwise, 1x1, FC, R > array rows, E > array cols, batch > 1,
 # S wider than a PE (segments); without stalls and with random stalls on every memory channel.
@@ -38,9 +41,9 @@ LAYERS = [
     "N=1,C=1,H=4,W=16,M=2,R=2,S=14",
     ALIGNED := "N=1,C=1,H=7,W=7,M=12,R=3,S=3,P=1",   # passes of whole runs of a filter block's rows
 ]
-# (simulator, layers, external memory stall and program idle probabilities)
-RUNS = [("verilator", LAYERS, 0.0, 0.0), ("verilator", LAYERS[::-1], 0.5, 0.3),
-        ("icarus", LAYERS[1:4] + LAYERS[7:8], 0.3, 0.2)]
+# (simulator, configuration, layers, external memory stall and program idle probabilities)
+RUNS = [("verilator", TINY, LAYERS, 0.0, 0.0), ("verilator", TINY, LAYERS[::-1], 0.5, 0.3),
+        ("icarus", LANES, LAYERS[1:4] + LAYERS[7:8], 0.3, 0.2)]
 
 
 def run(config, specs, sim, *, stall, idle):
@@ -80,18 +83,39 @@ def _keeps_filters(config, spec):
 MODEL_TOLERANCE = 0.08
 
 
-@pytest.mark.parametrize("sim,specs,stall,idle", RUNS, ids=["verilator", "verilator-stalls", "icarus-stalls"])
-def test_core_layers_bit_exact(sim, specs, stall, idle):
-    assert map_layer(TINY, ConvLayer.parse(ALIGNED)).aligned
-    assert any(_keeps_filters(TINY, spec) for spec in specs)    # some PEs keep theirs across passes
-    results = run(TINY, specs, sim, stall=stall, idle=idle)
-    if stall or idle:
-        return
+def _check_model(config, specs, results):
+    """The performance model's cycles are within MODEL_TOLERANCE of the RTL's (no stalls)."""
     for spec, (_, stats) in zip(specs, results):
-        mapping = map_layer(TINY, ConvLayer.parse(spec))
+        mapping = map_layer(config, ConvLayer.parse(spec))
         predicted = predict_cycles(mapping, compile_layer(mapping))
         measured = stats["counters"]["cycles"]
         assert abs(predicted - measured) <= MODEL_TOLERANCE * measured, (spec, predicted, measured)
+
+
+@pytest.mark.parametrize("sim,config,specs,stall,idle", RUNS, ids=["verilator", "verilator-stalls", "icarus-stalls"])
+def test_core_layers_bit_exact(sim, config, specs, stall, idle):
+    assert map_layer(TINY, ConvLayer.parse(ALIGNED)).aligned
+    assert any(_keeps_filters(config, spec) for spec in specs)    # some PEs keep theirs across passes
+    results = run(config, specs, sim, stall=stall, idle=idle)
+    if not (stall or idle):
+        _check_model(config, specs, results)
+
+
+#: A layer whose passes one psum per cycle on the output network binds on TINY.
+OUTPUT_BOUND = "N=1,C=2,H=8,W=16,M=8,R=3,S=1"
+
+
+def test_psum_lanes_speed_up_an_output_bound_layer():
+    """Two lanes of the psum and output networks carry two psums a cycle: the layer the
+    single-lane network binds runs faster, bit-exact, as the performance model predicts."""
+    mapping = map_layer(LANES.replace(psum_noc_lanes=1), ConvLayer.parse(OUTPUT_BOUND))
+    assert layer_report(mapping, compile_layer(mapping))["binding"] == "output network"
+    cycles = []
+    for config in (LANES.replace(psum_noc_lanes=1), LANES):
+        results = run(config, [OUTPUT_BOUND], "verilator", stall=0.0, idle=0.0)
+        _check_model(config, [OUTPUT_BOUND], results)
+        cycles.append(results[0][1]["counters"]["cycles"])
+    assert cycles[1] < 0.95 * cycles[0], cycles
 
 
 #: 16-bit operands on a tall narrow array, an odd number of buffer banks, one filter bank.

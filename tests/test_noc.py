@@ -93,19 +93,24 @@ def test_gin_verilog_is_lint_clean(tmp_path):
     assert lint(verilog, top="rowstation_gin") == []
 
 
-def test_gon_collects_every_word_in_order_per_source():
+@pytest.mark.parametrize("columns", [None, [1, 3]], ids=["all", "lane"])
+def test_gon_collects_every_word_in_order_per_source(columns):
+    """Every word arrives once, in order per source, tagged with its PE: all of the array's,
+    or those of a lane (PE columns 1 and 3, tagged with their array column)."""
     from rowstation.hw.noc import GlobalOutputNetwork
 
-    dut = GlobalOutputNetwork(rows=ROWS, cols=COLS, payload_shape=signed(12))
+    dut = GlobalOutputNetwork(rows=ROWS, cols=COLS, payload_shape=signed(12), columns=columns)
+    columns = columns or list(range(COLS))
     rng = np.random.default_rng(4)
     sent = {(r, c): [int(v) for v in rng.integers(-2048, 2048, int(rng.integers(0, 30)))]
-            for r in range(ROWS) for c in range(COLS)}
+            for r in range(ROWS) for c in columns}
     got = {key: [] for key in sent}
     total = sum(map(len, sent.values()))
 
     def source(key):
         async def testbench(ctx):
-            await feed(ctx, dut.i[key[0]][key[1]], sent[key], rng=np.random.default_rng(hash(key) % 1000), idle=0.4)
+            port = dut.i[key[0]][columns.index(key[1])]
+            await feed(ctx, port, sent[key], rng=np.random.default_rng(hash(key) % 1000), idle=0.4)
         return testbench
 
     async def sink(ctx):
