@@ -294,11 +294,13 @@ PRESETS = {
     # The chip truncated each product to 16 bits; rowstation accumulates exactly, and 48-bit
     # psums hold the worst case of every AlexNet and VGG-16 layer at 16 bits (VGG-16 FC6:
     # 25088 products of 2**30 need 46 bits). The chip's psum networks were 64 bits wide (four
-    # 16-bit psums); two lanes of 48-bit psums keep AlexNet's passes off the output network.
+    # 16-bit psums); two lanes of 48-bit psums keep AlexNet's passes off the output network,
+    # and a 16-psum output FIFO per PE holds a chain top's whole column of up to 16 filters
+    # while the lane's round robin serves the other tops (4 words: CONV5 5.5 % slower).
     "eyeriss-v1": AcceleratorConfig(
         array_rows=12, array_cols=14,
         ifmap_width=16, weight_width=16, psum_width=48,
-        filter_spad_depth=224, filter_banks=2, filter_noc_width=4, ifmap_spad_depth=12, psum_spad_depth=24, psum_fifo_depth=4,
+        filter_spad_depth=224, filter_banks=2, filter_noc_width=4, ifmap_spad_depth=12, psum_spad_depth=24, psum_fifo_depth=16,
         glb_banks=27, glb_bank_depth=512, glb_bank_width=64,
         dram_width=64, dram_burst=16, dim_width=12, counter_width=48, psum_noc_lanes=2,
     ),
