@@ -232,6 +232,23 @@ class Mapping:
     def chunk_terms(self, k):
         return self.terms[k * self.chain:(k + 1) * self.chain]
 
+    def pass_timing(self, rows, lane_chains):
+        """(last MAC slot, last psum returned) of a pass over ``rows`` distinct ifmap rows
+        whose busiest psum lane serves ``lane_chains`` chains, in cycles from its first MAC
+        slot, fill and drain constants aside. Beyond its MAC slots or its busiest network: the
+        ifmap stream sends column by column across the rows, so the last row's PEs wait for
+        their first window (seg columns of every row) while their first output's earlier
+        taps take (seg - 1) * q * p slots; and the tops finish each column's p psums
+        together, so after the last MAC the busiest lane returns the other tops' last column."""
+        L = self.layer
+        slots = self.n * L.F * self.seg * self.p * self.q
+        column = rows * self.q
+        words_i = column * self.n * self.pe_config.row_length
+        words_o = lane_chains * self.n * L.F * self.p
+        startup = max(0, self.seg * column - (self.seg - 1) * self.q * self.p)
+        last_mac = max(slots + startup, words_i, words_o)
+        return last_mac, last_mac + (lane_chains - 1) * self.p
+
     def lane_chains(self, slots):
         """Most of the chains at chain slots ``slots`` that one lane of the psum and output
         networks serves (a lane serves the PE columns ``col % psum_noc_lanes``)."""
@@ -277,7 +294,16 @@ class Mapping:
         c, L, pe = self.config, self.layer, self.pe_config
         mac_slots = self.n * L.F * self.seg * self.p * self.q
         cycles = active = ifmap_words = psum_words = opsum_words = 0
-        kinds = [(shape, len(group), self.lane_chains(self.slots(g)))
+        lanes = {}    # chains a pass's busiest lane serves, by the pass's chain count (slots in turn)
+
+        def lane_chains(g, count):
+            if self.stationary:
+                return self.lane_chains(self.slots(g))
+            if count not in lanes:
+                lanes[count] = self.lane_chains(range(count))
+            return lanes[count]
+
+        kinds = [(shape, len(group), lane_chains(g, len(group)))
                  for g, ((shape, _), group) in enumerate(zip(self._group_shapes, self.groups))]
         # Passes of one shape, fold and filter stream cost the same: tiles of the same groups'
         # kinds and filter streams run alike in every fold and block of images, but for the
@@ -292,14 +318,15 @@ class Mapping:
         runs[kinds[0], 0, terms[0] * tiles[0][1][0]] -= self.blocks - 1
         runs[kinds[0], 0, terms[0] * wrapped] += self.blocks - 1
         for ((shape, outputs, lane_chains), k, entries), count in runs.items():
-            words_i = self._distinct_rows(shape, k) * self.n * self.q * pe.row_length
+            rows = self._distinct_rows(shape, k)
+            words_i = rows * self.n * self.q * pe.row_length
             words_o = outputs * self.n * L.F * self.p   # the output network returns every psum
             # The ifmap network carries one element per transfer, each lane of the psum and
             # output networks one, the filter network filter_noc_width; with two filter banks
             # the next pass's weights load meanwhile. A first fold's chain bottoms take zeros,
             # not psum network words.
-            busiest_lane = lane_chains * self.n * L.F * self.p
-            busy, transfers_f = max(mac_slots, words_i, busiest_lane), entries * self.filter_transfers
+            _, busy = self.pass_timing(rows, lane_chains)
+            transfers_f = entries * self.filter_transfers
             cycles += count * (PE_LATENCY + 2 * self.chain + (max(busy, transfers_f) if c.filter_banks > 1
                                                               else busy + transfers_f))
             active += count * outputs * terms[k]
@@ -422,23 +449,27 @@ class Mapping:
 
     @property
     def lower_bound(self):
-        """Cycles the estimate cannot beat: per pass its MAC slots or the psums its chains
-        return through the busiest lane (at least an even share), whichever is more, filter
-        load excluded."""
+        """Cycles the estimate cannot beat: per pass its MAC slots and the busiest lane's last
+        column, or the psums that lane returns, whichever is more (the busiest lane serving at
+        least an even share of the pass's chains), filter load and the first windows excluded."""
         L, lanes = self.layer, self.config.psum_noc_lanes
         mac_slots = self.n * L.F * self.seg * self.p * self.q
-        per_output = self.n * L.F * self.p / lanes
+
+        def bound(chains):
+            share = -(-chains // lanes)
+            return max(mac_slots + (share - 1) * self.p, share * self.n * L.F * self.p)
+
         if self.stationary:     # a pass per set of filter blocks and block of rows
             b, t, blocks = self.set_blocks, self.e_block or L.E, (L.M // L.G) // self.p
-            passes = [max(mac_slots, min(b, blocks - s) * min(t, L.E - e0) * per_output)
+            passes = [bound(min(b, blocks - s) * min(t, L.E - e0))
                       for s in range(0, blocks, b) for e0 in range(0, L.E, t)] * L.G
         elif self.aligned:
-            passes = [max(mac_slots, len(group) * per_output) for group in self.groups]
+            passes = [bound(len(group)) for group in self.groups]
         else:
             full, rest = divmod(self.output_count, self.chains_per_pass)
-            passes = [max(mac_slots, self.chains_per_pass * per_output)] * full
+            passes = [bound(self.chains_per_pass)] * full
             if rest:
-                passes.append(max(mac_slots, rest * per_output))
+                passes.append(bound(rest))
         return self.blocks * self.chunks * sum(cycles + PE_LATENCY + 2 * self.chain for cycles in passes)
 
     def describe(self):

@@ -6,7 +6,8 @@ cycle and writes its ``n`` elements as they return after the memory latency, a `
 elements, a ``STORE`` takes ``n`` cycles, each instruction plus a fixed start cost; a pass
 takes its MAC slots (or its busiest network: one activation per cycle on the ifmap network,
 one psum per cycle on each lane of the psum and output networks, ``filter_noc_width`` weights
-on the filter network) plus the
+on the filter network; :meth:`~rowstation.gen.mapper.Mapping.pass_timing`, with the wait for
+the first ifmap windows and the busiest lane's last column) plus the
 pipeline fill and drain of its chains. The units meet where the program's dependency tokens
 make them wait; the filter stream of a pass (none for the PEs that keep their filters)
 overlaps the previous pass when the PEs have a free filter bank; external memory serves one
@@ -25,10 +26,11 @@ __all__ = ["COSTS", "predict_cycles", "layer_report", "REPORT_KEYS"]
 #: Cycle costs of the hardware, beyond one per element moved: per instruction started (decoded
 #: ahead while the previous one runs), a LOAD's external memory latency, and per pass the
 #: start (data commit to first MAC) and the drain (last MAC to last psum stored), plus per PE of
-#: a chain. Fitted to Verilator runs of the test layers on ``tiny`` and on a 2 x 3 and a 4 x 2
-#: array (``docs/performance.md``).
-COSTS = {"instruction": 3, "memory_latency": 2, "pass_start": 6, "pass_drain": 5,
-         "chain": 3, "end": 0}
+#: a chain. Fitted to 38 Verilator runs: the test layers on ``tiny`` (one and two psum lanes)
+#: and on a 2 x 3 and a 4 x 2 array, and AlexNet CONV1, CONV4 and CONV5 on ``eyeriss-v1``
+#: (``docs/performance.md``).
+COSTS = {"instruction": 3, "memory_latency": 2, "pass_start": 4, "pass_drain": 5,
+         "chain": 1, "end": 0}
 
 
 _TOKEN_SETS = [frozenset(t for t in Token if mask >> t & 1) for mask in range(1 << len(Token))]
@@ -157,10 +159,9 @@ def predict_cycles(mapping, program, *, breakdown=None):
         exec_at += words     # one word decoded per cycle
         plan = plans[k % len(plans)]    # the passes repeat per block of images
         words_f = program.filter_entries[k] * m.filter_transfers   # none to PEs that keep theirs
-        words_i = len(plan.ifmap_rows) * m.n * m.q * pe.row_length
         # The chain tops return every psum through their lane of the output network (the psum
         # network brings as many back to the bottoms, in the same lanes, or none in a first fold).
-        words_o = c.psum_lane_chains(col for _, col in plan.tops) * m.n * L.F * m.p
+        lane_tops = c.psum_lane_chains(col for _, col in plan.tops)
         # Filter phase: the stream starts when free; with one filter bank the PEs take the
         # weights once the previous pass has issued its last MAC, with two once the pass
         # before that has.
@@ -173,20 +174,27 @@ def predict_cycles(mapping, program, *, breakdown=None):
             run_load(taken[Token.LOAD_EXECUTE] + 1)
         ready = max(pass_end[-1], filter_start)
         start = wait(pops, ready) + 1
-        compute = max(slots, words_i, words_o)
+        last_mac, last_psum = m.pass_timing(len(plan.ifmap_rows), lane_tops)
         first_mac = max(start + COSTS["pass_start"], filters_in)
-        end = first_mac + compute + COSTS["pass_drain"] + COSTS["chain"] * m.chain
+        end = first_mac + last_psum + COSTS["pass_drain"] + COSTS["chain"] * m.chain
         if breakdown is not None:
             waited_tokens = start - 1 - ready
             reason = "stores" if Token.LOAD_EXECUTE in pops and waited_for_store() else "loads"
             breakdown[reason] = breakdown.get(reason, 0) + waited_tokens
             breakdown["filters"] = breakdown.get("filters", 0) + max(0, filters_in - start - COSTS["pass_start"])
             breakdown["macs"] = breakdown.get("macs", 0) + slots
-            network = "ifmap network" if words_i >= words_o else "output network"
-            breakdown[network] = breakdown.get(network, 0) + compute - slots
+            # Beyond the MAC slots: the busiest network's words, or the ifmap stream's first
+            # windows and the output network's last column.
+            words_i = len(plan.ifmap_rows) * m.n * m.q * pe.row_length
+            words_o = lane_tops * m.n * L.F * m.p
+            binding = "output network" if words_o == last_mac and words_o > words_i else "ifmap network"
+            lost = {binding: last_mac - slots}
+            lost["output network"] = lost.get("output network", 0) + last_psum - last_mac
+            for network, cycles in lost.items():
+                breakdown[network] = breakdown.get(network, 0) + cycles
         exec_at = start
         pass_end = [pass_end[-1], end]
-        macs_end = [macs_end[-1], first_mac + compute]
+        macs_end = [macs_end[-1], first_mac + last_mac]
         for token in pushes:
             given[token].append(end)
         run_store()

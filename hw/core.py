@@ -12,7 +12,7 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..gen.isa import ARRAY_EVENTS, CORE_EVENTS, COUNTERS, NETWORKS, PE_EVENTS
+from ..gen.isa import ARRAY_EVENTS, CORE_EVENTS, COUNTERS, PE_EVENTS
 from .array import PEArray
 from .controller import Controller, ProgramSignature, TensorBases
 from .counters import EventCounters

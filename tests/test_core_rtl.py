@@ -78,9 +78,9 @@ def _keeps_filters(config, spec):
     return compile_layer(mapping).filter_loads < sum(len(plan.assign) for plan in mapping.plans) * mapping.blocks
 
 
-#: How far the performance model's cycles may be from the RTL's without stalls (measured bound;
-#: docs/performance.md).
-MODEL_TOLERANCE = 0.08
+#: How far the performance model's cycles may be from the RTL's without stalls (measured: 3.5 %
+#: on these runs; docs/performance.md).
+MODEL_TOLERANCE = 0.05
 
 
 def _check_model(config, specs, results):
