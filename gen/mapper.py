@@ -32,6 +32,9 @@ __all__ = ["Mapping", "map_layer"]
 #: PE cycles from first ifmap to last opsum beyond the MAC slots (rowstation.hw.pe.PE.LATENCY).
 PE_LATENCY = 4
 
+#: :attr:`Mapping._shared` of the mappings costed lately, by their order of outputs.
+_SHARED = {}
+
 
 def _divisors(n, limit):
     return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
@@ -93,11 +96,25 @@ class Mapping:
                 for mb in range(blocks)]
 
     @cached_property
+    def _shared(self):
+        """What depends only on the order of outputs and their grouping into passes (not on
+        q, seg or the images), shared by the candidates of a search that have the same."""
+        L = self.layer
+        key = (L.G, L.M, L.E, self.p, self.e_block, self.aligned, self.stationary, self.chains_per_pass,
+               self.config.array_rows // self.chain)
+        if len(_SHARED) > 4096:
+            _SHARED.clear()
+        return _SHARED.setdefault(key, {})
+
+    @property
     def outputs(self):
         """Outputs (g, mb, e), each p filters x F columns x N images, in the order passes take
         them (:meth:`_runs`). A pass of outputs of several filter blocks but fewer rows reads
         fewer ifmap rows and more filters."""
-        return [(g, mb, e) for g, mb, e0, rows in self._runs() for e in range(e0, e0 + rows)]
+        shared = self._shared
+        if "outputs" not in shared:
+            shared["outputs"] = [(g, mb, e) for g, mb, e0, rows in self._runs() for e in range(e0, e0 + rows)]
+        return shared["outputs"]
 
     @property
     def output_count(self):
@@ -120,9 +137,15 @@ class Mapping:
     def chains_per_pass(self):
         return self.config.array_cols * (self.config.array_rows // self.chain)
 
-    @cached_property
+    @property
     def groups(self):
         """Pass groups: the consecutive outputs one pass computes, one per chain slot."""
+        shared = self._shared
+        if "groups" not in shared:
+            shared["groups"] = self._pass_groups()
+        return shared["groups"]
+
+    def _pass_groups(self):
         n, outputs = self.chains_per_pass, self.output_count
         if self.stationary:     # a pass per set of filter blocks and block of rows
             groups, start, b, key = [], 0, self.set_blocks, None
@@ -154,10 +177,16 @@ class Mapping:
         return max(self._distinct_rows(shape, k) for shape, _, _ in self._group_kinds
                    for k in range(self.chunks))
 
-    @cached_property
+    @property
     def _group_shapes(self):
         """Per pass group: (its output rows e, as intervals per group g shifted to start at 0
         (the ifmap rows it reads depend only on these), and its filter blocks)."""
+        shared = self._shared
+        if "shapes" not in shared:
+            shared["shapes"] = self._shapes()
+        return shared["shapes"]
+
+    def _shapes(self):
         shapes, every = [], self.outputs
         for outputs in self.groups:
             # (g, mb) -> e interval: a filter block's rows rise in output order.
@@ -386,7 +415,7 @@ class Mapping:
         from the pass before (:func:`~rowstation.gen.program.kept_filters`: the same chain
         slot, output filter block and fold)."""
         per_column = self.config.array_rows // self.chain
-        layouts = {}
+        layouts = self._shared.setdefault("layouts", {})
 
         def layout(g):
             if g not in layouts:
