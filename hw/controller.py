@@ -500,10 +500,10 @@ class PsumWriteback(wiring.Component):
         return m
 
 
-def _psum_lanes(config):
-    """The psum ports of the execute unit, one per psum network lane: global buffer reads
-    (``psum_rd``) into the psum network (``psum``), psums from the output network (``opsum``)
-    and their global buffer writes (``psum_wr``); and the filter and ifmap networks."""
+def _network_ports(config):
+    """The execute unit's network ports: the filter and ifmap networks, and per psum network
+    lane the global buffer reads (``psum_rd``) into the psum network (``psum``), the psums
+    from the output network (``opsum``) and their global buffer writes (``psum_wr``)."""
     c = config
     addr, stored = c.glb_addr_width(c.glb_psum_bits), signed(c.glb_psum_bits)
     lanes = c.psum_noc_lanes
@@ -538,7 +538,7 @@ class ExecuteController(wiring.Component):
             "array": Out(ArrayControlSignature(c)),
             "mem_rd": Out(MemoryReadSignature(c.dram_width, c.dram_addr_width)),
             "ifmap_rd": Out(ReadPortSignature(self.addr_widths["ifmap"], signed(c.ifmap_width))),
-            **_psum_lanes(c),
+            **_network_ports(c),
             "runs": Out(1),    # strobes as each pass starts
             "error": Out(1),
         }
@@ -807,7 +807,7 @@ class Controller(wiring.Component):
             "ifmap_wr": Out(stream.Signature(WriteRequest(ifmap_addr, ifmap))),
             "psum_ld": Out(stream.Signature(WriteRequest(psum_addr, psum))),
             "array": Out(ArrayControlSignature(c)),
-            **_psum_lanes(c),
+            **_network_ports(c),
         }
         super().__init__(members)
 
@@ -849,7 +849,7 @@ class Controller(wiring.Component):
         wiring.connect(m, load.psum_ld, wiring.flipped(self.psum_ld))
         wiring.connect(m, execute.ifmap_rd, wiring.flipped(self.ifmap_rd))
         wiring.connect(m, execute.array, wiring.flipped(self.array))
-        for name in _psum_lanes(c):
+        for name in _network_ports(c):
             for theirs, ours in _lanes_of(getattr(execute, name), getattr(self, name)):
                 wiring.connect(m, theirs, wiring.flipped(ours))
         return m
