@@ -338,9 +338,9 @@ def test_stationary_passes_keep_their_filters(spec):
             _, mb, e = mapping.outputs[o]
             assert slot == (mb % b) * t + e % t and slot < mapping.chains_per_pass
     L, slots = layer, mapping.n * layer.F * mapping.seg * mapping.p * mapping.q
-    assert mapping.lower_bound == mapping.blocks * mapping.chunks * sum(
-        max(slots, len(group) * mapping.n * L.F * mapping.p) + PE_LATENCY + 2 * mapping.chain
-        for group in mapping.groups)
+    assert mapping.lower_bound == mapping.blocks * mapping.chunks * sum(   # one psum lane
+        max(slots + (len(group) - 1) * mapping.p, len(group) * mapping.n * L.F * mapping.p)
+        + PE_LATENCY + 2 * mapping.chain for group in mapping.groups)
     program, counts = run(config, layer, seed=5, mapping=mapping)
 
     def filter_set(g):
@@ -359,3 +359,29 @@ def test_stationary_passes_keep_their_filters(spec):
     assert counts["filter_write"] == program.filter_loads * mapping.pe_config.filter_words
     # The search counts the filter stream exactly.
     assert sum(program.filter_entries) * mapping.pe_config.filter_words == mapping.stats["filter_noc_words"]
+
+
+def test_psum_lanes_start_in_banks_of_their_own():
+    """With two psum network lanes, every pass's chain tops of one lane store their psums in
+    other global buffer banks than the other lane's (so the lanes' writes, and the psum reads
+    of the next fold, never wait for each other); the layer is still exact."""
+    config = TINY.replace(psum_noc_lanes=2, glb_banks=8, glb_bank_depth=128)
+    layer = ConvLayer.parse("N=1,C=2,H=8,W=16,M=8,R=3,S=1")
+    program, _ = run(config, layer, seed=6)
+    regmap, lanes_p = RegisterMap(config), config.glb_lanes(config.glb_psum_bits)
+    bank = config.glb_bank_depth * lanes_p
+    words, pc, bases, passes = program.streams["execute"], 0, {}, 0
+    while pc < len(words):
+        fields = decode(words[pc])
+        opcode = Opcode(fields["opcode"])
+        if opcode == Opcode.WRITE:
+            block, pe = regmap.locate(fields["operand"])
+            if block.name == "store_base":
+                bases[pe] = words[pc + 1]
+        elif opcode == Opcode.RUN:
+            banks = [{bases[pe] // bank for pe in bases if config.psum_lane(pe % config.array_cols) == lane}
+                     for lane in range(2)]
+            assert banks[0] and banks[1] and not banks[0] & banks[1], banks
+            bases, passes = {}, passes + 1
+        pc += 1 + ARGUMENTS[opcode]
+    assert passes == len(program.filter_entries)
