@@ -145,9 +145,10 @@ def test_core_on_a_small_array_with_a_small_global_buffer():
     assert max(stats["epochs"] for _, stats in results) > 1
 
 
-def test_core_verilog_is_lint_clean(tmp_path):
+@pytest.mark.parametrize("config", [TINY, SMALL], ids=["tiny", "two-psum-lanes"])
+def test_core_verilog_is_lint_clean(tmp_path, config):
     verilog = tmp_path / "rowstation_core.v"
-    verilog.write_text(core_verilog(TINY))
+    verilog.write_text(core_verilog(config))
     assert lint(verilog, top="rowstation_core") == []
 
 
