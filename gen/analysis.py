@@ -9,6 +9,7 @@ import multiprocessing
 import os
 
 from .dataflows import COSTS, DATAFLOWS, LEVELS, evaluate_layer, storage_budget
+from .mapper import check_tolerance
 
 
 __all__ = ["run_tasks", "dataflow_names", "analyze", "totals", "markdown", "plot", "CHIP_UTILIZATION"]
@@ -94,17 +95,19 @@ def totals(config, layers):
             "dram_per_mac": accesses["dram"] / macs, "energy_per_mac": energy["total"] / macs}
 
 
-def analyze(config, layers, *, network, batch, dataflows=("rs",), costs=COSTS, scheduler=None,
-            workers=None, progress=None):
+def analyze(config, layers, *, network, batch, dataflows=("rs",), costs=COSTS, tolerance=0.0,
+            scheduler=None, workers=None, progress=None):
     """The report of ``layers`` ((name, ConvLayer) pairs) under each of ``dataflows``: per
     dataflow its storage, layers and totals (all layers, the convolutions and the fully
-    connected ones), and each dataflow's energy relative to RS where RS is among them."""
+    connected ones), and each dataflow's energy relative to RS where RS is among them. RS maps
+    each layer for the fewest cycles, or for the least energy within ``tolerance`` of them."""
     if not layers:
         raise ValueError(f"network {network} has no layer with MACs")
-    tasks = [(config, name, layer, dataflow, costs) for dataflow in dataflows for name, layer in layers]
+    check_tolerance(tolerance)
+    tasks = [(config, name, layer, dataflow, costs, tolerance) for dataflow in dataflows for name, layer in layers]
     results = run_tasks(evaluate_layer, tasks, scheduler=scheduler, workers=workers, progress=progress)
     report = {"network": network, "batch": batch, "pes": config.pe_count, "config": config.to_dict(),
-              "costs": dict(costs), "dataflows": {}}
+              "costs": dict(costs), "tolerance": tolerance, "dataflows": {}}
     for i, dataflow in enumerate(dataflows):
         rows = results[i * len(layers):(i + 1) * len(layers)]
         rf_bits, glb_bits = storage_budget(config, dataflow)
@@ -137,6 +140,8 @@ def markdown(report):
     costs = "/".join(f"{report['costs'][k]:g}" for k in (*LEVELS, "alu"))
     lines = [f"# {report['network']}, batch {report['batch']}, {report['pes']} PEs",
              "", f"Energy per access (DRAM/GLB/NoC/RF/ALU, relative to a MAC): {costs}."]
+    if report.get("tolerance"):
+        lines.append(f"RS maps each layer for the least energy within {report['tolerance']:.1%} of its fewest cycles.")
     head = ("| layer | shape | weights | MACs | cycles | utilization | DRAM | GLB | NoC | RF | "
             "DRAM/MAC | DRAM/compulsory | energy/MAC |")
     for dataflow, entry in report["dataflows"].items():

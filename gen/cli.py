@@ -334,6 +334,7 @@ def cmd_analyze(args):
     else:
         layers, network = network_layers(args.network, args.batch), args.network
     report = analyze(config, layers, network=network, batch=args.batch, dataflows=dataflows, costs=costs,
+                     tolerance=args.tolerance,
                      progress=progress_printer(f"{network}: {len(dataflows)} dataflow(s) x {len(layers)} layers"),
                      **_parallel(args))
     print(markdown(report), end="")
@@ -613,6 +614,7 @@ def build_parser():
                      help="energy per access relative to a MAC (default dram=200,glb=6,noc=2,rf=1,alu=1)")
     sub.add_argument("--json", metavar="FILE", help="write the report as JSON")
     sub.add_argument("--plot", metavar="FILE.png", help="energy by level and utilisation per layer")
+    _tolerance_argument(sub)
     _parallel_arguments(sub)
     sub.set_defaults(run=cmd_analyze)
 

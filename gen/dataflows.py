@@ -106,12 +106,12 @@ def _result(config, L, costs, *, cycles, dram_bytes, glb, noc, rf, mapping):
             "dram_over_compulsory": dram_bytes / _compulsory_bytes(config, L), "mapping": mapping}
 
 
-def _rs(config, L, costs):
+def _rs(config, L, costs, tolerance):
     from .mapper import map_layer
     from .performance import layer_report
     from .program import compile_layer
 
-    m = map_layer(config, L)
+    m = map_layer(config, L, tolerance=tolerance)
     report = layer_report(m, compile_layer(m, shift=0, check_storage=False))
     pe, per_row = m.pe_config, m.n * L.F * m.p
     # Every PE of a pass takes its filter block and its ifmap rows; psums go up the chains' links,
@@ -318,16 +318,17 @@ def _better(best, result):
     return result if best is None or key < (best["energy"]["total"], best["cycles"]) else best
 
 
-def evaluate_layer(config, name, layer, dataflow, costs=COSTS):
+def evaluate_layer(config, name, layer, dataflow, costs=COSTS, tolerance=0.0):
     """The figures of ``layer`` (named ``name``) under ``dataflow`` on the area of ``config``: a
     dict with ``name``, the shape, ``weights``, ``macs``, ``cycles``, ``utilization``,
     ``accesses`` and ``energy`` by level (and ``total``), DRAM bytes over the compulsory minimum,
-    and the mapping chosen. ValueError names the layer if it cannot be mapped."""
+    and the mapping chosen (RS: the mapper's, with its cycle ``tolerance``). ValueError names the
+    layer if it cannot be mapped."""
     if dataflow not in DATAFLOWS:
         raise ValueError(f"unknown dataflow {dataflow!r}; dataflows: {', '.join(DATAFLOWS)}")
     try:
         if dataflow == "rs":
-            result = _rs(config, layer, costs)
+            result = _rs(config, layer, costs, tolerance)
         else:
             _, glb_bits = storage_budget(config, dataflow)
             model = _spatial_reduction if dataflow in ("ws", "nlr") else _output_stationary

@@ -26,7 +26,7 @@ from .allocation import allocate, ifmap_elements, pass_words
 from .dataflows import COSTS
 
 
-__all__ = ["Mapping", "map_layer"]
+__all__ = ["Mapping", "map_layer", "check_tolerance"]
 
 
 #: PE cycles from first ifmap to last opsum beyond the MAC slots (rowstation.hw.pe.PE.LATENCY).
@@ -564,8 +564,7 @@ def map_layer(config, layer, *, tolerance=0.0):
     modelled, in the order of the search's estimates, until an estimate exceeds the fewest
     modelled cycles (within the tolerance); then the fewest modelled cycles win (within the
     tolerance, the fewest external memory words), then the larger block."""
-    if not 0 <= tolerance < 1:
-        raise ValueError(f"tolerance must be a fraction in [0, 1), not {tolerance!r}")
+    check_tolerance(tolerance)
     if not isinstance(layer, ConvLayer):
         raise TypeError(f"layer must be a ConvLayer, not {layer!r}")
     for name, value in (("F", layer.F), ("padded H", layer.H + 2 * layer.P),
@@ -598,6 +597,12 @@ def map_layer(config, layer, *, tolerance=0.0):
     fewest = min(cycles for cycles, _, _ in modelled)
     return min((entry for entry in modelled if entry[0] <= _within(fewest, tolerance)),
                key=lambda entry: (entry[1], entry[0], -entry[2].n))[2]
+
+
+def check_tolerance(tolerance):
+    """A ValueError unless ``tolerance`` is a fraction in [0, 1)."""
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be a fraction in [0, 1), not {tolerance!r}")
 
 
 def _within(cycles, tolerance):

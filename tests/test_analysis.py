@@ -197,6 +197,22 @@ def test_survey_findings_on_alexnet_with_256_pes():
         assert all(ratio["conv"] > 1 for d, ratio in table.items() if d != "rs")
 
 
+def test_rs_maps_for_energy_within_a_tolerance():
+    """With a cycle tolerance RS takes each layer's least-energy mapping within it (AlexNet
+    CONV3: 7 output rows per filter block instead of 5, so less DRAM traffic); the report says
+    so, and a tolerance outside [0, 1) is refused before any layer is costed."""
+    config = preset("eyeriss-v1")
+    layers = [(n, l) for n, l in network_layers("alexnet") if n == "CONV3"]
+    fastest, leanest = (analyze(config, layers, network="alexnet", batch=1, tolerance=t, workers=1)
+                        for t in (0.0, 0.01))
+    (fast,), (lean,) = fastest["dataflows"]["rs"]["layers"], leanest["dataflows"]["rs"]["layers"]
+    assert (fast["mapping"]["e_block"], lean["mapping"]["e_block"]) == (5, 7)
+    assert lean["dram_bytes"] < fast["dram_bytes"] and lean["energy"]["total"] < fast["energy"]["total"]
+    assert leanest["tolerance"] == 0.01 and "within 1.0% of its fewest cycles" in markdown(leanest)
+    with pytest.raises(ValueError, match=r"^tolerance must be a fraction in \[0, 1\), not 1.5$"):
+        analyze(config, layers, network="alexnet", batch=1, tolerance=1.5, workers=1)
+
+
 def test_report_markdown_json_and_plot(tmp_path):
     report = analyze(TINY, network_layers("lenet5"), network="lenet5", batch=1, dataflows=["rs", "ws"], workers=1)
     for dataflow, entry in report["dataflows"].items():
@@ -336,9 +352,10 @@ def test_analyze_command(tmp_path, capsys):
     out = tmp_path / "a.json"
     assert main(["analyze", "--preset", "tiny", "--onnx", str(MODEL), "--batch", "2", "--dataflow", "rs,nlr",
                  "--json", str(out), "--plot", str(tmp_path / "a.png"), "--workers", "1",
-                 "--costs", "dram=100"]) == 0
+                 "--costs", "dram=100", "--tolerance", "0.02"]) == 0
     report = json.loads(out.read_text())
     assert report["batch"] == 2 and report["costs"]["dram"] == 100 and list(report["dataflows"]) == ["rs", "nlr"]
+    assert report["tolerance"] == 0.02
     assert "## NLR" in capsys.readouterr().out
     assert (tmp_path / "a.png").exists()
 
@@ -348,6 +365,7 @@ def test_analyze_command(tmp_path, capsys):
     (["--network", "lenet5", "--batch", "0"], "batch must be a positive integer, not 0"),
     (["--network", "lenet5", "--costs", "dram=x"], "cost of dram must be a number"),
     (["--network", "lenet5", "--workers", "0"], "--workers must be at least 1, not 0"),
+    (["--network", "lenet5", "--tolerance", "-0.1"], "tolerance must be a fraction in [0, 1), not -0.1"),
     (["--onnx", "missing.onnx"], "missing.onnx does not exist"),
 ])
 def test_analyze_command_errors(args, message, capsys):
