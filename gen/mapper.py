@@ -601,7 +601,7 @@ def map_layer(config, layer, *, tolerance=0.0):
 
 def check_tolerance(tolerance):
     """A ValueError unless ``tolerance`` is a fraction in [0, 1)."""
-    if not 0 <= tolerance < 1:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
         raise ValueError(f"tolerance must be a fraction in [0, 1), not {tolerance!r}")
 
 

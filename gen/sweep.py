@@ -28,6 +28,7 @@ from pathlib import Path
 from .analysis import run_tasks, totals
 from .config import AcceleratorConfig, preset as preset_config, read_toml
 from .dataflows import cost_table, evaluate_layer, storage_bits
+from .mapper import check_tolerance
 from .zoo import NETWORKS, check_batch
 
 
@@ -43,9 +44,11 @@ BUDGET_KEYS = ("pes", "storage_kib", *SYNTHESIS_KEYS, "cycles", "energy_per_mac"
 
 class Space:
     """A validated design space: the base configuration, the keys swept with their values, the
-    networks, batch, energy costs and budget."""
+    networks, batch, energy costs, budget, and the mapper's cycle tolerance (RS maps each layer
+    for the least energy within it of the fewest cycles)."""
 
-    def __init__(self, *, base="eyeriss-v1", space, networks=(), batch=1, costs=None, budget=None, source="space"):
+    def __init__(self, *, base="eyeriss-v1", space, networks=(), batch=1, costs=None, budget=None, tolerance=0.0,
+                 source="space"):
         names = {field.name for field in fields(AcceleratorConfig)}
         self.base = preset_config(base)
         if not isinstance(space, dict) or not space:
@@ -77,6 +80,11 @@ class Space:
                 raise ValueError(f"{source}: budget.{key} = {value!r}: a budget limits "
                                  f"{', '.join(BUDGET_KEYS)} by a number")
             self.budget[key] = value
+        try:
+            check_tolerance(tolerance)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
+        self.tolerance = tolerance
 
     def __len__(self):
         """Points in the space, valid or not."""
@@ -96,7 +104,7 @@ class Space:
 def load_space(path):
     """The :class:`Space` of TOML file ``path``."""
     table = read_toml(path, "space")
-    known = {"preset", "networks", "batch", "costs", "space", "budget"}
+    known = {"preset", "networks", "batch", "costs", "space", "budget", "tolerance"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ValueError(f"space {path}: unknown entries {', '.join(unknown)}; a space has {', '.join(sorted(known))}")
@@ -104,13 +112,14 @@ def load_space(path):
     if not isinstance(networks, list):
         raise ValueError(f"space {path}: networks must be a list of names, not {networks!r}")
     return Space(base=table.get("preset", "eyeriss-v1"), space=table.get("space"), networks=networks,
-                 batch=table.get("batch", 1), costs=table.get("costs"), budget=table.get("budget"), source=str(path))
+                 batch=table.get("batch", 1), costs=table.get("costs"), budget=table.get("budget"),
+                 tolerance=table.get("tolerance", 0.0), source=str(path))
 
 
-def _evaluate(config, name, layer, costs):
+def _evaluate(config, name, layer, costs, tolerance):
     """RS figures of one layer of one point, or its error (the point is then infeasible)."""
     try:
-        return evaluate_layer(config, name, layer, "rs", costs)
+        return evaluate_layer(config, name, layer, "rs", costs, tolerance)
     except ValueError as error:
         return {"error": str(error)}
 
@@ -137,7 +146,7 @@ def run_sweep(space, layers, *, synth=None, build="build/sweep", scheduler=None,
                          f"run with --synth, or drop them from [budget]")
     points = list(space.points())
     valid = [(i, config) for i, (_, config) in enumerate(points) if isinstance(config, AcceleratorConfig)]
-    tasks = [(config, f"{network}/{name}", layer, space.costs)
+    tasks = [(config, f"{network}/{name}", layer, space.costs, space.tolerance)
              for _, config in valid for network, shapes in layers.items() for name, layer in shapes]
     per_point = sum(len(shapes) for shapes in layers.values())
     jobs = [(_evaluate, task) for task in tasks]
@@ -177,7 +186,7 @@ def run_sweep(space, layers, *, synth=None, build="build/sweep", scheduler=None,
     candidates = [e for e in feasible if e["within_budget"]]
     best = max(candidates, key=lambda e: (e["throughput"], -e["energy_per_mac"]), default=None)
     return {"base": space.base.to_dict(), "space": space.space, "networks": {n: [name for name, _ in s] for n, s in layers.items()},
-            "batch": next(layer.N for shapes in layers.values() for _, layer in shapes), "costs": space.costs, "budget": space.budget, "area": area,
+            "batch": next(layer.N for shapes in layers.values() for _, layer in shapes), "costs": space.costs, "budget": space.budget, "tolerance": space.tolerance, "area": area,
             "synthesized": synth, "points": entries, "best": best["point"] if best else None}
 
 

@@ -336,6 +336,8 @@ def test_sweep_marks_points_whose_layers_cannot_be_mapped():
     ("preset = 'big'\n[space]\narray_rows = [3]\n", "unknown preset 'big'"),
     ("array_rows = [3\n", "is not valid TOML"),
     ("preset = 'tiny'\n", "\\[space\\] must name at least one configuration key"),
+    ("tolerance = 1.5\n[space]\narray_rows = [3]\n", "tolerance must be a fraction in \\[0, 1\\), not 1.5"),
+    ("tolerance = 'x'\n[space]\narray_rows = [3]\n", "tolerance must be a fraction in \\[0, 1\\), not 'x'"),
 ])
 def test_bad_spaces_are_refused(tmp_path, text, message):
     path = tmp_path / "space.toml"
@@ -374,11 +376,11 @@ def test_analyze_command_errors(args, message, capsys):
 
 
 def test_sweep_command(tmp_path, capsys):
-    (tmp_path / "space.toml").write_text(SPACE)
+    (tmp_path / "space.toml").write_text("tolerance = 0.02\n" + SPACE)
     assert main(["sweep", "--space", str(tmp_path / "space.toml"), "--workers", "1", "-o", str(tmp_path / "out")]) == 0
     assert "Best within the budget: point" in capsys.readouterr().out
     report = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert len(report["points"]) == 8 and report["area"] == "storage_kib"
+    assert len(report["points"]) == 8 and report["area"] == "storage_kib" and report["tolerance"] == 0.02
     assert (tmp_path / "out" / "pareto.png").exists() and (tmp_path / "out" / "sweep.md").exists()
     # The best point's configuration builds: every key, read back by --config.
     best = report["points"][report["best"]]
