@@ -228,7 +228,7 @@ class RegisterMap:
             specs += [(f"{stream}_count", len(levels) * lanes, "data", False),
                       (f"{stream}_step", len(levels) * lanes, "data", False)]
             if "table" in levels:
-                entries = config.psum_lane_pes * lanes if stream == "psum" else n
+                entries = self.lane_entries(stream) * lanes
                 specs += [(f"{stream}_base", entries, "data", True), (f"{stream}_tag", entries, "data", True)]
         specs += [("store_base", n, "data", True), ("psum_zero", 1, "data", False),
                   ("store_total", 1, "data", False)]
@@ -245,6 +245,15 @@ class RegisterMap:
     def lanes(self, stream):
         """Copies of ``stream``'s loop registers: one per psum network lane for the psum stream."""
         return self.config.psum_noc_lanes if stream == "psum" else 1
+
+    def lane_entries(self, stream):
+        """Table entries of one lane of ``stream``: the PEs of the largest psum network lane, or
+        every PE."""
+        return self.config.psum_lane_pes if stream == "psum" else self.config.pe_count
+
+    def lane_base(self, stream, lane):
+        """(first ``<stream>_count``/``_step`` register, first table entry) of lane ``lane``."""
+        return lane * len(LOOPS[stream]), lane * self.lane_entries(stream)
 
     def address(self, name, index=0):
         block = self.blocks[name]

@@ -15,7 +15,7 @@ cycles, then the least energy by the brief's access-cost model; with a ``toleran
 least energy among the mappings within that fraction of the fewest cycles.
 """
 
-from collections import Counter
+from collections import Counter, namedtuple
 from dataclasses import dataclass, replace
 from functools import cached_property
 from math import ceil
@@ -31,6 +31,9 @@ __all__ = ["Mapping", "map_layer", "check_tolerance"]
 
 #: PE cycles from first ifmap to last opsum beyond the MAC slots (rowstation.hw.pe.PE.LATENCY).
 PE_LATENCY = 4
+
+#: A pass's span (:meth:`Mapping.pass_timing`).
+PassTiming = namedtuple("PassTiming", "last_mac last_psum words_i words_o")
 
 #: :attr:`Mapping._shared` of the mappings costed lately, by their order of outputs.
 _SHARED = {}
@@ -262,9 +265,10 @@ class Mapping:
         return self.terms[k * self.chain:(k + 1) * self.chain]
 
     def pass_timing(self, rows, lane_chains):
-        """(last MAC slot, last psum returned) of a pass over ``rows`` distinct ifmap rows
-        whose busiest psum lane serves ``lane_chains`` chains, in cycles from its first MAC
-        slot, fill and drain constants aside. Beyond its MAC slots or its busiest network: the
+        """:class:`PassTiming` of a pass over ``rows`` distinct ifmap rows whose busiest psum
+        lane serves ``lane_chains`` chains: its last MAC slot and last psum returned, in cycles
+        from its first MAC slot, fill and drain constants aside, and the words of its ifmap
+        network and busiest psum lane. Beyond its MAC slots or its busiest network: the
         ifmap stream sends column by column across the rows, so the last row's PEs wait for
         their first window (seg columns of every row) while their first output's earlier
         taps take (seg - 1) * q * p slots; and the tops finish each column's p psums
@@ -276,7 +280,7 @@ class Mapping:
         words_o = lane_chains * self.n * L.F * self.p
         startup = max(0, self.seg * column - (self.seg - 1) * self.q * self.p)
         last_mac = max(slots + startup, words_i, words_o)
-        return last_mac, last_mac + (lane_chains - 1) * self.p
+        return PassTiming(last_mac, last_mac + (lane_chains - 1) * self.p, words_i, words_o)
 
     def lane_chains(self, slots):
         """Most of the chains at chain slots ``slots`` that one lane of the psum and output
@@ -347,19 +351,17 @@ class Mapping:
         runs[kinds[0], 0, terms[0] * tiles[0][1][0]] -= self.blocks - 1
         runs[kinds[0], 0, terms[0] * wrapped] += self.blocks - 1
         for ((shape, outputs, lane_chains), k, entries), count in runs.items():
-            rows = self._distinct_rows(shape, k)
-            words_i = rows * self.n * self.q * pe.row_length
+            timing = self.pass_timing(self._distinct_rows(shape, k), lane_chains)
             words_o = outputs * self.n * L.F * self.p   # the output network returns every psum
             # The ifmap network carries one element per transfer, each lane of the psum and
             # output networks one, the filter network filter_noc_width; with two filter banks
             # the next pass's weights load meanwhile. A first fold's chain bottoms take zeros,
             # not psum network words.
-            _, busy = self.pass_timing(rows, lane_chains)
-            transfers_f = entries * self.filter_transfers
+            busy, transfers_f = timing.last_psum, entries * self.filter_transfers
             cycles += count * (PE_LATENCY + 2 * self.chain + (max(busy, transfers_f) if c.filter_banks > 1
                                                               else busy + transfers_f))
             active += count * outputs * terms[k]
-            ifmap_words += count * words_i
+            ifmap_words += count * timing.words_i
             psum_words += count * words_o if k else 0
             opsum_words += count * words_o
         passes = len(self.groups) * self.chunks * self.blocks

@@ -77,7 +77,6 @@ def predict_cycles(mapping, program, *, breakdown=None):
     cycles passes waited for loads, filters and stores; and "memory port" when the reads of
     external memory (one word per cycle) take longer than all of that."""
     c, L, m = mapping.config, mapping.layer, mapping
-    pe = m.pe_config
     plans = m.plans
     slots = m.n * L.F * m.seg * m.p * m.q
 
@@ -174,7 +173,8 @@ def predict_cycles(mapping, program, *, breakdown=None):
             run_load(taken[Token.LOAD_EXECUTE] + 1)
         ready = max(pass_end[-1], filter_start)
         start = wait(pops, ready) + 1
-        last_mac, last_psum = m.pass_timing(len(plan.ifmap_rows), lane_tops)
+        timing = m.pass_timing(len(plan.ifmap_rows), lane_tops)
+        last_mac, last_psum = timing.last_mac, timing.last_psum
         first_mac = max(start + COSTS["pass_start"], filters_in)
         end = first_mac + last_psum + COSTS["pass_drain"] + COSTS["chain"] * m.chain
         if breakdown is not None:
@@ -185,8 +185,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
             breakdown["macs"] = breakdown.get("macs", 0) + slots
             # Beyond the MAC slots: the busiest network's words, or the ifmap stream's first
             # windows and the output network's last column.
-            words_i = len(plan.ifmap_rows) * m.n * m.q * pe.row_length
-            words_o = lane_tops * m.n * L.F * m.p
+            words_i, words_o = timing.words_i, timing.words_o
             binding = "output network" if words_o == last_mac and words_o > words_i else "ifmap network"
             lost = {binding: last_mac - slots}
             lost["output network"] = lost.get("output network", 0) + last_psum - last_mac

@@ -532,7 +532,7 @@ def _write_pass(out, m, plan, filters, filt_col_ids, keep, row_bases, slots, psu
 
     def loops(stream, counts, strides, entries, lane=0):
         """A loop nest's registers (lane ``lane``'s of the psum stream)."""
-        first, table = lane * len(counts), lane * c.psum_lane_pes
+        first, table = out.regmap.lane_base(stream, lane)
         for k, step in enumerate(_steps(counts, strides)):
             out.write(f"{stream}_count", counts[k], first + k)
             out.write(f"{stream}_step", step, first + k)

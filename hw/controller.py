@@ -670,24 +670,23 @@ class ExecuteController(wiring.Component):
         # The global buffer's streams: address generator -> source (tag queued) -> tagged
         # word into the network; the psum stream once per lane, each walking its loop
         # registers and its part of the table.
-        lane_pes = c.psum_lane_pes
         streams = [("ifmap", 0, self.ifmap_rd, self.ifmap)]
         streams += [("psum", lane, self.psum_rd[lane], self.psum[lane]) for lane in range(c.psum_noc_lanes)]
         busy = {"ifmap": [], "psum": []}
         for net, lane, port, out in streams:
             levels = LOOPS[net]
             name = f"{net}_{lane}" if net == "psum" else net
+            first, first_entry = regmap.lane_base(net, lane)
             ag = AddressGenerator(levels=len(levels), table_level=levels.index("table"),
                                   count_width=self.count_width, addr_width=self.addr_widths[net],
-                                  table_depth=lane_pes if net == "psum" else c.pe_count)
+                                  table_depth=regmap.lane_entries(net))
             m.submodules[f"{name}_ag"] = ag
             m.submodules[f"{name}_tags"] = queue = fifo.SyncFIFO(width=c.row_id_width + c.col_id_width,
                                                                   depth=TAG_DEPTH)
             bases, tags = tables[f"{net}_base"][lane], tables[f"{net}_tag"][lane]
-            entry = ag.entry + lane * lane_pes if lane else ag.entry
+            entry = ag.entry + first_entry if first_entry else ag.entry
             # A first fold's psum stream does not run (the chain bottoms take zeros), nor one
             # with no table entries (a lane with no chain bottoms).
-            first = lane * len(levels)
             skip = (shadows[f"{net}_count", first + levels.index("table")] == 0)
             if net == "psum":
                 skip |= shadows["psum_zero", 0]

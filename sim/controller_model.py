@@ -122,11 +122,12 @@ def run_program(mapping, streams, dram, x, w, *, ahead="load", bases=None):
         """(address, table entry) of each word of a stream (lane ``lane`` of the psum stream)."""
         levels = LOOPS[name]
         n = len(levels)
-        cnt = [regs(f"{name}_count", lane * n + k) for k in range(n)]
-        steps = [_signed(regs(f"{name}_step", lane * n + k)) for k in range(n)]
+        registers, first = regs.map.lane_base(name, lane)
+        cnt = [regs(f"{name}_count", registers + k) for k in range(n)]
+        steps = [_signed(regs(f"{name}_step", registers + k)) for k in range(n)]
         if "table" not in levels:
             return walk(cnt, steps)
-        t, first = levels.index("table"), lane * mapping.config.psum_lane_pes
+        t = levels.index("table")
         if not cnt[t]:
             return []      # a stream with no table entries does not start
         return walk(cnt, steps, [regs(f"{name}_base", first + e) for e in range(cnt[t])], t)
