@@ -151,9 +151,9 @@ def build_board(name, config, output, *, clock_mhz=None, log=print):
                 tail = tail or "\n".join(lines[-5:])
         raise RuntimeError(f"the {name} build failed ({type(error).__name__}); {tail or 'see the logs in ' + str(out)}")
     report = parse_report(board.family, json.loads((out / "nextpnr-report.json").read_text()), clock_mhz)
-    report.update(board=name, preset=board.preset, pe_count=config.pe_count, macs_per_pe_per_cycle=1,
-                  peak_gmacs=config.pe_count * 1 * (report["fmax_mhz"] or 0) / 1000,
-                  clock_gmacs=config.pe_count * 1 * clock_mhz / 1000, pll=pll is not None,
+    report.update(board=name, preset=board.preset, pe_count=config.pe_count, macs_per_pe_per_cycle=config.mac_lanes,
+                  peak_gmacs=config.peak_macs * (report["fmax_mhz"] or 0) / 1000,
+                  clock_gmacs=config.peak_macs * clock_mhz / 1000, pll=pll is not None,
                   memory_bytes=board.memory_bytes, baud=board.baud, seconds=round(time.time() - started, 1),
                   bitstream=str(next(iter(sorted(out.glob("rowstation_board.b*"))), "")))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -172,5 +172,5 @@ def report_table(report):
     source = "PLL" if report["pll"] else "oscillator"
     lines += ["", f"Fmax {report['fmax_mhz']:.1f} MHz (run clock {report['clock_mhz']:g} MHz from the {source}: "
                   f"timing {met}); peak {report['peak_gmacs']:.2f} GMAC/s at Fmax, {report['clock_gmacs']:.2f} "
-                  f"at the run clock ({report['pe_count']} PEs x 1 MAC/cycle)."]
+                  f"at the run clock ({report['pe_count']} PEs x {report['macs_per_pe_per_cycle']} MAC/cycle)."]
     return "\n".join(lines)

@@ -89,7 +89,7 @@ def totals(config, layers):
     accesses = {level: sum(r["accesses"][level] for r in layers) for level in LEVELS}
     energy = {level: sum(r["energy"][level] for r in layers) for level in (*LEVELS, "alu", "total")}
     return {"layers": len(layers), "weights": sum(r["weights"] for r in layers), "macs": macs,
-            "cycles": cycles, "utilization": macs / (config.pe_count * cycles),
+            "cycles": cycles, "utilization": macs / (config.peak_macs * cycles),
             "accesses": accesses, "energy": energy, "dram_bytes": dram_bytes,
             "dram_over_compulsory": dram_bytes / sum(r["dram_compulsory_bytes"] for r in layers),
             "dram_per_mac": accesses["dram"] / macs, "energy_per_mac": energy["total"] / macs}

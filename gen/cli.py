@@ -117,7 +117,7 @@ def measured_report(config, layer, counts, predicted, *, runs=1):
     word = config.dram_width // 8
     return {
         "cycles": counts["cycles"],
-        "pe_utilization": layer.macs * runs / (config.pe_count * counts["cycles"]),
+        "pe_utilization": layer.macs * runs / (config.peak_macs * counts["cycles"]),
         "passes": counts["passes"],
         "dram_read_bytes": counts["dram_reads"] * word,
         "dram_write_bytes": counts["dram_writes"] * word,
@@ -244,7 +244,7 @@ def cmd_run_net(args):
     key = "cycles" if args.sim != "golden" else None
     cycles = sum(entry[key] for entry in layers) if key else runs * sum(e["predicted"]["cycles"] for e in layers)
     macs = sum(entry["macs"] for entry in layers)
-    total = {"cycles": cycles, "macs": macs, "pe_utilization": macs / (config.pe_count * cycles), "runs": runs,
+    total = {"cycles": cycles, "macs": macs, "pe_utilization": macs / (config.peak_macs * cycles), "runs": runs,
              "inputs": len(x), "measured": key is not None}
     if key:
         for name in ("dram_read_bytes", "dram_write_bytes", "glb_reads", "glb_writes", "spad_reads",

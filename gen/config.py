@@ -64,6 +64,7 @@ class AcceleratorConfig:
     glb_psum_width: int = 0  # bits of a psum held in the global buffer; 0: psum_width (layers are checked)
     dram_addr_width: int = 32  # bits of an external memory byte address (the memory's size: 2 ** bits)
     psum_noc_lanes: int = 1  # psums the psum and output networks each carry per cycle (lane: PE columns col % lanes)
+    mac_lanes: int = 1      # MACs per PE per cycle: filters of one ifmap value computed side by side (SIMD)
 
     def __post_init__(self):
         for field in fields(self):
@@ -113,6 +114,11 @@ class AcceleratorConfig:
             raise ValueError(f"filter_noc_width = {self.filter_noc_width} weights of "
                              f"{self.memory_width(self.weight_width)} bits exceed a dram_width = "
                              f"{self.dram_width}-bit word (a filter transfer comes from one word)")
+        if self.mac_lanes not in (1, 2, 4, 8) or k % self.mac_lanes or self.psum_spad_depth % self.mac_lanes:
+            raise ValueError(f"mac_lanes must be 1, 2, 4 or 8 and divide filter_noc_width = {k} and "
+                             f"psum_spad_depth = {self.psum_spad_depth} (a PE reads a lane's weights "
+                             f"from one filter spad row and its psums from one psum spad row), "
+                             f"not {self.mac_lanes!r}")
         _check_int("psum_noc_lanes", self.psum_noc_lanes, 1, self.array_cols,
                    f"a lane serves the PE columns col % psum_noc_lanes of the {self.array_cols}")
         _check_int("dim_width", self.dim_width, 4, 16)
@@ -125,6 +131,11 @@ class AcceleratorConfig:
     @property
     def pe_count(self):
         return self.array_rows * self.array_cols
+
+    @property
+    def peak_macs(self):
+        """MACs per cycle at full utilisation: every MAC lane of every PE."""
+        return self.pe_count * self.mac_lanes
 
     @property
     def glb_bytes(self):
@@ -195,8 +206,8 @@ class AcceleratorConfig:
 
     @property
     def max_filter_width(self):
-        """Largest S a PE holds (p = q = 1)."""
-        return min(self.filter_spad_depth, self.ifmap_spad_depth)
+        """Largest S a PE holds (p = q = 1; the filters of a pass fill whole MAC lanes)."""
+        return min(self.filter_spad_depth // self.mac_lanes, self.ifmap_spad_depth)
 
     @property
     def max_dim(self):
@@ -213,7 +224,7 @@ class AcceleratorConfig:
         return {field.name: getattr(self, field.name) for field in fields(self)}
 
     def to_json(self):
-        derived = {"pe_count": self.pe_count, "glb_bytes": self.glb_bytes,
+        derived = {"pe_count": self.pe_count, "peak_macs": self.peak_macs, "glb_bytes": self.glb_bytes,
                    "max_filter_width": self.max_filter_width}
         return json.dumps({"config": self.to_dict(), "derived": derived}, indent=2) + "\n"
 
@@ -252,9 +263,10 @@ class PEConfig:
     f: int
     rows: int = 1
     accumulate: bool = False
+    lanes: int = 1      # the PE's MAC lanes (``mac_lanes``): p filters in rows of ``lanes``
 
     def __post_init__(self):
-        for name in ("s", "u", "p", "q", "f", "rows"):
+        for name in ("s", "u", "p", "q", "f", "rows", "lanes"):
             _check_int(name, getattr(self, name), 1)
         if not isinstance(self.accumulate, bool):
             raise TypeError(f"accumulate must be a bool, not {self.accumulate!r}")
@@ -268,13 +280,37 @@ class PEConfig:
         return (self.f - 1) * self.u + self.s
 
     @property
+    def lane_rows(self):
+        """Rows of MAC lanes the p filters take (the last one partly idle unless lanes divide p)."""
+        return -(-self.p // self.lanes)
+
+    @property
     def filter_words(self):
-        return self.p * self.q * self.s
+        """Weights the PE holds: p filters padded with zeros to whole lane rows, x q x s."""
+        return self.lane_rows * self.lanes * self.q * self.s
+
+    @property
+    def mac_cycles(self):
+        """Cycles from the PE's first MAC slot to its last, no stalls: s x q steps of the lane
+        rows for each output; or, when a step takes fewer cycles than the p psums of an output
+        leave (one a cycle), the first output's steps and then p cycles an output."""
+        steps = self.s * self.q * self.lane_rows
+        return max(self.rows * self.f * steps, steps + (self.rows * self.f - 1) * self.p)
+
+    @property
+    def drain_cycles(self):
+        """Cycles the last output's psums take to leave after its last MAC slot, beyond one:
+        its lane rows leave one psum a cycle."""
+        return self.p - self.lane_rows
 
     def check(self, config):
         """Raise ValueError unless this setting fits the PEs of ``config``."""
+        if self.lanes != config.mac_lanes:
+            raise ValueError(f"a pass for PEs of {self.lanes} MAC lanes does not fit PEs of "
+                             f"mac_lanes = {config.mac_lanes}")
         if self.filter_words > config.filter_spad_depth:
-            raise ValueError(f"p*q*s = {self.p}*{self.q}*{self.s} = {self.filter_words} filter words "
+            filters = self.p if self.lanes == 1 else f"{self.lane_rows * self.lanes} (p = {self.p} in rows of {self.lanes} lanes)"
+            raise ValueError(f"p*q*s = {filters}*{self.q}*{self.s} = {self.filter_words} filter words "
                              f"exceed filter_spad_depth = {config.filter_spad_depth}")
         if self.q * self.s > config.ifmap_spad_depth:
             raise ValueError(f"q*s = {self.q}*{self.s} = {self.q * self.s} ifmap words exceed "

@@ -100,7 +100,7 @@ def _result(config, L, costs, *, cycles, dram_bytes, glb, noc, rf, mapping):
     energy = {level: accesses[level] * costs[level] for level in LEVELS}
     energy["alu"] = L.macs * costs["alu"]
     energy["total"] = sum(energy.values())
-    return {"macs": L.macs, "cycles": cycles, "utilization": L.macs / (config.pe_count * cycles),
+    return {"macs": L.macs, "cycles": cycles, "utilization": L.macs / (config.peak_macs * cycles),
             "accesses": accesses, "energy": energy, "dram_bytes": dram_bytes,
             "dram_compulsory_bytes": _compulsory_bytes(config, L),
             "dram_over_compulsory": dram_bytes / _compulsory_bytes(config, L), "mapping": mapping}

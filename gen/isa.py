@@ -173,7 +173,8 @@ LOOPS = {
     "store": ("n", "x", "m"),                   # chain tops -> GLB psums, per source PE
 }
 
-#: The PE setting of a pass (:class:`rowstation.gen.config.PEConfig`), in register order.
+#: The PE setting of a pass (:class:`rowstation.gen.config.PEConfig`, but for its ``lanes``,
+#: which the PEs are built with), in register order.
 PE_SETTINGS = ("s", "u", "p", "q", "f", "rows", "accumulate")
 
 #: The input networks, in the order of their ID registers.

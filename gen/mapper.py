@@ -271,16 +271,16 @@ class Mapping:
         network and busiest psum lane. Beyond its MAC slots or its busiest network: the
         ifmap stream sends column by column across the rows, so the last row's PEs wait for
         their first window (seg columns of every row) while their first output's earlier
-        taps take (seg - 1) * q * p slots; and the tops finish each column's p psums
-        together, so after the last MAC the busiest lane returns the other tops' last column."""
-        L = self.layer
-        slots = self.n * L.F * self.seg * self.p * self.q
+        taps take (seg - 1) * q slots of each lane row; and the tops finish each column's p
+        psums together (each top's leave one a cycle after its last lane row), so after the
+        last MAC the busiest lane returns the other tops' last column."""
+        L, pe = self.layer, self.pe_config
         column = rows * self.q
-        words_i = column * self.n * self.pe_config.row_length
+        words_i = column * self.n * pe.row_length
         words_o = lane_chains * self.n * L.F * self.p
-        startup = max(0, self.seg * column - (self.seg - 1) * self.q * self.p)
-        last_mac = max(slots + startup, words_i, words_o)
-        return PassTiming(last_mac, last_mac + (lane_chains - 1) * self.p, words_i, words_o)
+        startup = max(0, self.seg * column - (self.seg - 1) * self.q * pe.lane_rows)
+        last_mac = max(pe.mac_cycles + startup, words_i, words_o)
+        return PassTiming(last_mac, last_mac + pe.drain_cycles + (lane_chains - 1) * self.p, words_i, words_o)
 
     def lane_chains(self, slots):
         """Most of the chains at chain slots ``slots`` that one lane of the psum and output
@@ -311,7 +311,7 @@ class Mapping:
     @cached_property
     def pe_config(self):
         return PEConfig(s=self.seg, u=self.pe_stride, p=self.p, q=self.q, f=self.layer.F,
-                        rows=self.n, accumulate=True)
+                        rows=self.n, accumulate=True, lanes=self.config.mac_lanes)
 
     def ifmap_columns(self, sb):
         """Padded-ifmap columns a PE of segment ``sb`` reads, in stream order."""
@@ -325,7 +325,7 @@ class Mapping:
     @cached_property
     def stats(self):
         c, L, pe = self.config, self.layer, self.pe_config
-        mac_slots = self.n * L.F * self.seg * self.p * self.q
+        mac_slots = pe.mac_cycles
         cycles = active = ifmap_words = psum_words = opsum_words = 0
         lanes = {}    # chains a pass's busiest lane serves, by the pass's chain count (slots in turn)
 
@@ -379,7 +379,7 @@ class Mapping:
                   + COSTS["dram"] * dram)
         return {
             "passes": passes, "cycles": cycles, "macs": L.macs,
-            "pe_utilization": L.macs / (c.pe_count * cycles),
+            "pe_utilization": L.macs / (c.peak_macs * cycles),
             "active_pe_fraction": active_pe_cycles / (c.pe_count * passes * mac_slots),
             "filter_noc_words": filter_words, "ifmap_noc_words": ifmap_words,
             "psum_noc_words": psum_words, "opsum_noc_words": opsum_words,
@@ -483,12 +483,11 @@ class Mapping:
         """Cycles the estimate cannot beat: per pass its MAC slots and the busiest lane's last
         column, or the psums that lane returns, whichever is more (the busiest lane serving at
         least an even share of the pass's chains), filter load and the first windows excluded."""
-        L, lanes = self.layer, self.config.psum_noc_lanes
-        mac_slots = self.n * L.F * self.seg * self.p * self.q
+        L, lanes, pe = self.layer, self.config.psum_noc_lanes, self.pe_config
 
         def bound(chains):
             share = -(-chains // lanes)
-            return max(mac_slots + (share - 1) * self.p, share * self.n * L.F * self.p)
+            return max(pe.mac_cycles + pe.drain_cycles + (share - 1) * self.p, share * self.n * L.F * self.p)
 
         if self.stationary:     # a pass per set of filter blocks and block of rows
             b, t, blocks = self.set_blocks, self.e_block or L.E, (L.M // L.G) // self.p
@@ -535,7 +534,9 @@ def candidates(config, layer, images=None):
     found = []
     for seg in _divisors(layer.S, config.max_filter_width):
         for q in _divisors(Cg, config.ifmap_spad_depth // seg):
-            for p in _divisors(Mg, min(config.psum_spad_depth, config.filter_spad_depth // (q * seg))):
+            # p filters take whole rows of MAC lanes in the filter spad.
+            lanes = config.mac_lanes
+            for p in _divisors(Mg, min(config.psum_spad_depth, config.filter_spad_depth // (q * seg) // lanes * lanes)):
                 # The fewest folds, balanced: a shorter chain only adds passes and GLB traffic.
                 terms = (Cg // q) * layer.R * (layer.S // seg)
                 chain = ceil(terms / ceil(terms / config.array_rows))

@@ -131,7 +131,7 @@ def compile_model(path, config, calibration, output, *, batch=1, percentile=100.
                "calibration": {"inputs": len(calibration), "top1_agreement": agreement,
                                "max_abs_error": float(np.abs(golden - reference).max())},
                "layers": rows,
-               "total": {"macs": macs, "cycles": cycles, "pe_utilization": macs / (config.pe_count * cycles)}}
+               "total": {"macs": macs, "cycles": cycles, "pe_utilization": macs / (config.peak_macs * cycles)}}
     out = Path(output)
     quantized.save(out)
     (out / "config.json").write_text(config.to_json())

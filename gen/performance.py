@@ -78,7 +78,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
     external memory (one word per cycle) take longer than all of that."""
     c, L, m = mapping.config, mapping.layer, mapping
     plans = m.plans
-    slots = m.n * L.F * m.seg * m.p * m.q
+    slots = m.pe_config.mac_cycles
 
     # Each unit's timeline: when it is free, and when each token was given.
     given = {token: [] for token in Token}
@@ -278,7 +278,7 @@ def layer_report(mapping, program):
     word, layout = c.dram_width // 8, program.layout
     compulsory = L.compulsory(layout.weight_bytes, layout.ifmap_bytes, layout.output_bytes)
     report = {
-        "cycles": cycles, "macs": L.macs, "pe_utilization": L.macs / (c.pe_count * cycles),
+        "cycles": cycles, "macs": L.macs, "pe_utilization": L.macs / (c.peak_macs * cycles),
         "passes": len(m.passes) * m.blocks, "images_per_pass": m.n, "epochs": program.epochs, "tiles": program.tiles,
         "dram_read_bytes": program.dram_reads * word, "dram_write_bytes": program.dram_writes * word,
         "dram_compulsory_bytes": compulsory,

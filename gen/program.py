@@ -184,15 +184,17 @@ def weight_order(mapping):
     """Flat indices into the weights (M, C/G, R, S) in the order external memory holds them
     (None where it holds a zero): the filter blocks of :func:`filter_block` one after another,
     :func:`filter_stride` apart, each in the order the filter network carries it (filter row
-    tap, channel, filter), so each block is one run."""
+    tap, channel, filter; the filters padded to whole rows of MAC lanes), so each block is one
+    run."""
     m, L = mapping, mapping.layer
     Cg = L.C // L.G
-    padding = [None] * (filter_stride(m) - m.pe_config.filter_words)
+    pe = m.pe_config
+    padding = [None] * (filter_stride(m) - pe.filter_words)
     order = []
     for g, mb, cb, rr, sb in itertools.product(*(range(count) for count in _block_counts(m))):
         m0 = m.first_filter((g, mb, 0))
-        order += [(((m0 + f) * Cg + cb * m.q + ch) * L.R + rr) * L.S + sb * m.seg + s
-                  for s in range(m.seg) for ch in range(m.q) for f in range(m.p)] + padding
+        order += [(((m0 + f) * Cg + cb * m.q + ch) * L.R + rr) * L.S + sb * m.seg + s if f < m.p else None
+                  for s in range(m.seg) for ch in range(m.q) for f in range(pe.lane_rows * pe.lanes)] + padding
     return order
 
 

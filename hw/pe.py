@@ -40,11 +40,12 @@ class PEConfigSignature(wiring.Signature):
 
 class PEEventSignature(wiring.Signature):
     """One strobe per event (:data:`~rowstation.gen.isa.PE_EVENTS`) and cycle, for counters at
-    the PE or summed over the array; ``filter_write`` one per weight of a filter transfer."""
+    the PE or summed over the array; ``filter_write`` one per weight of a filter transfer, the
+    MAC and its scratchpad accesses one per MAC lane."""
 
     def __init__(self, config):
-        super().__init__({name: Out(config.filter_noc_width if name == "filter_write" else 1)
-                          for name in PE_EVENTS})
+        lanes = {"filter_write": config.filter_noc_width, "ifmap_read": 1, "ifmap_write": 1}
+        super().__init__({name: Out(lanes.get(name, config.mac_lanes)) for name in PE_EVENTS})
 
 
 def event_lanes(config):
@@ -128,8 +129,8 @@ class PE(wiring.Component):
         depth_i = c.ifmap_spad_depth
 
         # The filter spad: per bank filter_spad_depth / k rows of k weights, written a
-        # transfer at a time, read one weight at a time.
-        banks, k = c.filter_banks, c.filter_noc_width
+        # transfer at a time, read a row of `lanes` weights (one per MAC lane) at a time.
+        banks, k, lanes = c.filter_banks, c.filter_noc_width, c.mac_lanes
         bank_rows = c.filter_spad_depth // k
         # Registered reads: a block RAM on FPGAs (yosys would pick LUT RAM for small ones).
         m.submodules.filter_spad = filter_spad = memory.Memory(
@@ -138,7 +139,7 @@ class PE(wiring.Component):
         m.submodules.ifmap_spad = ifmap_spad = memory.Memory(
             shape=signed(c.ifmap_width), depth=depth_i, init=[])
         m.submodules.psum_spad = psum_spad = memory.Memory(
-            shape=signed(c.psum_width), depth=c.psum_spad_depth, init=[])
+            shape=data.ArrayLayout(signed(c.psum_width), lanes), depth=c.psum_spad_depth // lanes, init=[])
         filter_wr, filter_rd = filter_spad.write_port(granularity=1), filter_spad.read_port()
         ifmap_wr, ifmap_rd = ifmap_spad.write_port(), ifmap_spad.read_port(domain="comb")
         psum_wr, psum_rd = psum_spad.write_port(), psum_spad.read_port(domain="comb")
@@ -152,23 +153,28 @@ class PE(wiring.Component):
         occupancy = Signal(range(depth_i + 1))  # words written and not freed
         offset = Signal(range(depth_i + 1))     # read position past the oldest live word
 
-        # Issue: loop counters, pf innermost.
-        pf = Signal(range(c.psum_spad_depth))
+        # Issue: loop counters, pf (a row of MAC lanes) innermost.
+        pf = Signal(range(c.psum_spad_depth // lanes))
         qc = Signal(range(c.ifmap_spad_depth))
         tap = Signal(range(c.max_filter_width))
         col = Signal(c.dim_width)
         row = Signal(c.dim_width)
-        filter_addr = Signal(range(c.filter_spad_depth))
+        filter_addr = Signal(range(c.filter_spad_depth))    # in weights, a lane row at a time
         x_hold = Signal(signed(c.ifmap_width))
 
         # Filter load into a free bank, a row per transfer; the pass setting is latched per
         # bank with the last transfer, each loop bound as its last index (so the loops compare
-        # without subtracting). With two banks the next pass's weights load while the current
-        # pass computes.
+        # without subtracting; p as the last lane row, and the lanes of that row as the last
+        # lane). With two banks the next pass's weights load while the current pass computes.
         cfg = self.cfg
+        shift = (lanes - 1).bit_length()
         setting = {"q": cfg.q, "u": cfg.u, "accumulate": cfg.accumulate,
-                   **{f"{name}_last": getattr(cfg, name) - 1 for name in ("p", "q", "s", "f", "rows")}}
-        bank_cfg = [{name: Signal.like(getattr(cfg, name.removesuffix("_last")), name=f"bank{b}_{name}")
+                   **{f"{name}_last": getattr(cfg, name) - 1 for name in ("q", "s", "f", "rows")},
+                   "p_last": ((cfg.p + lanes - 1) >> shift) - 1}
+        if lanes > 1:
+            setting["lane_last"] = (cfg.p - 1)[:shift]
+        bank_cfg = [{name: Signal(shift, name=f"bank{b}_{name}") if name == "lane_last" else
+                     Signal.like(getattr(cfg, name.removesuffix("_last")), name=f"bank{b}_{name}")
                      for name in setting} for b in range(banks)]
         full = Signal(banks)            # per bank: weights loaded, pass not finished
         load_bank = Signal(range(banks))
@@ -181,13 +187,13 @@ class PE(wiring.Component):
             m.d.comb += run[name].eq(Array(bank[name] for bank in bank_cfg)[run_bank])
         load = self.filt.valid & loading
         word = self.filt.payload
-        lanes = Signal(k)    # the weights a transfer writes
+        written = Signal(k)    # the weights a transfer writes
         m.d.comb += [
             self.filt.ready.eq(loading),
-            lanes.eq(Mux(load, (C(1, k + 1) << word.count) - 1, 0)),
+            written.eq(Mux(load, (C(1, k + 1) << word.count) - 1, 0)),
             filter_wr.addr.eq(load_row + (load_bank * bank_rows if banks > 1 else 0)),
             filter_wr.data.eq(word.data),
-            filter_wr.en.eq(lanes),
+            filter_wr.en.eq(written),
         ]
         with m.If(load):
             m.d.sync += load_row.eq(load_row + 1)
@@ -216,6 +222,13 @@ class PE(wiring.Component):
         last_step = last_tap & (qc == run["q_last"])
         free = Signal()
         needs_word = pf == 0
+        # The lanes of this row that hold filters (all but in the last row of a p that the
+        # lanes do not divide): only they count MACs and scratchpad accesses.
+        active = Signal(lanes)
+        if lanes > 1:
+            m.d.comb += active.eq(Mux(last_pf, (C(2, lanes + 1) << run["lane_last"]) - 1, (1 << lanes) - 1))
+        else:
+            m.d.comb += active.eq(1)
         m.d.comb += [
             issue.eq(running & advance & (~needs_word | (offset < occupancy))),
             ifmap_rd.addr.eq(rd_ptr),
@@ -235,7 +248,7 @@ class PE(wiring.Component):
         m.d.sync += free_ptr.eq(free_ptr_next)
 
         with m.If(issue):
-            m.d.sync += [pf.eq(pf + 1), filter_addr.eq(filter_addr + 1)]
+            m.d.sync += [pf.eq(pf + 1), filter_addr.eq(filter_addr + lanes)]
             with m.If(needs_word):
                 m.d.sync += x_hold.eq(ifmap_rd.data)
             with m.If(last_pf):
@@ -267,52 +280,74 @@ class PE(wiring.Component):
             m.d.sync += wr_ptr.eq(wrap_add(wr_ptr, 1))
         m.d.sync += occupancy.eq(occupancy + ifmap_wr.en - Mux(free, run["q"], 0))
 
-        # Pipeline: issue (scratchpad reads) -> multiply -> accumulate. A zero ifmap gates the
-        # filter read and the MAC; the slot still passes so the timing does not depend on data.
-        tags = [("pf", len(pf)), ("gated", 1), ("first", 1), ("last", 1), ("acc", 1),
-                ("lane", max(1, k.bit_length() - 1))]
+        # Pipeline: issue (scratchpad reads) -> multiply -> accumulate, `lanes` MACs side by
+        # side. A zero ifmap gates the filter read and the MACs; the slot still passes so the
+        # timing does not depend on data.
+        groups = k // lanes     # lane rows per filter spad row
+        tags = [("pf", len(pf)), ("gated", 1), ("first", 1), ("last", 1), ("acc", 1), ("active", lanes)]
+        if groups > 1:
+            tags.append(("group", (groups - 1).bit_length()))
+        if lanes > 1:
+            tags.append(("lane_last", shift))
         st1 = {name: Signal(width, name=f"st1_{name}") for name, width in tags}
         st2 = {name: Signal(width, name=f"st2_{name}") for name, width in tags}
         st1_valid, st2_valid = Signal(), Signal()
         st1_x = Signal(signed(c.ifmap_width))
-        product = Signal(signed(c.ifmap_width + c.weight_width))
+        products = Signal(data.ArrayLayout(signed(c.ifmap_width + c.weight_width), lanes))
 
-        weight = filter_rd.data[st1["lane"]] if k > 1 else filter_rd.data[0]
-        m.submodules.local = local = fifo.SyncFIFO(width=c.psum_width + 1, depth=c.psum_fifo_depth)
+        weights = filter_rd.data.as_value().word_select(st1["group"], lanes * c.weight_width) \
+            if groups > 1 else filter_rd.data.as_value()
+        # The output FIFO: psum_fifo_depth rows of lanes, each with the last lane that holds a
+        # filter. A column's rows come one a cycle and leave a psum a cycle.
+        m.submodules.local = local = fifo.SyncFIFO(width=lanes * c.psum_width + 1 + shift,
+                                                   depth=c.psum_fifo_depth)
         m.d.comb += advance.eq(~(st2_valid & st2["last"] & ~local.w_rdy))
         with m.If(advance):
             m.d.sync += [
                 st1_valid.eq(issue), st1_x.eq(x),
                 st1["pf"].eq(pf), st1["gated"].eq(gated), st1["first"].eq(first_step),
                 st1["last"].eq(last_step), st1["acc"].eq(run["accumulate"]),
-                st1["lane"].eq(filter_addr[:k.bit_length() - 1] if k > 1 else 0),
-                st2_valid.eq(st1_valid), product.eq(Mux(st1["gated"], 0, st1_x * weight)),
+                st1["active"].eq(active),
+                st2_valid.eq(st1_valid),
             ]
+            if groups > 1:
+                m.d.sync += st1["group"].eq(filter_addr[shift:k.bit_length() - 1])
+            if lanes > 1:
+                m.d.sync += st1["lane_last"].eq(Mux(last_pf, run["lane_last"], lanes - 1))
+            m.d.sync += [products[j].eq(Mux(st1["gated"], 0, st1_x * weights.word_select(j, c.weight_width).as_signed()))
+                         for j in range(lanes)]
             m.d.sync += [st2[name].eq(st1[name]) for name, _ in tags]
 
         commit = st2_valid & advance
-        total = Signal(signed(c.psum_width))
+        totals = Signal(data.ArrayLayout(signed(c.psum_width), lanes))
+        m.d.comb += [totals[j].eq(Mux(st2["first"], 0, psum_rd.data[j]) + products[j]) for j in range(lanes)]
         m.d.comb += [
             psum_rd.addr.eq(st2["pf"]),
-            total.eq(Mux(st2["first"], 0, psum_rd.data) + product),
             psum_wr.addr.eq(st2["pf"]),
-            psum_wr.data.eq(total),
+            psum_wr.data.eq(totals),
             psum_wr.en.eq(commit & ~st2["last"] & ~(st2["gated"] & ~st2["first"])),
-            local.w_data.eq(Cat(total, st2["acc"])),
+            local.w_data.eq(Cat(totals, st2["acc"], st2["lane_last"] if lanes > 1 else C(0, 0))),
             local.w_en.eq(commit & st2["last"]),
         ]
 
-        # Output: add the incoming psum, then a registered FIFO so neither valid nor ready
-        # passes combinationally along a column of PEs.
+        # Output: the psums of a row of lanes one at a time, each plus the incoming psum, then
+        # a registered FIFO so neither valid nor ready passes combinationally along a column.
         m.submodules.out = out = fifo.SyncFIFO(width=c.psum_width, depth=2)
-        local_sum = local.r_data[:c.psum_width].as_signed()
-        local_acc = local.r_data[c.psum_width]
+        local_acc = local.r_data[lanes * c.psum_width]
         send = local.r_rdy & out.w_rdy & (~local_acc | self.ipsum.valid)
+        if lanes > 1:
+            lane = Signal(shift)     # the lane of the FIFO head sent next
+            local_sum = local.r_data[:lanes * c.psum_width].word_select(lane, c.psum_width).as_signed()
+            head_done = lane == local.r_data[lanes * c.psum_width + 1:]
+            with m.If(send):
+                m.d.sync += lane.eq(Mux(head_done, 0, lane + 1))
+        else:
+            local_sum, head_done = local.r_data[:c.psum_width].as_signed(), C(1)
         m.d.comb += [
             self.ipsum.ready.eq(local.r_rdy & out.w_rdy & local_acc),
             out.w_data.eq(local_sum + Mux(local_acc, self.ipsum.payload, 0)),
             out.w_en.eq(send),
-            local.r_en.eq(send),
+            local.r_en.eq(send & head_done),
             self.opsum.valid.eq(out.r_rdy),
             self.opsum.payload.eq(out.r_data),
             out.r_en.eq(self.opsum.ready),
@@ -322,14 +357,14 @@ class PE(wiring.Component):
 
         events = self.events
         m.d.comb += [
-            events.mac.eq(issue & ~gated),
-            events.gated_mac.eq(issue & gated),
-            events.filter_read.eq(issue & ~gated),
-            events.filter_write.eq(lanes),
+            events.mac.eq(Mux(issue & ~gated, active, 0)),
+            events.gated_mac.eq(Mux(issue & gated, active, 0)),
+            events.filter_read.eq(Mux(issue & ~gated, active, 0)),
+            events.filter_write.eq(written),
             events.ifmap_read.eq(issue & needs_word),
             events.ifmap_write.eq(ifmap_wr.en),
-            events.psum_read.eq(commit & ~st2["first"] & ~(st2["gated"] & ~st2["last"])),
-            events.psum_write.eq(psum_wr.en),
+            events.psum_read.eq(Mux(commit & ~st2["first"] & ~(st2["gated"] & ~st2["last"]), st2["active"], 0)),
+            events.psum_write.eq(Mux(psum_wr.en, st2["active"], 0)),
         ]
 
         if self._counters:

@@ -76,7 +76,7 @@ def _rtl_row(config, name, spec, build, seed):
     cycles, predicted = stats["counters"]["cycles"], stats["predicted"]["cycles"]
     return {"layer": name, "shape": str(layer), "cycles": cycles, "predicted_cycles": predicted,
             "model_error": round((predicted - cycles) / cycles, 4),
-            "pe_utilization": layer.macs / (config.pe_count * cycles), "seconds": round(seconds, 1),
+            "pe_utilization": layer.macs / (config.peak_macs * cycles), "seconds": round(seconds, 1),
             "note": "seconds include the Verilator build when the build folder is new"}
 
 

@@ -258,7 +258,7 @@ def _run_pass(mapping, plan, reg, stream, dram, weights, glb, xp, w, counts, fil
                     loads += 1
     for at, (output, term) in plan.assign.items():
         block, _ = pe_streams(mapping, xp, w, output, term)
-        assert filters_held.get(at) == [int(v) for v in filter_words(block)], \
+        assert filters_held.get(at) == [int(v) for v in filter_words(block, pe.lanes)], \
             f"PE {at} holds other filters than the schedule's"
     assert set(filters_held) == set(plan.assign), "a PE keeps filters no pass uses"
     for r, col in list(filters_held):       # chain bit 2: the PE keeps its filters for the next pass

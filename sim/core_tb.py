@@ -57,7 +57,8 @@ async def run_layers(dut):
         differ = {name: (counts[name], want) for name, want in layer["expected"].items()
                   if counts[name] != want}
         assert not differ, f"layer {layer['name']}: counters (RTL, model) differ: {differ}"
-        assert layer["macs"] <= counts["active_pe"] <= CASE["pe_count"] * counts["cycles"]
+        assert layer["macs"] <= CASE["mac_lanes"] * counts["active_pe"]
+        assert counts["active_pe"] <= CASE["pe_count"] * counts["cycles"]
         await RisingEdge(dut.clk)
     await RisingEdge(dut.clk)  # the harness writes the memory back
     assert not dut.bad_address.value, "the core addressed beyond the harness's external memory"

@@ -125,14 +125,14 @@ def run_demo(output, *, config_name="tiny", images=300, batch=8, sim="verilator"
     for layer, counts in zip(compiled.layers, counters):
         macs = layer.layer.macs * runs
         layers.append({"name": layer.spec.name, "type": layer.spec.kind, "macs": macs, "cycles": counts["cycles"],
-                       "pe_utilization": macs / (config.pe_count * counts["cycles"])})
+                       "pe_utilization": macs / (config.peak_macs * counts["cycles"])})
     cycles = sum(entry["cycles"] for entry in layers)
     macs = sum(entry["macs"] for entry in layers)
     precision = precision_table(out / "precision", x_train, x_test, y_test, batch=batch, synth=synth,
                                 plot=plot or out / "precision.png")
     result = {"config": config_name, "images": images, "batch": batch, "sim": sim, "accuracy": accuracy,
               "rtl_equals_golden": mismatches == 0, "mismatched_images": mismatches, "layers": layers,
-              "total": {"cycles": cycles, "macs": macs, "pe_utilization": macs / (config.pe_count * cycles),
+              "total": {"cycles": cycles, "macs": macs, "pe_utilization": macs / (config.peak_macs * cycles),
                         "cycles_per_image": cycles / (runs * batch)},
               "predicted_cycles_per_batch": summary["total"]["cycles"], "precision": precision,
               "seconds": time.time() - started}

@@ -17,9 +17,13 @@ def pe_reference(cfg, weights, ifmap, ipsum=None):
     return opsum + ipsum if cfg.accumulate else opsum
 
 
-def filter_words(weights):
-    """The ``filt`` stream order: taps outer, then channels, filters innermost."""
-    return weights.transpose(2, 1, 0).ravel()
+def filter_words(weights, lanes=1):
+    """The ``filt`` stream order: taps outer, then channels, filters innermost, the filters
+    padded with zeros to whole rows of ``lanes`` MAC lanes."""
+    p = weights.shape[0]
+    padded = np.zeros((-(-p // lanes) * lanes, *weights.shape[1:]), dtype=weights.dtype)
+    padded[:p] = weights
+    return padded.transpose(2, 1, 0).ravel()
 
 
 def filter_transfers(config, weights):
@@ -46,7 +50,8 @@ def ifmap_words(ifmap):
 
 
 def pe_events(cfg, ifmap):
-    """Exact event counts of a pass. Zero ifmap values gate their ``p`` MACs and filter reads;
+    """Exact event counts of a pass. Zero ifmap values gate their ``p`` MACs and filter reads
+    (idle MAC lanes count nothing; the filter spad takes their zero weights);
     the psum scratchpad is read for every step but the first, written for every step but the
     last, and a gated step touches it only when it is the first (write 0) or last (read)."""
     rows, q, _ = ifmap.shape
@@ -62,7 +67,7 @@ def pe_events(cfg, ifmap):
         "mac": macs,
         "gated_mac": int(zero.sum()) * cfg.p,
         "filter_read": macs,
-        "filter_write": cfg.p * q * cfg.s,
+        "filter_write": cfg.filter_words,
         "ifmap_read": rows * cfg.f * cfg.s * q,
         "ifmap_write": int(ifmap.size),
         "psum_read": int((~first & ~(zero & ~last)).sum()) * cfg.p,

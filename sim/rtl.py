@@ -106,7 +106,7 @@ def run_layers_rtl(config, layers, *, sim, build_root="build/rtl", stall=0.0, id
     case.write_text(json.dumps({
         "layers": [{key: c[key] for key in ("name", "macs", "expected", "stats")} for c in cases],
         "counters": list(COUNTERS), "counter_width": config.counter_width, "pe_count": config.pe_count,
-        "timeout_us": timeout_us or 1000 + 2 * (len(words) + base) + sum(c["macs"] for c in cases) // 10}))
+        "mac_lanes": config.mac_lanes, "timeout_us": timeout_us or 1000 + 2 * (len(words) + base) + sum(c["macs"] for c in cases) // 10}))
     plusargs = [f"+memory={tmp / 'memory.hex'}", f"+program={tmp / 'program.hex'}",
                 f"+dump={tmp / 'dump.hex'}", f"+dump_words={len(memory_words)}",
                 *(f"+{unit}_words={len(unit_words)}" for unit, unit_words in streams.items()),

@@ -81,7 +81,8 @@ async def test_passes_under_stalls(dut):
 
 @cocotb.test(timeout_time=CASE["timeout_us"], timeout_unit="us")
 async def test_cycle_count(dut):
-    """First pass alone, no stalls: rows*F*S*p*q MAC slots plus the PE's fixed latency."""
+    """First pass alone, no stalls: its MAC cycles (rows*F*S*q*p/lanes, or p a column when the
+    psums leave slower), the last lane rows' drain and the PE's fixed latency."""
     cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
     tb = TB(dut)
     await tb.reset()

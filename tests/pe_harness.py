@@ -34,7 +34,7 @@ def simulate_pe(config, passes, *, seed=0, idle=0.0, stall=0.0, max_cycles=None,
         for cfg, weights, _, _ in passes:
             for name in PE_SETTINGS:
                 ctx.set(getattr(dut.cfg, name), int(getattr(cfg, name)))
-            fed = await feed(ctx, dut.filt, filter_transfers(config, filter_words(weights)), rng=rng, idle=idle)
+            fed = await feed(ctx, dut.filt, filter_transfers(config, filter_words(weights, cfg.lanes)), rng=rng, idle=idle)
             cycles += [elapsed + cycle for cycle in fed]   # cycles since the start
             elapsed = cycles[-1] + 1
         result["filt_cycles"] = cycles

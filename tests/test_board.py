@@ -125,7 +125,7 @@ def test_build_report_from_nextpnr():
     report = parse_report("ecp5", nextpnr, 25.0)
     assert (report["luts"], report["ffs"], report["dsps"], report["brams"]) == (100, 50, 12, 4)
     assert report["dsps_available"] == 28 and report["fmax_mhz"] == 21.5 and not report["timing_met"]
-    report.update(board="ulx3s-25f", pe_count=12, peak_gmacs=0.258, clock_gmacs=0.3, pll=False)
+    report.update(board="ulx3s-25f", pe_count=12, macs_per_pe_per_cycle=1, peak_gmacs=0.258, clock_gmacs=0.3, pll=False)
     assert "timing NOT MET" in report_table(report)
     ice40 = parse_report("ice40", {"utilization": {"ICESTORM_LC": {"used": 5000, "available": 5280}},
                                    "fmax": {"clk": {"achieved": 30.0}}}, 12.0)

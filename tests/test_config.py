@@ -43,6 +43,9 @@ def test_config_is_frozen_and_comparable():
     (dict(dram_burst=2048), ValueError, r"^dram_burst must be a power of 2 .*not 2048$"),
     (dict(psum_noc_lanes=5), ValueError, r"^psum_noc_lanes must be between 1 and 4 \(a lane serves the PE columns col % psum_noc_lanes of the 4\), not 5$"),
     (dict(psum_noc_lanes=0), ValueError, r"^psum_noc_lanes must be between 1 and 4 "),
+    (dict(mac_lanes=3), ValueError, r"^mac_lanes must be 1, 2, 4 or 8 and divide filter_noc_width = 2 and psum_spad_depth = 8 \(a PE reads a lane's weights from one filter spad row and its psums from one psum spad row\), not 3$"),
+    (dict(mac_lanes=4), ValueError, r"^mac_lanes must be 1, 2, 4 or 8 and divide filter_noc_width = 2 "),
+    (dict(mac_lanes=2, psum_spad_depth=9), ValueError, r"^mac_lanes must be .* psum_spad_depth = 9 "),
     (dict(filter_noc_width=3), ValueError, r"^filter_noc_width must be 1, 2, 4 or 8 weights, not 3$"),
     (dict(filter_noc_width=8, filter_spad_depth=60), ValueError, r"^filter_spad_depth = 60 must be a multiple of filter_noc_width = 8 \(the filter spad is written 8 weights at a time\)$"),
     (dict(filter_noc_width=8), ValueError, r"^filter_noc_width = 8 weights of 8 bits exceed a dram_width = 32-bit word \(a filter transfer comes from one word\)$"),
@@ -134,4 +137,22 @@ def test_pe_settings_are_the_pe_config_fields():
     """The register map, the PE's signature and the compiler take the settings from one list."""
     from dataclasses import fields
     from rowstation.gen.isa import PE_SETTINGS
-    assert PE_SETTINGS == tuple(field.name for field in fields(PEConfig))
+    # lanes is the PEs' build (mac_lanes), not a setting of the pass
+    assert PE_SETTINGS == tuple(field.name for field in fields(PEConfig) if field.name != "lanes")
+
+
+def test_pe_setting_in_mac_lanes():
+    """p filters take whole rows of MAC lanes: the filter spad holds them padded, a step of an
+    output takes a cycle per lane row, and a pass must be set for the PEs' lanes."""
+    lanes = preset("tiny").replace(mac_lanes=2)
+    cfg = PEConfig(s=3, u=1, p=5, q=2, f=4, rows=2, lanes=2).check(lanes)
+    assert (cfg.lane_rows, cfg.filter_words, cfg.drain_cycles) == (3, 6 * 2 * 3, 2)
+    assert cfg.mac_cycles == 2 * 4 * 3 * 2 * 3
+    # One channel and tap: a step of 3 lane rows is shorter than the 5 psums an output sends.
+    assert PEConfig(s=1, u=1, p=5, q=1, f=4, rows=1, lanes=2).mac_cycles == 3 + 3 * 5
+    assert lanes.peak_macs == 2 * lanes.pe_count and lanes.max_filter_width == 12
+    with pytest.raises(ValueError, match=r"^a pass for PEs of 1 MAC lanes does not fit PEs of mac_lanes = 2$"):
+        PEConfig(s=3, u=1, p=2, q=2, f=4).check(lanes)
+    with pytest.raises(ValueError, match=r"^p\*q\*s = 8 \(p = 7 in rows of 2 lanes\)\*2\*3 = 48 filter words "
+                                         r"exceed filter_spad_depth = 40$"):
+        PEConfig(s=3, u=1, p=7, q=2, f=4, lanes=2).check(lanes.replace(filter_spad_depth=40))

@@ -21,6 +21,13 @@ CONFIGS = {
 }
 
 
+# MAC lanes: two on tiny, four at 16 bits (a filter spad row holds one lane row).
+LANE_CONFIGS = {
+    "w8x2": TINY.replace(mac_lanes=2),
+    "w16x4": CONFIGS["w16"].replace(mac_lanes=4, psum_spad_depth=8),
+}
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_filter_transfers_pack_as_the_filter_word(name):
     """The testbenches' packing of filter transfers is the PE port's layout."""
@@ -134,3 +141,46 @@ def test_second_filter_bank_loads_the_next_pass_while_computing(banks):
     second_loaded = result["filt_cycles"][-1]
     first_done = result["opsum_cycles"][cfg.rows * cfg.f * cfg.p - 1]
     assert (second_loaded < first_done) == (banks == 2)
+
+
+def lane_pass(config, s, u, p, q, f=5, rows=2, accumulate=True):
+    return PEConfig(s=s, u=u, p=p, q=q, f=f, rows=rows, accumulate=accumulate, lanes=config.mac_lanes).check(config)
+
+
+#: p a multiple of the lanes and not (the last lane row partly idle), one filter, a step
+#: shorter than an output's psums (the PE sends one a cycle).
+LANE_SHAPES = [(3, 1, 2, 2), (3, 1, 3, 2), (1, 1, 5, 1), (2, 2, 8, 3), (4, 1, 1, 3), (1, 1, 8, 1)]
+
+
+@pytest.mark.parametrize("name,shape", [(name, shape) for name in LANE_CONFIGS for shape in LANE_SHAPES])
+def test_pe_mac_lanes_match_golden_under_stalls(name, shape):
+    """Lanes compute p filters side by side: the same psums, in the same order, and the same
+    event counts (idle lanes count nothing) as one MAC would."""
+    config = LANE_CONFIGS[name]
+    check(config, [lane_pass(config, *shape)], seed=sum(shape), idle=0.3, stall=0.4)
+
+
+@pytest.mark.parametrize("name", LANE_CONFIGS)
+@pytest.mark.parametrize("shape", LANE_SHAPES + [(3, 1, 8, 1), (1, 1, 8, 2)])
+def test_pe_mac_lanes_cycle_count(name, shape):
+    """No stalls: the setting's MAC cycles (a cycle per lane row and step, or p per output
+    when the psums leave slower) plus the last lane rows' drain and the fixed latency; with
+    lanes dividing p and s*q*p/lanes >= p, lanes times fewer cycles than one MAC takes."""
+    config = LANE_CONFIGS[name]
+    cfg = lane_pass(config, *shape, f=6, rows=1, accumulate=False)
+    rng = np.random.default_rng(1)
+    weights, ifmap, _ = random_pe_pass(config, cfg, rng=rng)
+    ifmap[ifmap == 0] = 1
+    result = simulate_pe(config, [(cfg, weights, ifmap, None)], ifmap_after_filters=True)
+    np.testing.assert_array_equal(result["words"], expected([(cfg, weights, ifmap, None)])[0])
+    cycles = result["opsum_cycles"][-1] - result["ifmap_cycles"][0]
+    assert cycles == cfg.mac_cycles + cfg.drain_cycles + PE.LATENCY
+    s, _, p, q = shape
+    if p % config.mac_lanes == 0 and s * q >= config.mac_lanes:
+        assert cfg.mac_cycles * config.mac_lanes == cfg.f * s * q * p
+
+
+def test_pe_mac_lanes_back_to_back_passes_and_gating():
+    config = LANE_CONFIGS["w8x2"]
+    cfgs = [lane_pass(config, 3, 1, 3, 2), lane_pass(config, 2, 2, 8, 1, accumulate=False), lane_pass(config, 1, 1, 1, 4)]
+    check(config, cfgs, seed=4, idle=0.5, stall=0.5, zeros=0.5)

@@ -14,7 +14,7 @@ from rowstation.sim.runner import LINT_WAIVERS, SIMULATORS, lint, run_cocotb
 from rowstation.sim.stimulus import random_pe_pass
 
 from pe_harness import expected
-from test_pe import CONFIGS
+from test_pe import CONFIGS, LANE_CONFIGS
 
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "tests"
@@ -31,6 +31,11 @@ PASSES = {
             PEConfig(s=16, u=1, p=2, q=1, f=3, rows=2),
             PEConfig(s=3, u=2, p=3, q=5, f=4, rows=1, accumulate=True)],
 }
+# MAC lanes: p a multiple of the lanes and not, a step shorter than an output's psums.
+PASSES["w8x2"] = [PEConfig(s=3, u=1, p=3, q=2, f=5, rows=2, accumulate=True, lanes=2),
+                  PEConfig(s=1, u=1, p=8, q=1, f=4, rows=1, lanes=2)]
+PASSES["w16x4"] = [PEConfig(s=3, u=2, p=6, q=2, f=4, rows=2, accumulate=True, lanes=4),
+                   PEConfig(s=4, u=4, p=1, q=2, f=3, rows=1, lanes=4)]
 VARIANTS = [("no stalls", 0.0, 0.0), ("random stalls", 0.3, 0.3), ("heavy backpressure", 0.1, 0.85),
             ("starved inputs", 0.7, 0.1)]
 
@@ -48,7 +53,7 @@ def write_case(config, cfgs, path, seed):
     passes = [(cfg.check(config), *random_pe_pass(config, cfg, rng=rng, zeros=0.3)) for cfg in cfgs]
     words, counts = expected(passes)
     case = {"passes": [], "counts": counts,
-            "cycles": cfgs[0].rows * cfgs[0].f * cfgs[0].s * cfgs[0].p * cfgs[0].q + PE.LATENCY,
+            "cycles": cfgs[0].mac_cycles + cfgs[0].drain_cycles + PE.LATENCY,
             "variants": [{"name": name, "idle": idle, "stall": stall, "seed": seed + i}
                          for i, (name, idle, stall) in enumerate(VARIANTS)]}
     slots = sum(cfg.rows * cfg.f * cfg.s * cfg.p * cfg.q + cfg.filter_words + x.size for cfg, _, x, _ in passes)
@@ -59,7 +64,7 @@ def write_case(config, cfgs, path, seed):
         case["passes"].append({
             "cfg": {"s": cfg.s, "u": cfg.u, "p": cfg.p, "q": cfg.q, "f": cfg.f, "rows": cfg.rows,
                     "accumulate": int(cfg.accumulate)},
-            "filt": filter_transfers(config, filter_words(w)), "ifmap": ifmap_words(x).tolist(),
+            "filt": filter_transfers(config, filter_words(w, cfg.lanes)), "ifmap": ifmap_words(x).tolist(),
             "ipsum": [] if i is None else i.ravel().tolist(),
             "opsum": words[start:start + count].tolist(),
         })
@@ -69,9 +74,9 @@ def write_case(config, cfgs, path, seed):
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name", [*CONFIGS, *LANE_CONFIGS])
 def test_pe_rtl_matches_golden(sim, name, tmp_path):
-    config = CONFIGS[name]
+    config = {**CONFIGS, **LANE_CONFIGS}[name]
     build = BUILD / f"pe-{name}-{sim}"
     verilog = write_verilog(config, build / "rowstation_pe.v")
     case = write_case(config, PASSES[name], tmp_path / "case.json", seed=len(name))
@@ -79,11 +84,11 @@ def test_pe_rtl_matches_golden(sim, name, tmp_path):
                build_dir=build / "sim", test_dir=tmp_path, env={"ROWSTATION_CASE": str(case)})
 
 
-@pytest.mark.parametrize("name", ["w4", "w16"])
+@pytest.mark.parametrize("name", ["w4", "w16", "w8x2", "w16x4"])
 @pytest.mark.parametrize("counters", [False, True])
 def test_pe_verilog_is_lint_clean(name, counters, tmp_path):
     verilog = tmp_path / "rowstation_pe.v"
-    verilog.write_text(to_verilog(PE(CONFIGS[name], counters=counters), name="rowstation_pe"))
+    verilog.write_text(to_verilog(PE({**CONFIGS, **LANE_CONFIGS}[name], counters=counters), name="rowstation_pe"))
     assert lint(verilog, top="rowstation_pe") == []
     assert set(LINT_WAIVERS) == {"WIDTH", "UNUSEDSIGNAL", "PROCASSINIT", "DECLFILENAME", "CASEINCOMPLETE"}
 
