@@ -5,7 +5,8 @@ A pass loads ``p*q*s`` weights, then convolves ``rows`` ifmap rows. For each of 
 outputs of a row, the PE walks filter taps ``s`` (outer), channels ``q`` and filters ``p``
 (inner): one ifmap scratchpad read feeds ``p`` MACs, the filter scratchpad is read in address
 order, and ``p`` psums accumulate in the psum scratchpad. The last MAC of an output sends its
-sum, plus the incoming psum when accumulating, to ``opsum``.
+sum, plus the incoming psum when accumulating, to ``opsum``. With ``mac_lanes`` lanes the
+filters go in rows of that many, a row of MACs a cycle (Eyeriss v2's SIMD PE).
 """
 
 from amaranth import *
