@@ -48,13 +48,13 @@ def versions():
 
 
 def cmd_presets(args):
-    header = f"{'preset':<12} {'array':>7} {'ifmap/weight/psum':>18} {'spads f/i/p':>12} {'GLB':>10}"
+    header = f"{'preset':<12} {'array':>7} {'MACs':>5} {'ifmap/weight/psum':>18} {'spads f/i/p':>12} {'GLB':>10}"
     print(header)
     for name, config in PRESETS.items():
         widths = f"{config.ifmap_width}/{config.weight_width}/{config.psum_width} b"
         spads = f"{config.filter_spad_depth}/{config.ifmap_spad_depth}/{config.psum_spad_depth}"
-        print(f"{name:<12} {config.array_rows:>3}x{config.array_cols:<3} {widths:>18} {spads:>12} "
-              f"{config.glb_bytes / 1024:>6g} KiB")
+        print(f"{name:<12} {config.array_rows:>3}x{config.array_cols:<3} {config.peak_macs:>5} {widths:>18} "
+              f"{spads:>12} {config.glb_bytes / 1024:>6g} KiB")
 
 
 def write_rtl(config, out):

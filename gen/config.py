@@ -359,6 +359,10 @@ PRESETS["tiny-16"] = PRESETS["tiny"].replace(ifmap_width=16, weight_width=16, ps
 # The board tops' presets (rowstation.boards): tiny with addresses as wide as the on-chip memory.
 PRESETS["ulx3s"] = PRESETS["tiny"].replace(dram_addr_width=16)        # up to 64 KiB
 PRESETS["icebreaker"] = PRESETS["tiny"].replace(dram_addr_width=14)   # 16 KiB
+# The ECP5-25F: 2 x 3 PEs of four MAC lanes (24 MACs a cycle in 24 of its 28 MULT18X18D), where
+# 3 x 4 PEs of one lane filled 95 % of its cells for 12; four weights a filter transfer feed a
+# lane row a cycle.
+PRESETS["ulx3s-25f"] = PRESETS["ulx3s"].replace(array_rows=2, array_cols=3, mac_lanes=4, filter_noc_width=4)
 
 
 def preset(name):

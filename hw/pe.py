@@ -315,6 +315,7 @@ class PE(wiring.Component):
                 m.d.sync += st1["group"].eq(filter_addr[shift:k.bit_length() - 1])
             if lanes > 1:
                 m.d.sync += st1["lane_last"].eq(Mux(last_pf, run["lane_last"], lanes - 1))
+            # Gated: zero, not x * w (the idle filter read may hold X in a 4-state simulation).
             m.d.sync += [products[j].eq(Mux(st1["gated"], 0, st1_x * weights.word_select(j, c.weight_width).as_signed()))
                          for j in range(lanes)]
             m.d.sync += [st2[name].eq(st1[name]) for name, _ in tags]
