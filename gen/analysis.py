@@ -138,7 +138,9 @@ def _shape(d):
 def markdown(report):
     """The report as Markdown: a table per dataflow, then the energy relative to RS."""
     costs = "/".join(f"{report['costs'][k]:g}" for k in (*LEVELS, "alu"))
-    lines = [f"# {report['network']}, batch {report['batch']}, {report['pes']} PEs",
+    lanes = report["config"].get("mac_lanes", 1)
+    lines = [f"# {report['network']}, batch {report['batch']}, {report['pes']} PEs"
+             + (f" of {lanes} MAC lanes" if lanes > 1 else ""),
              "", f"Energy per access (DRAM/GLB/NoC/RF/ALU, relative to a MAC): {costs}."]
     if report.get("tolerance"):
         lines.append(f"RS maps each layer for the least energy within {report['tolerance']:.1%} of its fewest cycles.")

@@ -74,11 +74,12 @@ def storage_bits(config):
 
 def storage_budget(config, dataflow):
     """(register-file bits per PE, global buffer bits) of ``dataflow`` on the area of ``config``:
-    RS has ``config``'s scratchpads, WS one weight per PE, OS one psum per PE, NLR none; each
-    gets the rest of RS's total on-chip storage as its global buffer."""
+    RS has ``config``'s scratchpads, WS one weight per PE, OS one psum per PE, NLR none (their
+    PEs as many as RS's MACs, ``peak_macs``); each gets the rest of RS's total on-chip storage
+    as its global buffer."""
     rf = {"rs": _rs_rf_bits(config), "ws": config.weight_width, "os-a": config.psum_width,
           "os-b": config.psum_width, "os-c": config.psum_width, "nlr": 0}[dataflow]
-    return rf, storage_bits(config) - config.pe_count * rf
+    return rf, storage_bits(config) - (config.pe_count if dataflow == "rs" else config.peak_macs) * rf
 
 
 def _bytes(config, width):
@@ -233,7 +234,7 @@ def spatial_reduction(config, L, costs, dataflow, glb_bits, *, tm, tk, nb, eb):
 def _spatial_reduction(config, L, costs, dataflow, glb_bits):
     """The best :func:`spatial_reduction` mapping: tiles of terms that divide the reduction or
     split it evenly, as many channels as fit beside them, every blocking."""
-    P, K = config.pe_count, (L.C // L.G) * L.R * L.S
+    P, K = config.peak_macs, (L.C // L.G) * L.R * L.S
     tks = sorted({min(K, P)} | {d for d in range(1, min(K, P) + 1) if K % d == 0}
                  | {ceil(K / j) for j in range(1, 17) if ceil(K / j) <= P})
     best = None
@@ -266,7 +267,7 @@ def output_stationary(config, L, costs, dataflow, glb_bits, *, tm, nb, eb, strea
     array column. A channel tile's weights wait in the buffer for the block's position tiles,
     or with ``streamed`` every position tile reads them from memory. Positions are ``tf``
     columns x ``te`` rows x ``tn`` images (variant C: one position)."""
-    P, K = config.pe_count, (L.C // L.G) * L.R * L.S
+    P, K = config.peak_macs, (L.C // L.G) * L.R * L.S
     weights, psums = L.weight_count, L.N * L.E * L.F * L.M
     mtiles, tm_eff, ifmap_reads = _channel_tiles(L, min(tm, L.M))
     room = 1 if dataflow == "os-c" else P // tm
@@ -301,7 +302,7 @@ def output_stationary(config, L, costs, dataflow, glb_bits, *, tm, nb, eb, strea
 def _output_stationary(config, L, costs, dataflow, glb_bits):
     """The best :func:`output_stationary` mapping. Variant A spreads positions only (tm = 1), C
     channels only (one position; the channel count is searched), B both."""
-    P = config.pe_count
+    P = config.peak_macs
     powers = [1 << i for i in range(P.bit_length()) if 1 << i <= P]
     best = None
     for tm in {"os-a": [1], "os-c": powers[1:], "os-b": powers[1:-1]}[dataflow]:
