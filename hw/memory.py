@@ -84,7 +84,9 @@ class BurstPlanner(wiring.Component):
         shift = (self._word_bytes - 1).bit_length()
         run = self.run.payload
         addr_width = self._addr_width
-        word, last = Signal(addr_width - shift), Signal(addr_width - shift)
+        # The next burst's first word and the words left from it: registers, so a burst's
+        # length is a comparison and a choice away from them (no subtraction first).
+        word, left = Signal(addr_width - shift), Signal(addr_width - shift + 1)
         span = (run.count << run.size)[:addr_width]
         element = _Element(self._word_bytes, addr_width)
         m.submodules.queue = queue = fifo.SyncFIFO(width=element.size, depth=RUNS_QUEUED)
@@ -99,16 +101,16 @@ class BurstPlanner(wiring.Component):
         ]
         with m.If(self.run.valid & self.run.ready & (run.count != 0)):
             m.d.sync += [self.busy.eq(1), word.eq(run.addr[shift:]),
-                         last.eq((run.addr + span - 1)[shift:])]
-        to_boundary, remaining = Signal(range(self._burst + 1)), Signal(addr_width)
+                         left.eq((run.addr + span - 1)[shift:] - run.addr[shift:] + 1)]
+        to_boundary = Signal(range(self._burst + 1))
         in_burst = word[:(self._burst - 1).bit_length()] if self._burst > 1 else 0
-        m.d.comb += [to_boundary.eq(self._burst - in_burst), remaining.eq(last - word + 1)]
-        beats = Mux(remaining < to_boundary, remaining, to_boundary)
+        m.d.comb += to_boundary.eq(self._burst - in_burst)
+        beats = Mux(left < to_boundary, left, to_boundary)
         m.d.comb += [self.burst.valid.eq(self.busy), self.burst.payload.addr.eq(word << shift),
                      self.burst.payload.length.eq(beats - 1)]
         with m.If(self.burst.valid & self.burst.ready):
-            m.d.sync += word.eq(word + beats)
-            with m.If(remaining == beats):
+            m.d.sync += [word.eq(word + beats), left.eq(left - beats)]
+            with m.If(left == beats):
                 m.d.sync += self.busy.eq(0)
         return m
 
