@@ -363,6 +363,9 @@ PRESETS["icebreaker"] = PRESETS["tiny"].replace(dram_addr_width=14)   # 16 KiB
 # 3 x 4 PEs of one lane filled 95 % of its cells for 12; four weights a filter transfer feed a
 # lane row a cycle.
 PRESETS["ulx3s-25f"] = PRESETS["ulx3s"].replace(array_rows=2, array_cols=3, mac_lanes=4, filter_noc_width=4)
+# The ECP5-85F: 4 x 6 PEs of four MAC lanes (96 MACs a cycle), the largest array of them that
+# routes (6 x 6 packs into 71 % of the cells, but its router does not converge).
+PRESETS["ulx3s-85f"] = PRESETS["ulx3s-25f"].replace(array_rows=4, array_cols=6)
 
 
 def preset(name):

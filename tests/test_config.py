@@ -78,7 +78,7 @@ def test_overrides_and_toml(tmp_path):
     ("colour = 1\n", [], ValueError, r"^unknown configuration key 'colour' in .*my.toml; known keys: "),
     ("array_rows = 'x'\n", [], TypeError, r"^array_rows must be an integer, not 'x'$"),
     ("array_rows = \n", [], ValueError, r"^configuration .*my.toml is not valid TOML: "),
-    ("preset = 'big'\n", [], ValueError, r"^unknown preset 'big'; presets: eyeriss-v1, tiny, tiny-4, tiny-16, ulx3s, icebreaker, ulx3s-25f$"),
+    ("preset = 'big'\n", [], ValueError, r"^unknown preset 'big'; presets: eyeriss-v1, tiny, tiny-4, tiny-16, ulx3s, icebreaker, ulx3s-25f, ulx3s-85f$"),
     ("preset = 3\n", [], TypeError, r"^preset in .*my.toml must be a string, not 3$"),
 ])
 def test_resolve_config_wrong(tmp_path, toml, overrides, error, message):
