@@ -48,8 +48,9 @@ def run(config, layer, seed, *, mapping=None, shift=None, relu=False, **layout):
     return program, counts
 
 
-@pytest.mark.parametrize("config", [TINY, SMALL, TINY.replace(psum_noc_lanes=3), TINY.replace(mac_lanes=2)],
-                         ids=["tiny", "small", "three-psum-lanes", "two-mac-lanes"])
+@pytest.mark.parametrize("config", [TINY, SMALL, TINY.replace(psum_noc_lanes=3), TINY.replace(mac_lanes=2),
+                                    TINY.replace(mac_lanes=4, filter_noc_width=4)],
+                         ids=["tiny", "small", "three-psum-lanes", "two-mac-lanes", "four-mac-lanes"])
 @pytest.mark.parametrize("spec", LAYERS)
 def test_program_computes_the_layer(config, spec):
     run(config, ConvLayer.parse(spec), seed=len(spec), base=17)
