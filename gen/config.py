@@ -65,6 +65,7 @@ class AcceleratorConfig:
     dram_addr_width: int = 32  # bits of an external memory byte address (the memory's size: 2 ** bits)
     psum_noc_lanes: int = 1  # psums the psum and output networks each carry per cycle (lane: PE columns col % lanes)
     mac_lanes: int = 1      # MACs per PE per cycle: filters of one ifmap value computed side by side (SIMD)
+    weight_register: int = 0  # 1: a register between the filter spad and the multipliers (one more PE stage)
 
     def __post_init__(self):
         for field in fields(self):
@@ -119,6 +120,8 @@ class AcceleratorConfig:
                              f"psum_spad_depth = {self.psum_spad_depth} (a PE reads a lane's weights "
                              f"from one filter spad row and its psums from one psum spad row), "
                              f"not {self.mac_lanes!r}")
+        _check_int("weight_register", self.weight_register, 0, 1,
+                   "1 puts a register between the filter scratchpad and the multipliers")
         _check_int("psum_noc_lanes", self.psum_noc_lanes, 1, self.array_cols,
                    f"a lane serves the PE columns col % psum_noc_lanes of the {self.array_cols}")
         _check_int("dim_width", self.dim_width, 4, 16)
@@ -131,6 +134,13 @@ class AcceleratorConfig:
     @property
     def pe_count(self):
         return self.array_rows * self.array_cols
+
+    @property
+    def pe_latency(self):
+        """PE cycles from the first ifmap transfer to the last opsum transfer beyond its MAC
+        cycles and drain (:attr:`rowstation.hw.pe.PE.latency`): ifmap write, issue, (weight
+        register,) multiply, accumulate, two FIFOs."""
+        return 4 + self.weight_register
 
     @property
     def peak_macs(self):
@@ -361,8 +371,9 @@ PRESETS["ulx3s"] = PRESETS["tiny"].replace(dram_addr_width=16)        # up to 64
 PRESETS["icebreaker"] = PRESETS["tiny"].replace(dram_addr_width=14)   # 16 KiB
 # The ECP5-25F: 2 x 3 PEs of four MAC lanes (24 MACs a cycle in 24 of its 28 MULT18X18D), where
 # 3 x 4 PEs of one lane filled 95 % of its cells for 12; four weights a filter transfer feed a
-# lane row a cycle.
-PRESETS["ulx3s-25f"] = PRESETS["ulx3s"].replace(array_rows=2, array_cols=3, mac_lanes=4, filter_noc_width=4)
+# lane row a cycle; a register after the filter spad's block RAM shortens the critical path.
+PRESETS["ulx3s-25f"] = PRESETS["ulx3s"].replace(array_rows=2, array_cols=3, mac_lanes=4, filter_noc_width=4,
+                                               weight_register=1)
 # The ECP5-85F: 4 x 6 PEs of four MAC lanes (96 MACs a cycle), the largest array of them that
 # routes (6 x 6 packs into 71 % of the cells, but its router does not converge).
 PRESETS["ulx3s-85f"] = PRESETS["ulx3s-25f"].replace(array_rows=4, array_cols=6)

@@ -29,8 +29,6 @@ from .dataflows import COSTS
 __all__ = ["Mapping", "map_layer", "check_tolerance"]
 
 
-#: PE cycles from first ifmap to last opsum beyond the MAC slots (rowstation.hw.pe.PE.LATENCY).
-PE_LATENCY = 4
 
 #: A pass's span (:meth:`Mapping.pass_timing`).
 PassTiming = namedtuple("PassTiming", "last_mac last_psum words_i words_o")
@@ -358,7 +356,7 @@ class Mapping:
             # the next pass's weights load meanwhile. A first fold's chain bottoms take zeros,
             # not psum network words.
             busy, transfers_f = timing.last_psum, entries * self.filter_transfers
-            cycles += count * (PE_LATENCY + 2 * self.chain + (max(busy, transfers_f) if c.filter_banks > 1
+            cycles += count * (c.pe_latency + 2 * self.chain + (max(busy, transfers_f) if c.filter_banks > 1
                                                               else busy + transfers_f))
             active += count * outputs * terms[k]
             ifmap_words += count * timing.words_i
@@ -500,7 +498,7 @@ class Mapping:
             passes = [bound(self.chains_per_pass)] * full
             if rest:
                 passes.append(bound(rest))
-        return self.blocks * self.chunks * sum(cycles + PE_LATENCY + 2 * self.chain for cycles in passes)
+        return self.blocks * self.chunks * sum(cycles + self.config.pe_latency + 2 * self.chain for cycles in passes)
 
     def describe(self):
         L, st = self.layer, self.stats

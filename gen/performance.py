@@ -176,7 +176,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
         timing = m.pass_timing(len(plan.ifmap_rows), lane_tops)
         last_mac, last_psum = timing.last_mac, timing.last_psum
         first_mac = max(start + COSTS["pass_start"], filters_in)
-        end = first_mac + last_psum + COSTS["pass_drain"] + COSTS["chain"] * m.chain
+        end = first_mac + last_psum + COSTS["pass_drain"] + COSTS["chain"] * m.chain + c.weight_register
         if breakdown is not None:
             waited_tokens = start - 1 - ready
             reason = "stores" if Token.LOAD_EXECUTE in pops and waited_for_store() else "loads"

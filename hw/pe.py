@@ -115,14 +115,17 @@ class PE(wiring.Component):
         No pass in progress and nothing in flight.
     """
 
-    #: Cycles from the first ifmap transfer to the last opsum transfer, beyond one per MAC slot,
-    #: with filters loaded and no stalls: ifmap write, issue, multiply, accumulate, two FIFOs.
-    LATENCY = 4
-
     def __init__(self, config, *, counters=False):
         self._config = config
         self._counters = counters
         super().__init__(pe_members(config, counters=counters))
+
+    @property
+    def latency(self):
+        """Cycles from the first ifmap transfer to the last opsum transfer beyond the pass's
+        MAC cycles and drain, with filters loaded and no stalls
+        (:attr:`~rowstation.gen.config.AcceleratorConfig.pe_latency`)."""
+        return self._config.pe_latency
 
     def elaborate(self, platform):
         m = Module()
@@ -281,9 +284,9 @@ class PE(wiring.Component):
             m.d.sync += wr_ptr.eq(wrap_add(wr_ptr, 1))
         m.d.sync += occupancy.eq(occupancy + ifmap_wr.en - Mux(free, run["q"], 0))
 
-        # Pipeline: issue (scratchpad reads) -> multiply -> accumulate, `lanes` MACs side by
-        # side. A zero ifmap gates the filter read and the MACs; the slot still passes so the
-        # timing does not depend on data.
+        # Pipeline: issue (scratchpad reads) -> [weight register] -> multiply -> accumulate,
+        # `lanes` MACs side by side. A zero ifmap gates the filter read and the MACs; the slot
+        # still passes so the timing does not depend on data.
         groups = k // lanes     # lane rows per filter spad row
         tags = [("pf", len(pf)), ("gated", 1), ("first", 1), ("last", 1), ("acc", 1), ("active", lanes)]
         if groups > 1:
@@ -298,6 +301,13 @@ class PE(wiring.Component):
 
         weights = filter_rd.data.as_value().word_select(st1["group"], lanes * c.weight_width) \
             if groups > 1 else filter_rd.data.as_value()
+        # The multipliers' operands: the read weights and their step, or with weight_register
+        # both a stage later (a block RAM without output register is slow to its data).
+        mul = {"valid": st1_valid, "x": st1_x, "weights": weights, **st1}
+        if c.weight_register:
+            mul = {"valid": Signal(name="wr_valid"), "x": Signal.like(st1_x, name="wr_x"),
+                   "weights": Signal(len(weights), name="wr_weights"),
+                   **{name: Signal(width, name=f"wr_{name}") for name, width in tags}}
         # The output FIFO: psum_fifo_depth rows of lanes, each with the last lane that holds a
         # filter. A column's rows come one a cycle and leave a psum a cycle.
         m.submodules.local = local = fifo.SyncFIFO(width=lanes * c.psum_width + 1 + shift,
@@ -309,16 +319,20 @@ class PE(wiring.Component):
                 st1["pf"].eq(pf), st1["gated"].eq(gated), st1["first"].eq(first_step),
                 st1["last"].eq(last_step), st1["acc"].eq(run["accumulate"]),
                 st1["active"].eq(active),
-                st2_valid.eq(st1_valid),
+                st2_valid.eq(mul["valid"]),
             ]
             if groups > 1:
                 m.d.sync += st1["group"].eq(filter_addr[shift:k.bit_length() - 1])
             if lanes > 1:
                 m.d.sync += st1["lane_last"].eq(Mux(last_pf, run["lane_last"], lanes - 1))
+            if c.weight_register:
+                m.d.sync += [mul["valid"].eq(st1_valid), mul["x"].eq(st1_x), mul["weights"].eq(weights)]
+                m.d.sync += [mul[name].eq(st1[name]) for name, _ in tags]
             # Gated: zero, not x * w (the idle filter read may hold X in a 4-state simulation).
-            m.d.sync += [products[j].eq(Mux(st1["gated"], 0, st1_x * weights.word_select(j, c.weight_width).as_signed()))
+            m.d.sync += [products[j].eq(Mux(mul["gated"], 0,
+                                            mul["x"] * mul["weights"].word_select(j, c.weight_width).as_signed()))
                          for j in range(lanes)]
-            m.d.sync += [st2[name].eq(st1[name]) for name, _ in tags]
+            m.d.sync += [st2[name].eq(mul[name]) for name, _ in tags]
 
         commit = st2_valid & advance
         totals = Signal(data.ArrayLayout(signed(c.psum_width), lanes))
@@ -353,8 +367,8 @@ class PE(wiring.Component):
             self.opsum.valid.eq(out.r_rdy),
             self.opsum.payload.eq(out.r_data),
             out.r_en.eq(self.opsum.ready),
-            self.idle.eq(~full.any() & (load_row == 0) & ~st1_valid & ~st2_valid & ~local.r_rdy
-                         & ~out.r_rdy),
+            self.idle.eq(~full.any() & (load_row == 0) & ~st1_valid & ~mul["valid"] & ~st2_valid
+                         & ~local.r_rdy & ~out.r_rdy),
         ]
 
         events = self.events

@@ -22,8 +22,8 @@ TINY = preset("tiny")
 #: Two lanes of the psum and output networks (PE columns 0, 2 and 1, 3), and the global buffer
 #: in banks small enough that each lane's psums have banks of their own.
 LANES = TINY.replace(psum_noc_lanes=2, glb_banks=8, glb_bank_depth=128)
-#: Two MAC lanes per PE.
-MAC_LANES = TINY.replace(mac_lanes=2)
+#: Two MAC lanes per PE, behind a register after the filter spad.
+MAC_LANES = TINY.replace(mac_lanes=2, weight_register=1)
 # Another array shape and scratchpads, and a global buffer too small for most layers at once:
 # psums go out and return between epochs; two psum lanes of unequal width (columns 0, 2 and 1).
 SMALL = TINY.replace(array_rows=2, array_cols=3, filter_spad_depth=16, ifmap_spad_depth=6,

@@ -21,10 +21,11 @@ CONFIGS = {
 }
 
 
-# MAC lanes: two on tiny, four at 16 bits (a filter spad row holds one lane row).
+# MAC lanes: two on tiny, four at 16 bits (a filter spad row holds one lane row) with a
+# register between the filter spad and the multipliers.
 LANE_CONFIGS = {
     "w8x2": TINY.replace(mac_lanes=2),
-    "w16x4": CONFIGS["w16"].replace(mac_lanes=4, psum_spad_depth=8),
+    "w16x4": CONFIGS["w16"].replace(mac_lanes=4, psum_spad_depth=8, weight_register=1),
 }
 
 
@@ -112,12 +113,7 @@ def test_pe_cycle_count(s, u, p, q, rows):
     np.testing.assert_array_equal(result["words"], expected([(cfg, weights, ifmap, None)])[0])
     first_ifmap = result["ifmap_cycles"][0]
     assert first_ifmap > result["filt_cycles"][-1]
-    assert result["opsum_cycles"][-1] - first_ifmap == rows * cfg.f * s * p * q + PE.LATENCY
-
-
-def test_mapper_uses_the_pe_latency():
-    from rowstation.gen.mapper import PE_LATENCY
-    assert PE_LATENCY == PE.LATENCY
+    assert result["opsum_cycles"][-1] - first_ifmap == rows * cfg.f * s * p * q + TINY.pe_latency
 
 
 @pytest.mark.parametrize("banks", [1, 2])
@@ -174,7 +170,7 @@ def test_pe_mac_lanes_cycle_count(name, shape):
     result = simulate_pe(config, [(cfg, weights, ifmap, None)], ifmap_after_filters=True)
     np.testing.assert_array_equal(result["words"], expected([(cfg, weights, ifmap, None)])[0])
     cycles = result["opsum_cycles"][-1] - result["ifmap_cycles"][0]
-    assert cycles == cfg.mac_cycles + cfg.drain_cycles + PE.LATENCY
+    assert cycles == cfg.mac_cycles + cfg.drain_cycles + config.pe_latency
     s, _, p, q = shape
     if p % config.mac_lanes == 0 and s * q >= config.mac_lanes:
         assert cfg.mac_cycles * config.mac_lanes == cfg.f * s * q * p
@@ -184,3 +180,19 @@ def test_pe_mac_lanes_back_to_back_passes_and_gating():
     config = LANE_CONFIGS["w8x2"]
     cfgs = [lane_pass(config, 3, 1, 3, 2), lane_pass(config, 2, 2, 8, 1, accumulate=False), lane_pass(config, 1, 1, 1, 4)]
     check(config, cfgs, seed=4, idle=0.5, stall=0.5, zeros=0.5)
+
+
+@pytest.mark.parametrize("weight_register", [0, 1])
+def test_pe_latency_with_and_without_the_weight_register(weight_register):
+    """The register between the filter spad and the multipliers adds one cycle to a pass,
+    the configuration's pe_latency, and changes no result or count."""
+    config = TINY.replace(weight_register=weight_register)
+    cfg = PEConfig(s=3, u=1, p=2, q=2, f=6, rows=2).check(config)
+    rng = np.random.default_rng(7)
+    weights, ifmap, _ = random_pe_pass(config, cfg, rng=rng)
+    ifmap[ifmap == 0] = 1
+    result = simulate_pe(config, [(cfg, weights, ifmap, None)], ifmap_after_filters=True)
+    np.testing.assert_array_equal(result["words"], expected([(cfg, weights, ifmap, None)])[0])
+    assert result["opsum_cycles"][-1] - result["ifmap_cycles"][0] == cfg.mac_cycles + 4 + weight_register
+    assert config.pe_latency == 4 + weight_register
+    check(config, [cfg, PEConfig(s=2, u=2, p=1, q=3, f=3, rows=1, accumulate=True)], seed=3, idle=0.4, stall=0.4)

@@ -53,7 +53,7 @@ def write_case(config, cfgs, path, seed):
     passes = [(cfg.check(config), *random_pe_pass(config, cfg, rng=rng, zeros=0.3)) for cfg in cfgs]
     words, counts = expected(passes)
     case = {"passes": [], "counts": counts,
-            "cycles": cfgs[0].mac_cycles + cfgs[0].drain_cycles + PE.LATENCY,
+            "cycles": cfgs[0].mac_cycles + cfgs[0].drain_cycles + config.pe_latency,
             "variants": [{"name": name, "idle": idle, "stall": stall, "seed": seed + i}
                          for i, (name, idle, stall) in enumerate(VARIANTS)]}
     slots = sum(cfg.rows * cfg.f * cfg.s * cfg.p * cfg.q + cfg.filter_words + x.size for cfg, _, x, _ in passes)

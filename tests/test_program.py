@@ -10,7 +10,7 @@ import pytest
 
 from rowstation.gen import ConvLayer, preset
 from rowstation.gen.allocation import ZERO_ROW, pass_words, row_schedule
-from rowstation.gen.mapper import PE_LATENCY, Mapping, candidates, map_layer
+from rowstation.gen.mapper import Mapping, candidates, map_layer
 from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, Region, RegisterMap, Token, decode, encode
 from rowstation.gen.performance import layer_report
 from rowstation.gen.program import DramLayout, compile_layer
@@ -342,7 +342,7 @@ def test_stationary_passes_keep_their_filters(spec):
     L, slots = layer, mapping.n * layer.F * mapping.seg * mapping.p * mapping.q
     assert mapping.lower_bound == mapping.blocks * mapping.chunks * sum(   # one psum lane
         max(slots + (len(group) - 1) * mapping.p, len(group) * mapping.n * L.F * mapping.p)
-        + PE_LATENCY + 2 * mapping.chain for group in mapping.groups)
+        + TINY.pe_latency + 2 * mapping.chain for group in mapping.groups)
     program, counts = run(config, layer, seed=5, mapping=mapping)
 
     def filter_set(g):
