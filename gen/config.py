@@ -371,9 +371,8 @@ PRESETS["ulx3s"] = PRESETS["tiny"].replace(dram_addr_width=16)        # up to 64
 PRESETS["icebreaker"] = PRESETS["tiny"].replace(dram_addr_width=14)   # 16 KiB
 # The ECP5-25F: 2 x 3 PEs of four MAC lanes (24 MACs a cycle in 24 of its 28 MULT18X18D), where
 # 3 x 4 PEs of one lane filled 95 % of its cells for 12; four weights a filter transfer feed a
-# lane row a cycle; a register after the filter spad's block RAM shortens the critical path.
-PRESETS["ulx3s-25f"] = PRESETS["ulx3s"].replace(array_rows=2, array_cols=3, mac_lanes=4, filter_noc_width=4,
-                                               weight_register=1)
+# lane row a cycle. (weight_register = 1 measured 50.4 MHz against 52.0: the burst planners bind next.)
+PRESETS["ulx3s-25f"] = PRESETS["ulx3s"].replace(array_rows=2, array_cols=3, mac_lanes=4, filter_noc_width=4)
 # The ECP5-85F: 4 x 6 PEs of four MAC lanes (96 MACs a cycle), the largest array of them that
 # routes (6 x 6 packs into 71 % of the cells, but its router does not converge).
 PRESETS["ulx3s-85f"] = PRESETS["ulx3s-25f"].replace(array_rows=4, array_cols=6)
