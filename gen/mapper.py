@@ -29,7 +29,6 @@ from .dataflows import COSTS
 __all__ = ["Mapping", "map_layer", "check_tolerance"]
 
 
-
 #: A pass's span (:meth:`Mapping.pass_timing`).
 PassTiming = namedtuple("PassTiming", "last_mac last_psum words_i words_o")
 
@@ -529,11 +528,10 @@ class Mapping:
 def candidates(config, layer, images=None):
     """Every legal mapping of ``layer`` on ``config`` with ``images`` images per pass."""
     Cg, Mg = layer.C // layer.G, layer.M // layer.G
-    found = []
+    found, lanes = [], config.mac_lanes
     for seg in _divisors(layer.S, config.max_filter_width):
         for q in _divisors(Cg, config.ifmap_spad_depth // seg):
             # p filters take whole rows of MAC lanes in the filter spad.
-            lanes = config.mac_lanes
             for p in _divisors(Mg, min(config.psum_spad_depth, config.filter_spad_depth // (q * seg) // lanes * lanes)):
                 # The fewest folds, balanced: a shorter chain only adds passes and GLB traffic.
                 terms = (Cg // q) * layer.R * (layer.S // seg)

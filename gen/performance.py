@@ -25,11 +25,11 @@ __all__ = ["COSTS", "predict_cycles", "layer_report", "REPORT_KEYS"]
 
 #: Cycle costs of the hardware, beyond one per element moved: per instruction started (decoded
 #: ahead while the previous one runs), a LOAD's external memory latency, and per pass the
-#: start (data commit to first MAC) and the drain (last MAC to last psum stored), plus per PE of
-#: a chain. Fitted to 38 Verilator runs: the test layers on ``tiny`` (one and two psum lanes)
+#: start (data commit to first MAC) and the drain (last MAC to last psum stored, beyond the
+#: PEs' pipeline, ``pe_latency``), plus per PE of a chain. Fitted to 38 Verilator runs: the test layers on ``tiny`` (one and two psum lanes)
 #: and on a 2 x 3 and a 4 x 2 array, and AlexNet CONV1, CONV4 and CONV5 on ``eyeriss-v1``
 #: (``docs/performance.md``).
-COSTS = {"instruction": 3, "memory_latency": 2, "pass_start": 4, "pass_drain": 5,
+COSTS = {"instruction": 3, "memory_latency": 2, "pass_start": 4, "pass_drain": 1,
          "chain": 1, "end": 0}
 
 
@@ -176,7 +176,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
         timing = m.pass_timing(len(plan.ifmap_rows), lane_tops)
         last_mac, last_psum = timing.last_mac, timing.last_psum
         first_mac = max(start + COSTS["pass_start"], filters_in)
-        end = first_mac + last_psum + COSTS["pass_drain"] + COSTS["chain"] * m.chain + c.weight_register
+        end = first_mac + last_psum + c.pe_latency + COSTS["pass_drain"] + COSTS["chain"] * m.chain
         if breakdown is not None:
             waited_tokens = start - 1 - ready
             reason = "stores" if Token.LOAD_EXECUTE in pops and waited_for_store() else "loads"

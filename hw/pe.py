@@ -367,7 +367,7 @@ class PE(wiring.Component):
             self.opsum.valid.eq(out.r_rdy),
             self.opsum.payload.eq(out.r_data),
             out.r_en.eq(self.opsum.ready),
-            self.idle.eq(~full.any() & (load_row == 0) & ~st1_valid & ~mul["valid"] & ~st2_valid
+            self.idle.eq(~full.any() & (load_row == 0) & ~Cat(st1_valid, st2_valid, *([mul["valid"]] if c.weight_register else [])).any()
                          & ~local.r_rdy & ~out.r_rdy),
         ]
 

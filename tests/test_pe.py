@@ -193,6 +193,6 @@ def test_pe_latency_with_and_without_the_weight_register(weight_register):
     ifmap[ifmap == 0] = 1
     result = simulate_pe(config, [(cfg, weights, ifmap, None)], ifmap_after_filters=True)
     np.testing.assert_array_equal(result["words"], expected([(cfg, weights, ifmap, None)])[0])
-    assert result["opsum_cycles"][-1] - result["ifmap_cycles"][0] == cfg.mac_cycles + 4 + weight_register
-    assert config.pe_latency == 4 + weight_register
+    cycles = result["opsum_cycles"][-1] - result["ifmap_cycles"][0]
+    assert cycles == cfg.mac_cycles + 4 + weight_register == cfg.mac_cycles + config.pe_latency
     check(config, [cfg, PEConfig(s=2, u=2, p=1, q=3, f=3, rows=1, accumulate=True)], seed=3, idle=0.4, stall=0.4)
