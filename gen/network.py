@@ -77,7 +77,7 @@ class PoolLayer:
                 "dram_read_bytes": reads * word, "dram_write_bytes": writes * word}
 
     #: The estimate's overheads, fitted on four Verilator runs on ``tiny`` (docs/accelerator.md).
-    ROW_OVERHEAD, PASS_OVERHEAD = 3, 46
+    ROW_OVERHEAD, PASS_OVERHEAD = 4, 46
 
     def __str__(self):
         return f"maxpool N={self.N},C={self.C},H={self.H},W={self.W},K={self.K},U={self.U}"

@@ -82,12 +82,14 @@ class BurstPlanner(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         shift = (self._word_bytes - 1).bit_length()
+        burst_bits = (self._burst - 1).bit_length()
         run = self.run.payload
         addr_width = self._addr_width
-        # The next burst's first word and the words left from it: registers, so a burst's
-        # length is a comparison and a choice away from them (no subtraction first).
+        # The next burst (its first word, its words and whether it is the run's last) and the
+        # words left from it are registers, computed when the run is taken and as each burst
+        # leaves: a burst's command is a register, so the arbiters' ready logic starts at flops.
         word, left = Signal(addr_width - shift), Signal(addr_width - shift + 1)
-        span = (run.count << run.size)[:addr_width]
+        beats, last = Signal(range(self._burst + 1)), Signal()
         element = _Element(self._word_bytes, addr_width)
         m.submodules.queue = queue = fifo.SyncFIFO(width=element.size, depth=RUNS_QUEUED)
         first = Signal(element)
@@ -99,18 +101,25 @@ class BurstPlanner(wiring.Component):
             self.element.valid.eq(queue.r_rdy), self.element.payload.eq(queue.r_data),
             queue.r_en.eq(self.element.ready),
         ]
+
+        def next_burst(words, to_boundary):
+            # words <= to_boundary (at most a burst): a narrow comparison and a zero test.
+            fits = (words[burst_bits + 1:] == 0) & (words[:burst_bits + 1] <= to_boundary)
+            return [beats.eq(Mux(fits, words, to_boundary)), last.eq(fits)]
+
         with m.If(self.run.valid & self.run.ready & (run.count != 0)):
-            m.d.sync += [self.busy.eq(1), word.eq(run.addr[shift:]),
-                         left.eq((run.addr + span - 1)[shift:] - run.addr[shift:] + 1)]
-        to_boundary = Signal(range(self._burst + 1))
-        in_burst = word[:(self._burst - 1).bit_length()] if self._burst > 1 else 0
-        m.d.comb += to_boundary.eq(self._burst - in_burst)
-        beats = Mux(left < to_boundary, left, to_boundary)
+            span = (run.count << run.size)[:addr_width]
+            words = (span + ((run.addr[:shift] if shift else 0) + self._word_bytes - 1))[shift:]
+            in_burst = run.addr[shift:shift + burst_bits] if burst_bits else 0
+            m.d.sync += [self.busy.eq(1), word.eq(run.addr[shift:]), left.eq(words),
+                         next_burst(words, self._burst - in_burst)]
         m.d.comb += [self.burst.valid.eq(self.busy), self.burst.payload.addr.eq(word << shift),
                      self.burst.payload.length.eq(beats - 1)]
         with m.If(self.burst.valid & self.burst.ready):
-            m.d.sync += [word.eq(word + beats), left.eq(left - beats)]
-            with m.If(left == beats):
+            rest = left - beats
+            # A burst that is not the run's last ends on a multiple of the burst size.
+            m.d.sync += [word.eq(word + beats), left.eq(rest), next_burst(rest, self._burst)]
+            with m.If(last):
                 m.d.sync += self.busy.eq(0)
         return m
 
@@ -118,6 +127,16 @@ class BurstPlanner(wiring.Component):
 def _sized(value, size):
     """``value`` cut to an element of ``2 ** size`` bytes (zero above)."""
     return Mux(size == 0, value[:8], Mux(size == 1, value[:16], Mux(size == 2, value[:32], value[:64])))
+
+
+class _BlockQueue(fifo.SyncFIFOBuffered):
+    """A :class:`~amaranth.lib.fifo.SyncFIFOBuffered` whose storage asks for block RAM: a
+    reader's word queue fills one, and LUT RAM is scarce (none on iCE40)."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.submodules.storage.attrs["ram_style"] = "block"
+        return m
 
 
 class ElementGroup(data.StructLayout):
@@ -149,7 +168,7 @@ class ElementReader(wiring.Component):
         word_bytes, lanes = self._width // 8, self._lanes
         m.submodules.planner = planner = BurstPlanner(width=self._width, burst=self._burst,
                                                       addr_width=self._addr_width)
-        m.submodules.words = words = fifo.SyncFIFOBuffered(width=self._width, depth=self._depth + 1)
+        m.submodules.words = words = _BlockQueue(width=self._width, depth=self._depth + 1)
         wiring.connect(m, wiring.flipped(self.runs), planner.run)
         pending = planner.element
 

@@ -3,7 +3,7 @@
 :class:`MaxPooler` reads the ``planes`` (N x C) input planes row by row and writes each output
 row once: for output row ``e`` it reads input rows ``e*U .. e*U+K-1`` (one run each), takes
 the maximum of every K-wide window at stride U along each row as the elements stream in (a
-shift register of the last K and a tree of comparisons, a pipeline stage behind the reader),
+shift register of the last K and a tree of comparisons, two pipeline stages behind the reader),
 keeps the running maximum over the K rows in a line buffer of ``F`` entries (block RAM, read a
 stage ahead of its update), then writes the row. No padding; windows that do not fit are dropped (as
 :func:`rowstation.sim.golden.max_pool`).
@@ -77,11 +77,12 @@ class MaxPooler(wiring.Component):
             with m.Else():
                 m.d.sync += issuing.eq(0)
 
-        # Consume, in three stages so no long path runs from the reader through the maxima to the
-        # line buffer: (0) each element shifts into the window registers; (1) the window's
-        # maximum (a tree over its K newest, masked by a register set at start) is registered
-        # while the line buffer's entry for its output column is read; (2) it meets the running
-        # maximum over the window's rows, written back on an emitting column.
+        # Consume, in four stages so no long path runs from the reader through the maxima to the
+        # line buffer: (0) each element shifts into the window registers; (1) the maxima of
+        # pairs of the window's K newest (masked by a register set at start) are registered;
+        # (2) the window's maximum, the rest of the tree, is registered while the line buffer's
+        # entry for its output column is read; (3) it meets the running maximum over the
+        # window's rows, written back on an emitting column.
         m.submodules.line = line = Memory(shape=signed(bits), depth=c.max_dim, init=[])
         lb_write = line.write_port()
         lb_read = line.read_port(transparent_for=(lb_write,))
@@ -95,18 +96,27 @@ class MaxPooler(wiring.Component):
         fire = reader.elements.valid & reader.elements.ready
         with m.If(self.start):
             m.d.sync += mask.eq(Cat(j < p.window for j in range(MAX_WINDOW)))
-        emitted, first_row, at = Signal(), Signal(), Signal(16)             # stage 1
-        emitted_2, first_row_2, at_2 = Signal(), Signal(), Signal(16)       # stage 2
-        horizontal = Signal(signed(bits))
-        m.d.sync += [emitted.eq(fire & emit), first_row.eq(c_ky == 0), at.eq(ox),
-                     emitted_2.eq(emitted), first_row_2.eq(first_row), at_2.eq(at)]
+        # Each stage's (emitted, first row, output column), stages 1 to 3.
+        stages = [(Signal(name=f"emitted_{i}"), Signal(name=f"first_row_{i}"), Signal(16, name=f"at_{i}"))
+                  for i in (1, 2, 3)]
+        m.d.sync += [signal.eq(value) for signal, value in zip(stages[0], (fire & emit, c_ky == 0, ox))]
+        m.d.sync += [signal.eq(value) for later, earlier in zip(stages[1:], stages) for signal, value in zip(later, earlier)]
         lowest = C(-(1 << (bits - 1)), signed(bits))
-        level = [Mux(mask[j], w, lowest) for j, w in enumerate(window)]
+
+        def maxima(level):
+            return [Mux(a > b, a, b) for a, b in zip(level[::2], level[1::2])]
+
+        pairs = [Signal(signed(bits), name=f"pair_{j}") for j in range(MAX_WINDOW // 2)]
+        m.d.sync += [pair.eq(value) for pair, value in
+                     zip(pairs, maxima([Mux(mask[j], w, lowest) for j, w in enumerate(window)]))]
+        level = pairs
         while len(level) > 1:
-            level = [Mux(a > b, a, b) for a, b in zip(level[::2], level[1::2])]
+            level = maxima(level)
+        horizontal = Signal(signed(bits))
         m.d.sync += horizontal.eq(level[0])
-        m.d.comb += [lb_read.addr.eq(at), lb_write.addr.eq(at_2), lb_write.en.eq(emitted_2),
-                     lb_write.data.eq(Mux(first_row_2 | (horizontal > lb_read.data), horizontal, lb_read.data))]
+        (_, _, at_2), (emitted_3, first_row_3, at_3) = stages[1:]
+        m.d.comb += [lb_read.addr.eq(at_2), lb_write.addr.eq(at_3), lb_write.en.eq(emitted_3),
+                     lb_write.data.eq(Mux(first_row_3 | (horizontal > lb_read.data), horizontal, lb_read.data))]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -128,9 +138,11 @@ class MaxPooler(wiring.Component):
                         with m.If(c_ky == p.window - 1):
                             m.d.sync += [c_ky.eq(0), wx.eq(0)]
                             m.next = "SETTLE"
-            with m.State("SETTLE"):     # stages 1 and 2 finish the row's last column
+            with m.State("SETTLE"):     # stages 1 to 3 finish the row's last column
                 m.next = "SETTLE_2"
             with m.State("SETTLE_2"):
+                m.next = "SETTLE_3"
+            with m.State("SETTLE_3"):
                 m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += [writer.runs.valid.eq(1), writer.runs.payload.addr.eq(out_addr),
