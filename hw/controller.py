@@ -653,9 +653,8 @@ class ExecuteController(wiring.Component):
             m.d.sync += entry.eq(entry + 1)
             with m.If(entry == entries - 1):
                 m.d.sync += walking.eq(0)
-        sent = Signal.like(words)
         out, group = self.filt, reader.elements.payload
-        last = sent + group.count == words
+        last = group.last
         m.d.comb += [out.valid.eq(reader.elements.valid & filt_tags.r_rdy),
                      out.payload.row.eq(filt_tags.r_data[:c.row_id_width]),
                      out.payload.col.eq(filt_tags.r_data[c.row_id_width:]),
@@ -663,7 +662,6 @@ class ExecuteController(wiring.Component):
                      reader.elements.ready.eq(out.ready & filt_tags.r_rdy)]
         m.d.comb += [out.payload.data.data[j].eq(group.data[j][:c.weight_width]) for j in range(k)]
         with m.If(out.valid & out.ready):
-            m.d.sync += sent.eq(Mux(last, 0, sent + group.count))
             m.d.comb += filt_tags.r_en.eq(last)
         idle = {"filt": ~walking & ~filt_tags.r_rdy}
 

@@ -124,6 +124,18 @@ class BurstPlanner(wiring.Component):
         return m
 
 
+def _less(a, b):
+    """``a < b`` where one side has few bits (a constant or a narrow signal): a comparison of
+    as many bits and a zero test of the other side's rest, not a carry chain over the wide one."""
+    width = lambda v: v.bit_length() if isinstance(v, int) else len(v)
+    bits = min(width(a), width(b))
+    if max(width(a), width(b)) <= bits:
+        return a < b
+    if width(a) > bits:
+        return (a[bits:] == 0) & (a[:bits] < b)
+    return (b[bits:] != 0) | (a < b[:bits])
+
+
 def _sized(value, size):
     """``value`` cut to an element of ``2 ** size`` bytes (zero above)."""
     return Mux(size == 0, value[:8], Mux(size == 1, value[:16], Mux(size == 2, value[:32], value[:64])))
@@ -140,10 +152,12 @@ class _BlockQueue(fifo.SyncFIFOBuffered):
 
 
 class ElementGroup(data.StructLayout):
-    """Up to ``lanes`` consecutive elements of a run: ``count`` of them, the first in ``data[0]``."""
+    """Up to ``lanes`` consecutive elements of a run: ``count`` of them, the first in
+    ``data[0]``; ``last`` on the run's last group."""
 
     def __init__(self, element_width, lanes):
-        super().__init__({"data": data.ArrayLayout(element_width, lanes), "count": range(lanes + 1)})
+        super().__init__({"data": data.ArrayLayout(element_width, lanes), "count": range(lanes + 1),
+                          "last": 1})
 
 
 class ElementReader(wiring.Component):
@@ -173,38 +187,40 @@ class ElementReader(wiring.Component):
         pending = planner.element
 
         # Bursts only with room for their words.
-        reserved = Signal(range(self._depth + 1))
+        free = Signal(range(self._depth + 1), init=self._depth)
         beats = planner.burst.payload.length + 1
-        room = self._depth - reserved >= beats
+        room = free >= beats
         cmd = self.memory.cmd
         m.d.comb += [cmd.valid.eq(planner.burst.valid & room), cmd.payload.eq(planner.burst.payload),
                      planner.burst.ready.eq(cmd.ready & room)]
         m.d.comb += [words.w_data.eq(self.memory.data.payload), words.w_en.eq(self.memory.data.valid),
                      self.memory.data.ready.eq(words.w_rdy)]
-        m.d.sync += reserved.eq(reserved + Mux(cmd.valid & cmd.ready, beats, 0) - words.r_en)
+        m.d.sync += free.eq(free - Mux(cmd.valid & cmd.ready, beats, 0) + words.r_en)
 
         # Elements: the head run's, from its first element's offset, a word popped when its
-        # last element or the run's leaves.
+        # last element or the run's leaves. The elements left count down (no subtraction
+        # before the comparisons), compared narrowly.
         head = pending.payload
-        started, offset, taken = Signal(), Signal(range(word_bytes)), Signal(self._addr_width)
+        started, offset, remaining = Signal(), Signal(range(word_bytes)), Signal(self._addr_width)
         at = Mux(started, offset, head.offset)
-        in_word, left = Signal(range(word_bytes + 1)), Signal(self._addr_width)
+        left = Mux(started, remaining, head.count)
+        in_word = Signal(range(word_bytes + 1))
         group = Signal(range(lanes + 1))
-        m.d.comb += [in_word.eq((word_bytes - at) >> head.size), left.eq(head.count - taken),
-                     group.eq(Mux((in_word < lanes) & (in_word < left), in_word,
-                                  Mux(left < lanes, left, lanes)))]
+        m.d.comb += [in_word.eq((word_bytes - at) >> head.size),
+                     group.eq(Mux((in_word < lanes) & _less(in_word, left), in_word,
+                                  Mux(_less(left, lanes), left, lanes)))]
         following = at + (group << head.size)
-        last = left == group
+        last = _less(left, lanes + 1) & (left[:lanes.bit_length()] == group)
         fire = self.elements.valid & self.elements.ready
         out = self.elements.payload
-        m.d.comb += [self.elements.valid.eq(pending.valid & words.r_rdy), out.count.eq(group),
+        m.d.comb += [self.elements.valid.eq(pending.valid & words.r_rdy), out.count.eq(group), out.last.eq(last),
                      words.r_en.eq(fire & (last | (following >= word_bytes))),
                      pending.ready.eq(fire & last)]
         for lane in range(lanes):
             m.d.comb += out.data[lane].eq(
                 _sized(words.r_data >> ((at + (C(lane, 4) << head.size)) * 8), head.size))
         with m.If(fire):
-            m.d.sync += [started.eq(~last), taken.eq(Mux(last, 0, taken + group)),
+            m.d.sync += [started.eq(~last), remaining.eq(left - group),
                          offset.eq(following[:len(offset)] if word_bytes > 1 else 0)]
         return m
 
@@ -243,12 +259,13 @@ class ElementWriter(wiring.Component):
         # Packing: each element into the word being filled; the word leaves when full or
         # when the run ends.
         head = pending.payload
-        started, offset, taken = Signal(), Signal(range(word_bytes)), Signal(self._addr_width)
+        started, offset, remaining = Signal(), Signal(range(word_bytes)), Signal(self._addr_width)
         fill, strobes = Signal(self._width), Signal(word_bytes)
         beat = self.memory.data
         at = Mux(started, offset, head.offset)
+        left = Mux(started, remaining, head.count)      # elements left, this one included
         following = at + (C(1, 4) << head.size)
-        last = taken == head.count - 1
+        last = left == 1
         width_bytes = Mux(head.size == 0, 1, Mux(head.size == 1, 3, Mux(head.size == 2, 0xF, 0xFF)))
         merged = fill | (_sized(self.elements.payload, head.size) << (at * 8))[:self._width]
         merged_strobes = strobes | (width_bytes << at)[:word_bytes]
@@ -259,7 +276,7 @@ class ElementWriter(wiring.Component):
         with m.If(beat.valid & beat.ready):
             m.d.sync += beat.valid.eq(0)
         with m.If(fire):
-            m.d.sync += [started.eq(~last), taken.eq(Mux(last, 0, taken + 1)),
+            m.d.sync += [started.eq(~last), remaining.eq(left - 1),
                          offset.eq(following[:len(offset)] if word_bytes > 1 else 0)]
             with m.If(leaves):
                 m.d.sync += [beat.valid.eq(1), beat.payload.data.eq(merged),

@@ -54,6 +54,11 @@ class MaxPooler(wiring.Component):
         wiring.connect(m, reader.memory, wiring.flipped(self.memory_rd))
         wiring.connect(m, writer.memory, wiring.flipped(self.memory_wr))
         row_bytes = p.width << size
+        # Each count's last value, registered at start: the loops compare with registers.
+        last = {name: Signal(len(getattr(p, name)), name=f"{name}_last")
+                for name in ("window", "out_rows", "planes", "width", "out_width")}
+        with m.If(self.start):
+            m.d.sync += [signal.eq(getattr(p, name) - 1) for name, signal in last.items()]
 
         # Issue: one run per input row, in the order the rows are consumed.
         issuing = Signal()
@@ -65,12 +70,12 @@ class MaxPooler(wiring.Component):
             m.d.sync += [issuing.eq(1), i_ky.eq(0), i_row.eq(0), i_plane.eq(0), addr.eq(p.input),
                          row_addr.eq(p.input), plane_addr.eq(p.input)]
         with m.Elif(reader.runs.valid & reader.runs.ready):
-            with m.If(i_ky != p.window - 1):
+            with m.If(i_ky != last["window"]):
                 m.d.sync += [i_ky.eq(i_ky + 1), addr.eq(addr + row_bytes)]
-            with m.Elif(i_row != p.out_rows - 1):
+            with m.Elif(i_row != last["out_rows"]):
                 m.d.sync += [i_ky.eq(0), i_row.eq(i_row + 1), row_addr.eq(row_addr + p.row_step),
                              addr.eq(row_addr + p.row_step)]
-            with m.Elif(i_plane != p.planes - 1):
+            with m.Elif(i_plane != last["planes"]):
                 m.d.sync += [i_ky.eq(0), i_row.eq(0), i_plane.eq(i_plane + 1),
                              plane_addr.eq(plane_addr + p.plane_step), row_addr.eq(plane_addr + p.plane_step),
                              addr.eq(plane_addr + p.plane_step)]
@@ -133,9 +138,9 @@ class MaxPooler(wiring.Component):
                     with m.Elif(until != 0):
                         m.d.sync += until.eq(until - 1)
                     m.d.sync += ix.eq(ix + 1)
-                    with m.If(ix == p.width - 1):
+                    with m.If(ix == last["width"]):
                         m.d.sync += [ix.eq(0), ox.eq(0), until.eq(p.window - 1), c_ky.eq(c_ky + 1)]
-                        with m.If(c_ky == p.window - 1):
+                        with m.If(c_ky == last["window"]):
                             m.d.sync += [c_ky.eq(0), wx.eq(0)]
                             m.next = "SETTLE"
             with m.State("SETTLE"):     # stages 1 to 3 finish the row's last column
@@ -155,12 +160,12 @@ class MaxPooler(wiring.Component):
                              writer.elements.payload.eq(lb_read.data)]
                 with m.If(writer.elements.ready):
                     m.d.sync += wx.eq(wx + 1)
-                    with m.If(wx == p.out_width - 1):
+                    with m.If(wx == last["out_width"]):
                         m.d.sync += out_addr.eq(out_addr + (p.out_width << size))
-                        with m.If(c_row != p.out_rows - 1):
+                        with m.If(c_row != last["out_rows"]):
                             m.d.sync += c_row.eq(c_row + 1)
                             m.next = "READ"
-                        with m.Elif(c_plane != p.planes - 1):
+                        with m.Elif(c_plane != last["planes"]):
                             m.d.sync += [c_row.eq(0), c_plane.eq(c_plane + 1)]
                             m.next = "READ"
                         with m.Else():
