@@ -17,7 +17,9 @@ class EventCounters(wiring.Component):
 
     ``events`` maps each name to its number of strobes (lanes), or is a sequence of names with
     ``lanes`` strobes each. Counters are ``width`` bits and wrap modulo ``2**width``; size the
-    width for the longest run.
+    width for the longest run. The strobes are registered before they are added (the sum of
+    many strobes is no longer on the path that makes them), so a count lags its events by a
+    cycle; ``clear`` drops the registered ones too.
     """
 
     @staticmethod
@@ -39,13 +41,14 @@ class EventCounters(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        for name in self._events:
-            strobes = getattr(self.events, name)
-            increment = _popcount([strobes[i] for i in range(len(strobes))])
+        for name, count in self._events.items():
+            strobes = Signal(count, name=f"{name}_strobes")
+            increment = _popcount([strobes[i] for i in range(count)])
             with m.If(self.clear):
-                m.d.sync += getattr(self.counts, name).eq(0)
+                m.d.sync += [getattr(self.counts, name).eq(0), strobes.eq(0)]
             with m.Else():
-                m.d.sync += getattr(self.counts, name).eq(getattr(self.counts, name) + increment)
+                m.d.sync += [getattr(self.counts, name).eq(getattr(self.counts, name) + increment),
+                             strobes.eq(getattr(self.events, name))]
         return m
 
 
