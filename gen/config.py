@@ -369,12 +369,13 @@ PRESETS["tiny-16"] = PRESETS["tiny"].replace(ifmap_width=16, weight_width=16, ps
 # The board tops' presets (rowstation.boards): tiny with addresses as wide as the on-chip memory.
 PRESETS["ulx3s"] = PRESETS["tiny"].replace(dram_addr_width=16)        # up to 64 KiB
 PRESETS["icebreaker"] = PRESETS["tiny"].replace(dram_addr_width=14)   # 16 KiB
-# The ECP5-25F: 2 x 3 PEs of four MAC lanes (24 MACs a cycle in 24 of its 28 MULT18X18D), where
-# 3 x 4 PEs of one lane filled 95 % of its cells for 12; four weights a filter transfer feed a
-# lane row a cycle. (weight_register = 1 measured 50.4 MHz against 52.0: the burst planners bind next.)
-PRESETS["ulx3s-25f"] = PRESETS["ulx3s"].replace(array_rows=2, array_cols=3, mac_lanes=4, filter_noc_width=4)
-# The ECP5-85F: 4 x 6 PEs of four MAC lanes (96 MACs a cycle), the largest array of them that
-# routes (6 x 6 packs into 71 % of the cells, but its router does not converge).
+# The ECP5-25F: 7 x 1 PEs of four MAC lanes (28 MACs a cycle in all 28 of its MULT18X18D; four
+# weights a filter transfer feed a lane row a cycle), with the register between the filter
+# scratchpad and the multipliers (its block RAM has no output register on the way to them).
+PRESETS["ulx3s-25f"] = PRESETS["ulx3s"].replace(array_rows=7, array_cols=1, mac_lanes=4, filter_noc_width=4,
+                                                weight_register=1)
+# The ECP5-85F: 4 x 6 of those PEs (96 MACs a cycle), the largest array of them that routes
+# (6 x 6 packs into 71 % of the cells, but its router does not converge).
 PRESETS["ulx3s-85f"] = PRESETS["ulx3s-25f"].replace(array_rows=4, array_cols=6)
 
 
