@@ -62,13 +62,13 @@ def test_tiny_accelerator_synthesizes_for_ecp5(tmp_path):
     assert resources["brams"] >= config.glb_banks
     assert (tmp_path / "rowstation_accel.v").exists()
     # LUTs as nextpnr packs them (TRELLIS_COMB, what the part has 83,640 of on an 85F): carry
-    # pairs and distributed RAM take more than one; the ulx3s board top (this accelerator, the
-    # memory and the UART bridge) measured 23,159 on the 25F (docs/boards.md).
+    # pairs and distributed RAM take more than one. The ulx3s board top (this accelerator and
+    # about 2,000 cells of memory and UART bridge) fits the 25F's 24,288 (docs/boards.md).
     stat = json.loads((tmp_path / "rowstation_accel.stat.json").read_text())
     cells = (stat.get("design") or stat["modules"]["\\rowstation_accel"])["num_cells_by_type"]
     assert cells["CCU2C"] > 0 and cells["TRELLIS_DPR16X4"] > 0
     assert resources["luts"] == cells["LUT4"] + 2 * cells["CCU2C"] + 4 * cells["TRELLIS_DPR16X4"]
-    assert 0.9 * 23_159 < resources["luts"] < 23_159 and resources["ffs"] > 0
+    assert 15_000 < resources["luts"] < 24_288 - 2_000 and resources["ffs"] > 0
 
 
 def test_unknown_family_is_refused(tmp_path):
