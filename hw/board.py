@@ -18,7 +18,8 @@ __all__ = ["OnChipMemory", "BoardTop"]
 
 class OnChipMemory(wiring.Component):
     """``size`` bytes of block RAM from address 0: an AXI4 subordinate (``axi``: INCR bursts,
-    one read and one write burst at a time with the next one's address accepted ahead, SLVERR
+    one write burst at a time, read bursts back to back (the next fetches as the last beats of
+    one are presented), each with the next one's address accepted ahead, SLVERR
     for a burst reaching beyond the memory) and a 32-bit host port (``host``), served when no
     burst is under way."""
 
@@ -40,21 +41,20 @@ class OnChipMemory(wiring.Component):
         axi, host = self.axi, self.host
 
         # Reads: the address of the next beat goes to the port while the presented beat is
-        # taken (or none is presented); a stalled beat keeps the port's output (en low).
-        r_active, r_valid = Signal(), Signal()
-        r_addr, r_left = Signal(range(depth)), Signal(9)     # next word, beats still to fetch
-        r_beats, r_error = Signal(9), Signal()               # beats still to present
+        # taken (or none is presented); a stalled beat keeps the port's output (en low). Each
+        # fetched beat carries its burst's last and error flags, so the next burst starts
+        # fetching once the current one's beats are all fetched, not presented.
+        r_valid, r_last, r_bad = Signal(), Signal(), Signal()     # the presented beat
+        r_addr, r_left = Signal(range(depth)), Signal(9)           # next word, beats still to fetch
+        r_error = Signal()                                         # the fetching burst's
         advance = ~r_valid | axi.rready
-        m.d.comb += [axi.rvalid.eq(r_valid), axi.rdata.eq(read.data), axi.rlast.eq(r_beats == 1),
-                     axi.rresp.eq(Mux(r_error, SLVERR, OKAY)), read.en.eq(advance), read.addr.eq(r_addr)]
+        m.d.comb += [axi.rvalid.eq(r_valid), axi.rdata.eq(read.data), axi.rlast.eq(r_last),
+                     axi.rresp.eq(Mux(r_bad, SLVERR, OKAY)), read.en.eq(advance), read.addr.eq(r_addr)]
         with m.If(advance):
-            m.d.sync += r_valid.eq(r_active & (r_left != 0))
-            with m.If(r_active & (r_left != 0)):
-                m.d.sync += [r_addr.eq(r_addr + 1), r_left.eq(r_left - 1)]
-        with m.If(axi.rvalid & axi.rready):
-            m.d.sync += r_beats.eq(r_beats - 1)
-            with m.If(r_beats == 1):
-                m.d.sync += r_active.eq(0)
+            m.d.sync += r_valid.eq(r_left != 0)
+            with m.If(r_left != 0):
+                m.d.sync += [r_addr.eq(r_addr + 1), r_left.eq(r_left - 1), r_last.eq(r_left == 1),
+                             r_bad.eq(r_error)]
 
         # Writes: the address burst, then its beats, then one response.
         w_active, b_valid = Signal(), Signal()
@@ -76,7 +76,7 @@ class OnChipMemory(wiring.Component):
         ar_held, aw_held = Signal(), Signal()
         ar_addr, aw_addr = Signal.like(axi.araddr), Signal.like(axi.awaddr)
         ar_len, aw_len = Signal(8), Signal(8)
-        busy = r_active | w_active | b_valid | ar_held | aw_held
+        busy = (r_left != 0) | r_valid | w_active | b_valid | ar_held | aw_held
         host_turn = host.req & ~busy & ~granted
         m.d.comb += [axi.arready.eq(~ar_held & ~host_turn), axi.awready.eq(~aw_held & ~host_turn)]
         with m.If(axi.arvalid & axi.arready):
@@ -87,9 +87,9 @@ class OnChipMemory(wiring.Component):
         def beyond(addr, length):
             return (addr >> shift) + length >= depth   # the burst's last word is past the end
 
-        with m.If(ar_held & ~r_active):
-            m.d.sync += [ar_held.eq(0), r_active.eq(1), r_addr.eq(ar_addr >> shift), r_left.eq(ar_len + 1),
-                         r_beats.eq(ar_len + 1), r_error.eq(beyond(ar_addr, ar_len))]
+        with m.If(ar_held & (r_left == 0)):
+            m.d.sync += [ar_held.eq(0), r_addr.eq(ar_addr >> shift), r_left.eq(ar_len + 1),
+                         r_error.eq(beyond(ar_addr, ar_len))]
         with m.If(aw_held & ~w_active & ~b_valid):
             m.d.sync += [aw_held.eq(0), w_active.eq(1), w_addr.eq(aw_addr >> shift),
                          w_error.eq(beyond(aw_addr, aw_len))]
