@@ -40,7 +40,7 @@ class Board:
 BOARDS = {
     "icebreaker": Board("icebreaker:ICEBreakerPlatform", "icebreaker", 16384, family="ice40"),
     "ulx3s-12f": Board("ulx3s:ULX3S_12F_Platform", "ulx3s", 32768),
-    "ulx3s-25f": Board("ulx3s:ULX3S_25F_Platform", "ulx3s-25f", 65536, clock_mhz=60.0),
+    "ulx3s-25f": Board("ulx3s:ULX3S_25F_Platform", "ulx3s-25f", 65536, clock_mhz=175 / 3),  # 25 x 7 / 3
     "ulx3s-45f": Board("ulx3s:ULX3S_45F_Platform", "ulx3s", 65536),
     "ulx3s-85f": Board("ulx3s:ULX3S_85F_Platform", "ulx3s-85f", 65536, clock_mhz=40.0),
 }
