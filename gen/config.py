@@ -138,8 +138,8 @@ class AcceleratorConfig:
     @property
     def pe_latency(self):
         """PE cycles from the first ifmap transfer to the last opsum transfer beyond its MAC
-        cycles and drain (:attr:`rowstation.hw.pe.PE.latency`): ifmap write, issue, (weight
-        register,) multiply, accumulate, two FIFOs."""
+        cycles and drain, with filters loaded and no stalls (:class:`rowstation.hw.pe.PE`):
+        ifmap write, issue, (weight register,) multiply, accumulate, two FIFOs."""
         return 4 + self.weight_register
 
     @property

@@ -103,8 +103,7 @@ class BurstPlanner(wiring.Component):
         ]
 
         def next_burst(words, to_boundary):
-            # words <= to_boundary (at most a burst): a narrow comparison and a zero test.
-            fits = (words[burst_bits + 1:] == 0) & (words[:burst_bits + 1] <= to_boundary)
+            fits = ~_less(to_boundary, words)       # words <= to_boundary, at most a burst
             return [beats.eq(Mux(fits, words, to_boundary)), last.eq(fits)]
 
         with m.If(self.run.valid & self.run.ready & (run.count != 0)):
@@ -112,7 +111,7 @@ class BurstPlanner(wiring.Component):
             words = (span + ((run.addr[:shift] if shift else 0) + self._word_bytes - 1))[shift:]
             in_burst = run.addr[shift:shift + burst_bits] if burst_bits else 0
             m.d.sync += [self.busy.eq(1), word.eq(run.addr[shift:]), left.eq(words),
-                         next_burst(words, self._burst - in_burst)]
+                         next_burst(words, (C(self._burst) - in_burst)[:burst_bits + 1])]
         m.d.comb += [self.burst.valid.eq(self.busy), self.burst.payload.addr.eq(word << shift),
                      self.burst.payload.length.eq(beats - 1)]
         with m.If(self.burst.valid & self.burst.ready):

@@ -120,13 +120,6 @@ class PE(wiring.Component):
         self._counters = counters
         super().__init__(pe_members(config, counters=counters))
 
-    @property
-    def latency(self):
-        """Cycles from the first ifmap transfer to the last opsum transfer beyond the pass's
-        MAC cycles and drain, with filters loaded and no stalls
-        (:attr:`~rowstation.gen.config.AcceleratorConfig.pe_latency`)."""
-        return self._config.pe_latency
-
     def elaborate(self, platform):
         m = Module()
         c = self._config
@@ -367,7 +360,7 @@ class PE(wiring.Component):
             self.opsum.valid.eq(out.r_rdy),
             self.opsum.payload.eq(out.r_data),
             out.r_en.eq(self.opsum.ready),
-            self.idle.eq(~full.any() & (load_row == 0) & ~Cat(st1_valid, st2_valid, *([mul["valid"]] if c.weight_register else [])).any()
+            self.idle.eq(~full.any() & (load_row == 0) & ~(st1_valid | mul["valid"] | st2_valid)
                          & ~local.r_rdy & ~out.r_rdy),
         ]
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from rowstation.gen import PEConfig, preset
-from rowstation.hw.pe import PE, FilterWord
+from rowstation.hw.pe import FilterWord
 from rowstation.sim.pe_model import filter_transfers
 from rowstation.sim.stimulus import random_pe_pass
 
@@ -100,17 +100,23 @@ def test_pe_all_zero_ifmap_is_gated():
     assert result["counts"]["gated_mac"] == cfg.f * cfg.s * cfg.p * cfg.q
 
 
+def timed_pass(config, cfg, *, seed):
+    """One pass without stalls or zero ifmaps, its filters loaded first: the simulation's
+    result, its psums checked against the golden model."""
+    weights, ifmap, _ = random_pe_pass(config, cfg, rng=np.random.default_rng(seed))
+    ifmap[ifmap == 0] = 1
+    result = simulate_pe(config, [(cfg, weights, ifmap, None)], ifmap_after_filters=True)
+    np.testing.assert_array_equal(result["words"], expected([(cfg, weights, ifmap, None)])[0])
+    return result
+
+
 @pytest.mark.parametrize("s,u,p,q,rows", [(1, 1, 1, 1, 1), (3, 1, 1, 1, 2), (3, 3, 2, 4, 1), (5, 2, 3, 2, 2),
                                           (1, 1, 2, 12, 2), (12, 12, 1, 1, 1)])
 def test_pe_cycle_count(s, u, p, q, rows):
     """No stalls and no zeros: F*S*p*q cycles per row plus the fixed latency, from the first
     ifmap transfer to the last opsum transfer."""
     cfg = PEConfig(s=s, u=u, p=p, q=q, f=6, rows=rows).check(TINY)
-    rng = np.random.default_rng(1)
-    weights, ifmap, _ = random_pe_pass(TINY, cfg, rng=rng)
-    ifmap[ifmap == 0] = 1
-    result = simulate_pe(TINY, [(cfg, weights, ifmap, None)], ifmap_after_filters=True)
-    np.testing.assert_array_equal(result["words"], expected([(cfg, weights, ifmap, None)])[0])
+    result = timed_pass(TINY, cfg, seed=1)
     first_ifmap = result["ifmap_cycles"][0]
     assert first_ifmap > result["filt_cycles"][-1]
     assert result["opsum_cycles"][-1] - first_ifmap == rows * cfg.f * s * p * q + TINY.pe_latency
@@ -164,11 +170,7 @@ def test_pe_mac_lanes_cycle_count(name, shape):
     lanes dividing p and s*q*p/lanes >= p, lanes times fewer cycles than one MAC takes."""
     config = LANE_CONFIGS[name]
     cfg = lane_pass(config, *shape, f=6, rows=1, accumulate=False)
-    rng = np.random.default_rng(1)
-    weights, ifmap, _ = random_pe_pass(config, cfg, rng=rng)
-    ifmap[ifmap == 0] = 1
-    result = simulate_pe(config, [(cfg, weights, ifmap, None)], ifmap_after_filters=True)
-    np.testing.assert_array_equal(result["words"], expected([(cfg, weights, ifmap, None)])[0])
+    result = timed_pass(config, cfg, seed=1)
     cycles = result["opsum_cycles"][-1] - result["ifmap_cycles"][0]
     assert cycles == cfg.mac_cycles + cfg.drain_cycles + config.pe_latency
     s, _, p, q = shape
@@ -188,11 +190,7 @@ def test_pe_latency_with_and_without_the_weight_register(weight_register):
     the configuration's pe_latency, and changes no result or count."""
     config = TINY.replace(weight_register=weight_register)
     cfg = PEConfig(s=3, u=1, p=2, q=2, f=6, rows=2).check(config)
-    rng = np.random.default_rng(7)
-    weights, ifmap, _ = random_pe_pass(config, cfg, rng=rng)
-    ifmap[ifmap == 0] = 1
-    result = simulate_pe(config, [(cfg, weights, ifmap, None)], ifmap_after_filters=True)
-    np.testing.assert_array_equal(result["words"], expected([(cfg, weights, ifmap, None)])[0])
+    result = timed_pass(config, cfg, seed=7)
     cycles = result["opsum_cycles"][-1] - result["ifmap_cycles"][0]
     assert cycles == cfg.mac_cycles + 4 + weight_register == cfg.mac_cycles + config.pe_latency
     check(config, [cfg, PEConfig(s=2, u=2, p=1, q=3, f=3, rows=1, accumulate=True)], seed=3, idle=0.4, stall=0.4)
