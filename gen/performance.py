@@ -8,12 +8,15 @@ takes its MAC slots (or its busiest network: one activation per cycle on the ifm
 one psum per cycle on each lane of the psum and output networks, ``filter_noc_width`` weights
 on the filter network; :meth:`~rowstation.gen.mapper.Mapping.pass_timing`, with the wait for
 the first ifmap windows and the busiest lane's last column) plus the
-pipeline fill and drain of its chains. The units meet where the program's dependency tokens
+pipeline fill and drain of its chains, or, when its filters arrive late, the last PE's MAC
+slots after its weights. The units meet where the program's dependency tokens
 make them wait; the filter stream of a pass (none for the PEs that keep their filters)
-overlaps the previous pass when the PEs have a free filter bank; external memory serves one
-word per cycle to the loads and the filter stream together. The access counts are not
-modelled here: the program's own counts are exact
-(:func:`rowstation.sim.controller_model.run_program` checks them).
+overlaps the previous pass when the PEs have a free filter bank; a STORE waits for its
+instruction's words (one a cycle, decoded ahead while earlier ones run); external memory
+serves one word per cycle to the loads and the filter stream together. Not modelled:
+conflicts in the global buffer's banks (a buffer too small to give each psum lane banks of
+its own serialises the lanes). The access counts are not modelled here: the program's own
+counts are exact (:func:`rowstation.sim.controller_model.run_program` checks them).
 """
 
 from .isa import ARGUMENTS, NETWORKS, Opcode, Region, Token, decode, decode_load
@@ -23,14 +26,16 @@ from .program import words_spanned
 __all__ = ["COSTS", "predict_cycles", "layer_report", "REPORT_KEYS"]
 
 
-#: Cycle costs of the hardware, beyond one per element moved: per instruction started (decoded
-#: ahead while the previous one runs), a LOAD's external memory latency, and per pass the
-#: start (data commit to first MAC) and the drain (last MAC to last psum stored, beyond the
-#: PEs' pipeline, ``pe_latency``), plus per PE of a chain. Fitted to 38 Verilator runs: the test layers on ``tiny`` (one and two psum lanes)
-#: and on a 2 x 3 and a 4 x 2 array, and AlexNet CONV1, CONV4 and CONV5 on ``eyeriss-v1``
+#: Cycle costs of the hardware, beyond one per element moved: per instruction started (the
+#: next ones decoded a program word a cycle while it runs), a LOAD's external memory latency
+#: (the simulation harness's), a filter stream's from its start to its first weight, and per
+#: pass the start (data commit to first MAC) and the drain (last MAC to last psum stored,
+#: beyond the PEs' pipeline, ``pe_latency``), plus per PE of a chain. Fitted to the no-stall
+#: Verilator runs of the test layers on ``tiny`` (one and two psum lanes, two MAC lanes) and
+#: on a 2 x 3 array, and checked on AlexNet CONV1 and CONV5 on ``eyeriss-v1``
 #: (``docs/performance.md``).
-COSTS = {"instruction": 3, "memory_latency": 2, "pass_start": 4, "pass_drain": 1,
-         "chain": 1, "end": 0}
+COSTS = {"filter_latency": 8, "instruction": 3, "memory_latency": 4, "pass_start": 4, "pass_drain": 0,
+         "chain": 1, "end": 8}
 
 
 _TOKEN_SETS = [frozenset(t for t in Token if mask >> t & 1) for mask in range(1 << len(Token))]
@@ -68,6 +73,24 @@ def _runs(words):
             since = 0
         pc += 1 + ARGUMENTS[Opcode(opcode)]
     return runs
+
+
+class _Decoder:
+    """When a unit's instructions are decoded: one program word a cycle, an instruction at a
+    time into a queue of two that the unit takes from as each instruction ends
+    (:class:`rowstation.hw.controller.InstructionDecoder`)."""
+
+    def __init__(self):
+        self._entered, self._taken = 0, [0, 0]
+
+    def decoded(self, words):
+        """When the next instruction, of ``words`` words, is in the queue."""
+        self._entered = max(self._entered + words, self._taken[-2])
+        return self._entered
+
+    def taken(self, at):
+        """The unit took its instruction at ``at``."""
+        self._taken = [self._taken[-1], at]
 
 
 def predict_cycles(mapping, program, *, breakdown=None):
@@ -123,6 +146,8 @@ def predict_cycles(mapping, program, *, breakdown=None):
                 given[token].append(write_at)
             li += 1
 
+    store_decoder = _Decoder()
+
     def run_store():
         """Run the store unit as far as its EXECUTE_STORE tokens allow."""
         nonlocal store_at, si
@@ -130,8 +155,9 @@ def predict_cycles(mapping, program, *, breakdown=None):
             opcode, _, args, pops, pushes = store[si]
             if Token.EXECUTE_STORE in pops and taken[Token.EXECUTE_STORE] >= len(given[Token.EXECUTE_STORE]):
                 return
-            start = wait(pops, store_at)
+            start = max(wait(pops, store_at), store_decoder.decoded(1 + len(args)))
             store_at = start + COSTS["instruction"] + args[2]
+            store_decoder.taken(store_at)
             for token in pushes:
                 given[token].append(store_at)
             si += 1
@@ -166,7 +192,10 @@ def predict_cycles(mapping, program, *, breakdown=None):
         # before that has.
         bank_free = macs_end[-1] if c.filter_banks == 1 else macs_end[-2]
         filter_start = max(exec_at, filter_free)
-        filters_in = max(filter_start, bank_free) + words_f
+        if words_f:
+            filters_in = max(filter_start + COSTS["filter_latency"], bank_free) + words_f
+        else:
+            filters_in = filter_start
         filter_free = filters_in
         # Data phase: the previous pass is done and the popped tokens are there.
         if Token.LOAD_EXECUTE in pops:
@@ -175,13 +204,14 @@ def predict_cycles(mapping, program, *, breakdown=None):
         start = wait(pops, ready) + 1
         timing = m.pass_timing(len(plan.ifmap_rows), lane_tops)
         last_mac, last_psum = timing.last_mac, timing.last_psum
-        first_mac = max(start + COSTS["pass_start"], filters_in)
-        end = first_mac + last_psum + c.pe_latency + COSTS["pass_drain"] + COSTS["chain"] * m.chain
+        first_mac = start + COSTS["pass_start"]
+        done = max(first_mac + last_psum, filters_in + slots + last_psum - last_mac)
+        end = done + c.pe_latency + COSTS["pass_drain"] + COSTS["chain"] * m.chain
         if breakdown is not None:
             waited_tokens = start - 1 - ready
             reason = "stores" if Token.LOAD_EXECUTE in pops and waited_for_store() else "loads"
             breakdown[reason] = breakdown.get(reason, 0) + waited_tokens
-            breakdown["filters"] = breakdown.get("filters", 0) + max(0, filters_in - start - COSTS["pass_start"])
+            breakdown["filters"] = breakdown.get("filters", 0) + done - (first_mac + last_psum)
             breakdown["macs"] = breakdown.get("macs", 0) + slots
             # Beyond the MAC slots: the busiest network's words, or the ifmap stream's first
             # windows and the output network's last column.
@@ -193,7 +223,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
                 breakdown[network] = breakdown.get(network, 0) + cycles
         exec_at = start
         pass_end = [pass_end[-1], end]
-        macs_end = [macs_end[-1], first_mac + last_mac]
+        macs_end = [macs_end[-1], done - (last_psum - last_mac)]
         for token in pushes:
             given[token].append(end)
         run_store()
