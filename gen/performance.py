@@ -13,9 +13,9 @@ slots after its weights. The units meet where the program's dependency tokens
 make them wait; the filter stream of a pass (none for the PEs that keep their filters)
 overlaps the previous pass when the PEs have a free filter bank; a STORE waits for its
 instruction's words (one a cycle, decoded ahead while earlier ones run); external memory
-serves one word per cycle to the loads and the filter stream together. Not modelled:
-conflicts in the global buffer's banks (a buffer too small to give each psum lane banks of
-its own serialises the lanes). The access counts are not modelled here: the program's own
+serves one word per cycle to the loads and the filter stream together. A pass also takes at
+least the reads, or the writes, its streams make in its busiest global buffer bank (where a
+small buffer puts the ifmap rows and the psums, or two psum lanes, in one bank). The access counts are not modelled here: the program's own
 counts are exact (:func:`rowstation.sim.controller_model.run_program` checks them).
 """
 
@@ -204,6 +204,11 @@ def predict_cycles(mapping, program, *, breakdown=None):
         start = wait(pops, ready) + 1
         timing = m.pass_timing(len(plan.ifmap_rows), lane_tops)
         last_mac, last_psum = timing.last_mac, timing.last_psum
+        # A global buffer bank that serves more of the pass's reads or writes than that (the
+        # streams' regions share it) holds every stream back: the pass takes those accesses.
+        banks = program.bank_accesses[k] - last_mac
+        if banks > 0:
+            last_mac, last_psum = last_mac + banks, last_psum + banks
         first_mac = start + COSTS["pass_start"]
         done = max(first_mac + last_psum, filters_in + slots + last_psum - last_mac)
         end = done + c.pe_latency + COSTS["pass_drain"] + COSTS["chain"] * m.chain
@@ -216,7 +221,12 @@ def predict_cycles(mapping, program, *, breakdown=None):
             # Beyond the MAC slots: the busiest network's words, or the ifmap stream's first
             # windows and the output network's last column.
             words_i, words_o = timing.words_i, timing.words_o
-            binding = "output network" if words_o == last_mac and words_o > words_i else "ifmap network"
+            if banks > 0:
+                binding = "buffer banks"
+            elif words_o == last_mac and words_o > words_i:
+                binding = "output network"
+            else:
+                binding = "ifmap network"
             lost = {binding: last_mac - slots}
             lost["output network"] = lost.get("output network", 0) + last_psum - last_mac
             for network, cycles in lost.items():

@@ -241,6 +241,7 @@ class Program:
     dram_writes: int     # external memory words the STOREs write
     filter_entries: list  # per pass run, the filter blocks its stream carries
     filter_loads: int    # filter blocks the PEs load in all (a PE that keeps its filters loads none)
+    bank_accesses: list  # per pass run, the most reads or writes its streams make in one buffer bank
 
 
 class _Writer:
@@ -284,6 +285,31 @@ class _Writer:
             if head is None:
                 head = self.heads[address] = encode(Opcode.WRITE, address)
             self.streams["execute"] += (head, value)
+
+
+def _bank_accesses(config, reads, writes):
+    """The most element reads, or writes, that one global buffer bank serves for ``reads`` and
+    ``writes``: runs of elements [(first, count, element bits, repeats, stride)], each
+    repeated ``repeats`` times ``stride`` elements apart. A bank reads one element a cycle and
+    writes one, whichever port asks (:class:`rowstation.hw.glb.GlobalBuffer`)."""
+    most = 0
+    for runs in (reads, writes):
+        banks = {}
+        for first, count, bits, repeats, stride in runs:
+            span = config.glb_lanes(bits) * config.glb_bank_depth    # elements a bank holds
+            bank = first // span
+            if (first + (repeats - 1) * stride + count - 1) // span == bank:
+                banks[bank] = banks.get(bank, 0) + repeats * count
+                continue
+            for repeat in range(repeats):
+                at, left = first + repeat * stride, count
+                while left:
+                    bank = at // span
+                    take = min(left, (bank + 1) * span - at)
+                    banks[bank] = banks.get(bank, 0) + take
+                    at, left = at + take, left - take
+        most = max(most, *banks.values(), 0)
+    return most
 
 
 def _merged(transfers, size=1):
@@ -450,7 +476,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
     addresses = {}     # filter block -> its byte address in external memory
     total = m.blocks * count
     keys = [plan.filter_keys for plan in plans]
-    filter_entries, filter_loads = [], 0
+    filter_entries, filter_loads, bank_accesses = [], 0, []
 
     # The passes run once per block of images; tiles are numbered across blocks, so the
     # ping-pong psum buffers and their tokens carry on from one block to the next.
@@ -494,6 +520,8 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
         _write_pass(out, m, plan, [(r, kid, addresses[key]) for r, kid, key in filters], filt_col_ids,
                     keep, row_bases, slots[tile_of[j]], psum_base)
         out.write("psum_zero", int(order[j][1] == 0))
+        bank_accesses.append(_pass_bank_accesses(m, plan, row_bases, slots[tile_of[j]], psum_base,
+                                                 first_fold=order[j][1] == 0))
         push = [Token.EXECUTE_LOAD] if i in signals else []
         if last_of_tile:
             push.append(Token.EXECUTE_STORE)
@@ -510,7 +538,22 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
     for unit in out.streams:
         out.streams[unit].append(encode(Opcode.END))
     return Program(out.streams, dram, alloc, sum(1 for step in schedule if step.loads), m.blocks * tiles,
-                   out.dram_reads, out.dram_writes, filter_entries, filter_loads)
+                   out.dram_reads, out.dram_writes, filter_entries, filter_loads, bank_accesses)
+
+
+def _pass_bank_accesses(m, plan, row_bases, slots, psum_base, *, first_fold):
+    """:func:`_bank_accesses` of one pass's streams: its ifmap rows (each image and channel a
+    run, or a run per output column when the feeder skips columns) and its chain bottoms'
+    psums (none in a first fold) read, its chain tops' psums written."""
+    c, L = m.config, m.layer
+    Wp, block = L.W + 2 * L.P, m.n * m.p * L.F
+    # Per row: a run of each image's channels, or with the feeder skipping columns one per column.
+    columns = [(0, m.pe_config.row_length)] if L.U <= m.seg else [(f * L.U, m.seg) for f in range(L.F)]
+    reads = [(base + at, count, c.ifmap_width, m.n * m.q, Wp) for base in row_bases for at, count in columns]
+    if not first_fold:
+        reads += [(psum_base + slots[o], block, c.glb_psum_bits, 1, 0) for _, o in plan.bottoms]
+    writes = [(psum_base + slots[o], block, c.glb_psum_bits, 1, 0) for o in plan.tops.values()]
+    return _bank_accesses(c, reads, writes)
 
 
 def _write_pass(out, m, plan, filters, filt_col_ids, keep, row_bases, slots, psum_base):

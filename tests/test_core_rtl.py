@@ -121,6 +121,22 @@ def test_psum_lanes_speed_up_an_output_bound_layer():
     assert cycles[1] < 0.95 * cycles[0], cycles
 
 
+#: Two psum lanes in TINY's four banks: both lanes' psums share a bank, whose one read and one
+#: write a cycle the lanes (and the ifmap stream) take in turns.
+SHARED_BANKS = TINY.replace(psum_noc_lanes=2)
+
+
+def test_psum_lanes_sharing_a_bank_take_turns():
+    """Where the global buffer is too small to give each psum lane banks of its own, the
+    streams take turns at the bank they share: the performance model counts the busiest bank's
+    accesses (they bind these layers) and stays within MODEL_TOLERANCE of the RTL."""
+    specs = [OUTPUT_BOUND, LAYERS[4], ALIGNED]
+    for spec in specs:
+        mapping = map_layer(SHARED_BANKS, ConvLayer.parse(spec))
+        assert layer_report(mapping, compile_layer(mapping))["binding"] == "buffer banks", spec
+    _check_model(specs, run(SHARED_BANKS, specs, "verilator", stall=0.0, idle=0.0))
+
+
 #: Layers whose passes the MAC slots bind on TINY.
 MAC_BOUND = ["N=1,C=4,H=8,W=12,M=8,R=3,S=3,P=1", "N=1,C=6,H=10,W=10,M=8,R=3,S=3"]
 
