@@ -226,12 +226,21 @@ class Mapping:
 
     def pass_order(self):
         """(group, chunk) of each pass: tile by tile (psums stay on chip through every fold),
-        chunk by chunk, group by group."""
+        chunk by chunk, group by group; every other tile takes its chunks in reverse, so the
+        ifmap rows (and filters) of the chunk that ends a tile serve the start of the next."""
         tile = self.allocation.tile_groups if self.allocation else 1
         for first in range(0, len(self.groups), tile):
-            for k in range(self.chunks):
+            for k in self._chunk_order(first // tile):
                 for g in range(first, min(first + tile, len(self.groups))):
                     yield g, k
+
+    def _chunk_order(self, tile):
+        return range(self.chunks) if tile % 2 == 0 else range(self.chunks - 1, -1, -1)
+
+    def first_chunk(self, g):
+        """The chunk group ``g``'s passes start with: its chain bottoms take zeros."""
+        tile = self.allocation.tile_groups if self.allocation else 1
+        return self._chunk_order(g // tile)[0]
 
     @cached_property
     def plans(self):
@@ -338,7 +347,7 @@ class Mapping:
         # Passes of one shape, fold and filter stream cost the same: tiles of the same groups'
         # kinds and filter streams run alike in every fold and block of images, but for the
         # first pass of a later block (it may keep the last pass's filters).
-        (tiles, wrapped), terms = self._filter_counts, self._fold_terms
+        (tiles, wrapped, boundaries), terms = self._filter_counts, self._fold_terms
         runs = Counter()
         for signature, count in Counter(tuple((kinds[g], f) for g, f in zip(groups, streams))
                                         for groups, streams in tiles).items():
@@ -347,6 +356,9 @@ class Mapping:
                     runs[kind, k, t * f] += count * self.blocks
         runs[kinds[0], 0, terms[0] * tiles[0][1][0]] -= self.blocks - 1
         runs[kinds[0], 0, terms[0] * wrapped] += self.blocks - 1
+        for g, k, streamed, after in boundaries:
+            runs[kinds[g], k, terms[k] * streamed] -= self.blocks
+            runs[kinds[g], k, terms[k] * after] += self.blocks
         for ((shape, outputs, lane_chains), k, entries), count in runs.items():
             timing = self.pass_timing(self._distinct_rows(shape, k), lane_chains)
             words_o = outputs * self.n * L.F * self.p   # the output network returns every psum
@@ -363,7 +375,9 @@ class Mapping:
             opsum_words += count * words_o
         passes = len(self.groups) * self.chunks * self.blocks
         filter_words = (sum(terms) * sum(sum(streams) for _, streams in tiles) * self.blocks
-                        + terms[0] * (wrapped - tiles[0][1][0]) * (self.blocks - 1)) * pe.filter_words
+                        + terms[0] * (wrapped - tiles[0][1][0]) * (self.blocks - 1)
+                        + sum(terms[k] * (after - streamed) for _, k, streamed, after in boundaries) * self.blocks
+                        ) * pe.filter_words
         if self.allocation is not None and self.allocation.psum_buffers == 1:
             cycles += L.N * L.M * L.E * L.F   # each tile waits for the previous one's store
         active_pe_cycles = active * mac_slots
@@ -409,7 +423,8 @@ class Mapping:
     @cached_property
     def _filter_counts(self):
         """Per tile: its pass groups and, per group, the filter blocks per term that its pass
-        streams in every fold; and the first group's when a block of images follows another.
+        streams in every fold; the first group's when a block of images follows another; and
+        per later tile (first group, fold, blocks, blocks in the fold the tile before ended with).
         Each array row gets each block its PEs need once, but none for the PEs that hold it
         from the pass before (:func:`~rowstation.gen.program.kept_filters`: the same chain
         slot, output filter block and fold)."""
@@ -427,14 +442,18 @@ class Mapping:
             return len({at for slot, at in layout(g).items() if held.get(slot) != at})
 
         # A pass follows the one before in its fold within a tile; across tiles and blocks of
-        # images only when there is a single fold.
+        # images in every fold when there is a single one, else in the fold that ends one tile
+        # and starts the next (:meth:`pass_order`).
         tile = self.allocation.tile_groups if self.allocation else 1
-        single, count, tiles = self.chunks == 1, len(self.groups), []
+        single, count, tiles, boundaries = self.chunks == 1, len(self.groups), [], []
         for first in range(0, count, tile):
             groups = range(first, min(first + tile, count))
             tiles.append((groups, [fresh(first - 1 if single and first else None, first)]
                           + [fresh(g - 1, g) for g in groups[1:]]))
-        return tiles, fresh(count - 1 if single else None, 0)
+            if first and not single:
+                boundaries.append((first, self.first_chunk(first), fresh(None, first), fresh(first - 1, first)))
+        wraps = single or self._chunk_order((count - 1) // tile)[-1] == 0
+        return tiles, fresh(count - 1 if wraps else None, 0), boundaries
 
     @cached_property
     def _chunk_kinds(self):

@@ -306,7 +306,7 @@ def layer_report(mapping, program):
     spad = dict.fromkeys(per_pe, 0)
     for (g, k), plan in zip(m.pass_order(), m.plans):
         transfers["ifmap"] += len(plan.ifmap_rows) * m.n * m.q * pe.row_length
-        psums = len(plan.bottoms) * m.n * L.F * m.p if k else 0   # a first fold's are zeros
+        psums = len(plan.bottoms) * m.n * L.F * m.p if k != m.first_chunk(g) else 0   # a first fold's are zeros
         transfers["psum"] += psums
         psum_reads += psums
         transfers["opsum"] += len(plan.tops) * m.n * L.F * m.p

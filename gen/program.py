@@ -519,9 +519,10 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
         filter_loads += len(keys[j]) - len(kept)
         _write_pass(out, m, plan, [(r, kid, addresses[key]) for r, kid, key in filters], filt_col_ids,
                     keep, row_bases, slots[tile_of[j]], psum_base)
-        out.write("psum_zero", int(order[j][1] == 0))
+        first_fold = order[j][1] == m.first_chunk(order[j][0])
+        out.write("psum_zero", int(first_fold))
         bank_accesses.append(_pass_bank_accesses(m, plan, row_bases, slots[tile_of[j]], psum_base,
-                                                 first_fold=order[j][1] == 0))
+                                                 first_fold=first_fold))
         push = [Token.EXECUTE_LOAD] if i in signals else []
         if last_of_tile:
             push.append(Token.EXECUTE_STORE)

@@ -387,3 +387,22 @@ def test_psum_lanes_start_in_banks_of_their_own():
             bases, passes = {}, passes + 1
         pc += 1 + ARGUMENTS[opcode]
     assert passes == len(program.filter_entries)
+
+
+def test_tiles_alternate_their_fold_order():
+    """Every other tile takes its folds in reverse, so the fold that ends a tile starts the
+    next: the ifmap rows it loaded are still in the buffer (AlexNet CONV1 on eyeriss-v1, whose
+    three channel folds' rows the buffer cannot hold at once, loads its ifmap 1.7 times, not
+    3.1), and each group's first pass, whichever fold it is, takes zeros."""
+    m = map_layer(preset("eyeriss-v1"), ConvLayer.parse("N=1,C=3,H=227,W=227,M=96,R=11,S=11,U=4"))
+    order, tile = list(m.pass_order()), m.allocation.tile_groups
+    assert m.chunks == 3 and len(m.groups) > 2 * tile
+    boundaries = [(k0, k1) for (g0, k0), (g1, k1) in zip(order, order[1:]) if g0 // tile != g1 // tile]
+    assert boundaries and all(k0 == k1 for k0, k1 in boundaries)
+    first = {}
+    for g, k in order:
+        first.setdefault(g, k)
+    assert {first[g] for g in first} == {0, 2} and all(first[g] == m.first_chunk(g) for g in first)
+    report, L = layer_report(m, compile_layer(m)), m.layer
+    loaded = report["glb_writes"] - report["opsum_transfers"]    # no padding: every write a load
+    assert loaded < 1.8 * L.N * L.C * L.H * L.W
