@@ -121,7 +121,8 @@ def measured_report(config, layer, counts, predicted, *, runs=1):
         "passes": counts["passes"],
         "dram_read_bytes": counts["dram_reads"] * word,
         "dram_write_bytes": counts["dram_writes"] * word,
-        "dram_compulsory_bytes": predicted["dram_compulsory_bytes"],
+        "dram_compulsory_bytes": predicted["dram_compulsory_bytes"] * runs,
+        "program_bytes": counts["program_words"] * 4,
         **{name: counts[name] for name in ("glb_reads", "glb_writes", "filt_transfers",
                                            "ifmap_transfers", "psum_transfers", "opsum_transfers")},
         "spad_reads": sum(counts[f"{spad}_read"] for spad in ("filter", "ifmap", "psum")),
@@ -228,7 +229,7 @@ def cmd_run_net(args):
     y = run_network_golden_batches(config, network, x)
     layers = [{"name": layer.spec.name, "type": layer.spec.kind, "layer": layer.layer.to_dict(),
                "macs": layer.layer.macs * runs, "runs": runs,
-               "predicted": layer_report(layer.mapping, layer.program) if layer.spec.computes
+               "predicted": layer_report(layer.mapping, layer.program, fetched=True) if layer.spec.computes
                else layer.layer.report(config)} for layer in compiled.layers]
     if args.sim != "golden":
         rtl, counters = run_network_rtl(compiled, x, sim=args.sim, build_root=args.build_dir,

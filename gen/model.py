@@ -70,7 +70,7 @@ def _summary_rows(compiled):
         row = {"name": layer.spec.name, "type": layer.spec.kind,
                "input": [L.N, L.C, L.H, L.W], "output": list(L.ofmap_shape), "macs": L.macs}
         if layer.spec.computes:
-            report = layer_report(layer.mapping, layer.program)
+            report = layer_report(layer.mapping, layer.program, fetched=True)
             m = layer.mapping
             row.update(mapping={"p": m.p, "q": m.q, "s": m.seg, "chain": m.chain, "passes": report["passes"]},
                        shift=layer.spec.shift, relu=layer.spec.relu,

@@ -23,7 +23,7 @@ from .isa import ARGUMENTS, NETWORKS, Opcode, Region, Token, decode, decode_load
 from .program import words_spanned
 
 
-__all__ = ["COSTS", "predict_cycles", "layer_report", "REPORT_KEYS"]
+__all__ = ["COSTS", "predict_cycles", "program_bytes", "layer_report", "REPORT_KEYS"]
 
 
 #: Cycle costs of the hardware, beyond one per element moved: per instruction started (the
@@ -93,8 +93,16 @@ class _Decoder:
         self._taken = [self._taken[-1], at]
 
 
-def predict_cycles(mapping, program, *, breakdown=None):
-    """Cycles the core takes to run ``program`` (compiled from ``mapping``), no memory stalls.
+def program_bytes(program):
+    """Bytes of ``program``'s three instruction streams, each word 4 bytes (the accelerator
+    fetches them from external memory beside the tensors)."""
+    return 4 * sum(len(words) for words in program.streams.values())
+
+
+def predict_cycles(mapping, program, *, breakdown=None, fetched=False):
+    """Cycles the core takes to run ``program`` (compiled from ``mapping``), no memory stalls;
+    ``fetched``: the program's words come through the external memory port too, as in the
+    accelerator (the simulation harness of the core serves them apart).
     ``breakdown`` (a dict), if given, receives the cycles of MAC slots, the cycles passes ran
     longer because a network (one element per cycle) carried more words than that, and the
     cycles passes waited for loads, filters and stores; and "memory port" when the reads of
@@ -242,6 +250,8 @@ def predict_cycles(mapping, program, *, breakdown=None):
     # External memory answers one read per cycle, shared by the loads and the filter stream:
     # the run takes at least its reads.
     reads = program.dram_reads + COSTS["memory_latency"]
+    if fetched:
+        reads += -(-program_bytes(program) // (c.dram_width // 8))
     end = max(pass_end[-1], store_at, write_at)
     if breakdown is not None and reads > end:
         breakdown["memory port"] = reads - end
@@ -251,7 +261,7 @@ def predict_cycles(mapping, program, *, breakdown=None):
 #: The keys of a layer report, shared by ``rowstation map --json`` (the model) and
 #: ``rowstation run-layer --report`` (the RTL's counters).
 REPORT_KEYS = ("cycles", "macs", "pe_utilization", "passes", "epochs", "tiles", "dram_read_bytes",
-               "dram_write_bytes", "dram_compulsory_bytes", "glb_reads", "glb_writes",
+               "dram_write_bytes", "dram_compulsory_bytes", "program_bytes", "glb_reads", "glb_writes",
                *(f"{net}_transfers" for net in NETWORKS), "opsum_transfers", "spad_reads",
                "spad_writes", "binding")
 
@@ -284,15 +294,16 @@ def _binding(breakdown):
     return max(others, key=others.get)
 
 
-def layer_report(mapping, program):
-    """The model's :data:`REPORT_KEYS` for ``program``: cycles from :func:`predict_cycles`,
-    access counts exact (they do not depend on the data) but for the scratchpads', which are
-    those of an ifmap without zeros (zeros, the padding's included, only lower them). External memory holds one element
-    per ``dram_width``-bit word."""
+def layer_report(mapping, program, *, fetched=False):
+    """The model's :data:`REPORT_KEYS` for ``program``: cycles from :func:`predict_cycles`
+    (``fetched`` as there), access counts exact (they do not depend on the data) but for the
+    scratchpads', which are those of an ifmap without zeros (zeros, the padding's included,
+    only lower them). ``dram_read_bytes`` are the tensors' (the core's reads), ``program_bytes``
+    the instruction words the units decode."""
     c, L, m = mapping.config, mapping.layer, mapping
     pe = m.pe_config
     breakdown = {}
-    cycles = predict_cycles(m, program, breakdown=breakdown)
+    cycles = predict_cycles(m, program, breakdown=breakdown, fetched=fetched)
     loaded, filled, stored = _stream_counts(program)
     transfers = dict.fromkeys(("filt", "ifmap", "psum", "opsum"), 0)
     psum_reads = 0
@@ -321,7 +332,7 @@ def layer_report(mapping, program):
         "cycles": cycles, "macs": L.macs, "pe_utilization": L.macs / (c.peak_macs * cycles),
         "passes": len(m.passes) * m.blocks, "images_per_pass": m.n, "epochs": program.epochs, "tiles": program.tiles,
         "dram_read_bytes": program.dram_reads * word, "dram_write_bytes": program.dram_writes * word,
-        "dram_compulsory_bytes": compulsory,
+        "dram_compulsory_bytes": compulsory, "program_bytes": program_bytes(program),
         "glb_reads": transfers["ifmap"] + psum_reads + stored,
         "glb_writes": loaded + filled + transfers["opsum"],
         **{f"{net}_transfers": count for net, count in transfers.items()},
