@@ -20,7 +20,8 @@ psum is in the global buffer.
 its pass in two phases (:data:`PHASES`): the *filter* phase when the filter stream is free (so
 the next pass's weights stream while the current pass computes), the *data* phase when the
 previous pass has finished. Plain registers keep their shadow value until rewritten; *tables*
-(entries read by index) are double-buffered, so a pass must write every table entry it uses.
+(entries read by index) are double-buffered, each commit swapping the halves, so a pass reads
+the entries written since the RUN before it and, where none was, those of the pass two before.
 """
 
 import enum

@@ -245,18 +245,23 @@ class Program:
 
 
 class _Writer:
-    """Emits the units' instructions; plain registers only where the value changes, tables
-    always (they are double-buffered)."""
+    """Emits the units' instructions; plain registers only where the value changes, table
+    entries only where the half of the double-buffered table that the next pass reads holds
+    another value (each RUN swaps the halves: a pass reads what was written for it and, where
+    nothing was, for the pass two before; a layer starts with both halves unknown)."""
 
     def __init__(self, regmap):
         self.regmap, self.values, self.blocks = regmap, {}, {}
         self.heads = {}     # register address -> its WRITE word
         self.streams = {unit: [] for unit in ("load", "execute", "store")}
         self.dram_reads = self.dram_writes = 0
+        self.halves, self.runs = ({}, {}), 0    # table entries by address, per half
 
     def op(self, opcode, operand=0, *args, pop=(), push=()):
         assert len(args) == ARGUMENTS[opcode], (opcode, args)
         self.streams[UNITS[opcode]] += [encode(opcode, operand, pop=pop, push=push), *args]
+        if opcode == Opcode.RUN:
+            self.runs += 1
 
     def group(self, unit, instructions, pop=(), push=()):
         """Emit ``instructions`` [(opcode, operand, args)]: the first pops ``pop``, the last
@@ -279,8 +284,9 @@ class _Writer:
     def write(self, name, value, index=0):
         address = self.regmap.address(name, index)
         value &= 0xFFFF_FFFF
-        if self.regmap.blocks[name].table or self.values.get(address) != value:
-            self.values[address] = value
+        known = self.halves[self.runs % 2] if self.regmap.blocks[name].table else self.values
+        if known.get(address) != value:
+            known[address] = value
             head = self.heads.get(address)
             if head is None:
                 head = self.heads[address] = encode(Opcode.WRITE, address)

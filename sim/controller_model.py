@@ -12,8 +12,8 @@ and the result catch.
 
 import numpy as np
 
-from ..gen.isa import ARGUMENTS, COUNTERS, LOOPS, PE_SETTINGS, TOKEN_CONSUMER, TOKEN_DEPTH, TOKEN_PRODUCER, \
-    UNITS, Opcode, Region, RegisterMap, Token, decode, decode_load, decode_post
+from ..gen.isa import ARGUMENTS, COUNTERS, LOOPS, PE_SETTINGS, PHASES, TOKEN_CONSUMER, TOKEN_DEPTH, \
+    TOKEN_PRODUCER, UNITS, Opcode, Region, RegisterMap, Token, decode, decode_load, decode_post
 from ..gen.program import arranged_weights, read_elements, write_elements, words_spanned
 from .dataflow import ifmap_rows, pe_streams
 from .golden import requantize
@@ -60,11 +60,15 @@ def _signed(value, bits=32):
 
 
 class _Registers:
-    """Shadow and committed registers; tables hold only what was written since their last commit."""
+    """Shadow and committed registers; tables in two halves, a pass reading one while the
+    next pass's entries are written into the other, swapped at each commit of their phase (an
+    entry never written in the half a pass reads is an error)."""
 
     def __init__(self, config):
         self.map = RegisterMap(config)
-        self.shadow, self.active, self.tables = {}, {}, {}
+        self.shadow, self.active = {}, {}
+        self.halves = {name: ({}, {}) for name, block in self.map.blocks.items() if block.table}
+        self.reading = dict.fromkeys(PHASES, 0)     # the half each phase's tables are read from
 
     def write(self, address, value):
         found = self.map.locate(address)
@@ -72,24 +76,22 @@ class _Registers:
             raise ValueError(f"WRITE to unknown register {address}")
         block, index = found
         if block.table:
-            self.tables.setdefault(block.name, {})[index] = value
+            self.halves[block.name][1 - self.reading[block.phase]][index] = value
         else:
             self.shadow[(block.name, index)] = value
 
     def commit(self, phase):
+        self.reading[phase] = 1 - self.reading[phase]
         for block in self.map.blocks.values():
-            if block.phase != phase:
-                continue
-            if block.table:
-                self.active[block.name] = self.tables.pop(block.name, {})
-            else:
+            if block.phase == phase and not block.table:
                 for i in range(block.count):
                     if (block.name, i) in self.shadow:
                         self.active[(block.name, i)] = self.shadow[(block.name, i)]
 
     def __call__(self, name, index=0):
-        if self.map.blocks[name].table:
-            entries = self.active.get(name, {})
+        block = self.map.blocks[name]
+        if block.table:
+            entries = self.halves[name][self.reading[block.phase]]
             if index not in entries:
                 raise AssertionError(f"table entry {name}[{index}] was not written for this pass")
             return entries[index]

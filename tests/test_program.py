@@ -370,21 +370,24 @@ def test_psum_lanes_start_in_banks_of_their_own():
     config = TINY.replace(psum_noc_lanes=2, glb_banks=8, glb_bank_depth=128)
     layer = ConvLayer.parse("N=1,C=2,H=8,W=16,M=8,R=3,S=1")
     program, _ = run(config, layer, seed=6)
+    plans = map_layer(config, layer).plans
     regmap, lanes_p = RegisterMap(config), config.glb_lanes(config.glb_psum_bits)
     bank = config.glb_bank_depth * lanes_p
-    words, pc, bases, passes = program.streams["execute"], 0, {}, 0
+    # The table's halves: a pass reads the one written since the RUN before it, or before that.
+    words, pc, halves, passes = program.streams["execute"], 0, ({}, {}), 0
     while pc < len(words):
         fields = decode(words[pc])
         opcode = Opcode(fields["opcode"])
         if opcode == Opcode.WRITE:
             block, pe = regmap.locate(fields["operand"])
             if block.name == "store_base":
-                bases[pe] = words[pc + 1]
+                halves[passes % 2][pe] = words[pc + 1]
         elif opcode == Opcode.RUN:
-            banks = [{bases[pe] // bank for pe in bases if config.psum_lane(pe % config.array_cols) == lane}
+            tops = [r * config.array_cols + col for r, col in plans[passes % len(plans)].tops]
+            banks = [{halves[passes % 2][pe] // bank for pe in tops if config.psum_lane(pe % config.array_cols) == lane}
                      for lane in range(2)]
             assert banks[0] and banks[1] and not banks[0] & banks[1], banks
-            bases, passes = {}, passes + 1
+            passes += 1
         pc += 1 + ARGUMENTS[opcode]
     assert passes == len(program.filter_entries)
 
@@ -406,3 +409,25 @@ def test_tiles_alternate_their_fold_order():
     report, L = layer_report(m, compile_layer(m)), m.layer
     loaded = report["glb_writes"] - report["opsum_transfers"]    # no padding: every write a load
     assert loaded < 1.8 * L.N * L.C * L.H * L.W
+
+
+def test_table_entries_are_written_only_where_the_half_differs():
+    """The pass tables are double-buffered (a pass reads the half written since the RUN before
+    it, or, for an entry not written then, the one written for the pass two before): the
+    compiler writes only the entries whose half holds another value, and the program stays
+    exact (the controller model reads each pass's half and fails on an entry never written)."""
+    config, layer = TINY, ConvLayer.parse("N=1,C=12,H=8,W=8,M=8,R=3,S=3,P=1")
+    program, _ = run(config, layer, seed=3)
+    mapping, regmap = map_layer(config, layer), RegisterMap(config)
+    words, pc, written = program.streams["execute"], 0, 0
+    while pc < len(words):
+        fields = decode(words[pc])
+        opcode = Opcode(fields["opcode"])
+        written += opcode == Opcode.WRITE and regmap.locate(fields["operand"])[0].table
+        pc += 1 + ARGUMENTS[opcode]
+    # Every pass reads a base and a tag per ifmap row, filter block streamed and chain bottom
+    # (none in a first fold), and a store base per chain top.
+    read = sum(2 * (len(plan.ifmap_rows) + entries + (len(plan.bottoms) if k != mapping.first_chunk(g) else 0))
+               + len(plan.tops)
+               for (g, k), plan, entries in zip(mapping.pass_order(), mapping.plans, program.filter_entries))
+    assert mapping.chunks > 1 and 0 < written < 0.8 * read
