@@ -359,8 +359,10 @@ class Mapping:
         for g, k, streamed, after in boundaries:
             runs[kinds[g], k, terms[k] * streamed] -= self.blocks
             runs[kinds[g], k, terms[k] * after] += self.blocks
+        timings = {}
         for ((shape, outputs, lane_chains), k, entries), count in runs.items():
-            timing = self.pass_timing(self._distinct_rows(shape, k), lane_chains)
+            key = (self._distinct_rows(shape, k), lane_chains)
+            timing = timings.get(key) or timings.setdefault(key, self.pass_timing(*key))
             words_o = outputs * self.n * L.F * self.p   # the output network returns every psum
             # The ifmap network carries one element per transfer, each lane of the psum and
             # output networks one, the filter network filter_noc_width; with two filter banks
@@ -437,9 +439,13 @@ class Mapping:
                               for slot, o in zip(self.slots(g), self.groups[g])}
             return layouts[g]
 
+        freshes = self._shared.setdefault("fresh", {})
+
         def fresh(before, g):      # row blocks to stream after group ``before`` in the same fold
-            held = layout(before) if before is not None else {}
-            return len({at for slot, at in layout(g).items() if held.get(slot) != at})
+            if (before, g) not in freshes:
+                held = layout(before) if before is not None else {}
+                freshes[before, g] = len({at for slot, at in layout(g).items() if held.get(slot) != at})
+            return freshes[before, g]
 
         # A pass follows the one before in its fold within a tile; across tiles and blocks of
         # images in every fold when there is a single one, else in the fold that ends one tile
@@ -448,10 +454,10 @@ class Mapping:
         single, count, tiles, boundaries = self.chunks == 1, len(self.groups), [], []
         for first in range(0, count, tile):
             groups = range(first, min(first + tile, count))
-            tiles.append((groups, [fresh(first - 1 if single and first else None, first)]
-                          + [fresh(g - 1, g) for g in groups[1:]]))
+            streamed = fresh(first - 1 if single and first else None, first)
+            tiles.append((groups, [streamed] + [fresh(g - 1, g) for g in groups[1:]]))
             if first and not single:
-                boundaries.append((first, self.first_chunk(first), fresh(None, first), fresh(first - 1, first)))
+                boundaries.append((first, self.first_chunk(first), streamed, fresh(first - 1, first)))
         wraps = single or self._chunk_order((count - 1) // tile)[-1] == 0
         return tiles, fresh(count - 1 if wraps else None, 0), boundaries
 
@@ -494,16 +500,19 @@ class Mapping:
         self._rows_cache[key] = total
         return total
 
-    @property
+    @cached_property
     def lower_bound(self):
         """Cycles the estimate cannot beat: per pass its MAC slots and the busiest lane's last
         column, or the psums that lane returns, whichever is more (the busiest lane serving at
         least an even share of the pass's chains), filter load and the first windows excluded."""
         L, lanes, pe = self.layer, self.config.psum_noc_lanes, self.pe_config
+        slots, bounds = pe.mac_cycles + pe.drain_cycles, {}
 
         def bound(chains):
-            share = -(-chains // lanes)
-            return max(pe.mac_cycles + pe.drain_cycles + (share - 1) * self.p, share * self.n * L.F * self.p)
+            if chains not in bounds:
+                share = -(-chains // lanes)
+                bounds[chains] = max(slots + (share - 1) * self.p, share * self.n * L.F * self.p)
+            return bounds[chains]
 
         if self.stationary:     # a pass per set of filter blocks and block of rows
             b, t, blocks = self.set_blocks, self.e_block or L.E, (L.M // L.G) // self.p
