@@ -41,7 +41,7 @@ WORD_WIDTH = 32
 class Opcode(enum.IntEnum):
     END = 0
     WRITE = 1   # WRITE reg; value
-    LOAD = 2    # LOAD region, pad; glb, dram, count
+    LOAD = 2    # LOAD region, pad, rows; glb, dram, count, stride
     STORE = 3   # STORE post; glb, dram, count, bias_lo, bias_hi
     FILL = 4    # FILL region; glb, count, value_lo, value_hi
     RUN = 5     # RUN: one pass with the committed registers
@@ -74,7 +74,7 @@ TOKEN_CONSUMER = {Token.LOAD_EXECUTE: "execute", Token.EXECUTE_LOAD: "load",
                   Token.EXECUTE_STORE: "store", Token.STORE_LOAD: "load"}
 
 #: Argument words following each opcode word.
-ARGUMENTS = {Opcode.END: 0, Opcode.WRITE: 1, Opcode.LOAD: 3, Opcode.STORE: 5, Opcode.FILL: 4,
+ARGUMENTS = {Opcode.END: 0, Opcode.WRITE: 1, Opcode.LOAD: 4, Opcode.STORE: 5, Opcode.FILL: 4,
              Opcode.RUN: 0}
 
 #: Fields of a STORE's operand, low bit first: the post-processing of the psums it writes out.
@@ -83,9 +83,11 @@ ARGUMENTS = {Opcode.END: 0, Opcode.WRITE: 1, Opcode.LOAD: 3, Opcode.STORE: 5, Op
 #: saturation (:func:`rowstation.sim.golden.requantize`).
 POST_FIELDS = (("shift", 6), ("relu", 1), ("requantize", 1))
 
-#: Fields of a LOAD's operand, low bit first: the region, and ``pad`` zeros written before and
-#: after the run (an ifmap row's padding columns), so ``count + 2 * pad`` elements from ``glb``.
-LOAD_FIELDS = (("region", 1), ("pad", 16))
+#: Fields of a LOAD's operand, low bit first: the region, ``pad`` zeros written before and
+#: after each run (an ifmap row's padding columns), and ``rows`` runs of ``count`` elements,
+#: ``stride`` bytes apart in external memory, each written ``count + 2 * pad`` elements after
+#: the one before from ``glb`` (an image's channels of one ifmap row in a row cache slot).
+LOAD_FIELDS = (("region", 1), ("pad", 12), ("rows", 7))
 
 #: Fields of an opcode word, low bit first: (name, width).
 FIELDS = (("operand", 20), ("push", len(Token)), ("pop", len(Token)), ("opcode", 4))
@@ -157,9 +159,12 @@ def decode_post(operand):
     return _unpack(POST_FIELDS, operand)
 
 
-def load_operand(region, pad=0):
-    """The LOAD operand of ``region`` with ``pad`` zeros around the run."""
-    return _pack(LOAD_FIELDS, {"region": int(region), "pad": pad}, "LOAD ")
+def load_operand(region, pad=0, rows=1):
+    """The LOAD operand of ``region``: ``rows`` runs (at least one) with ``pad`` zeros around
+    each."""
+    if rows < 1:
+        raise ValueError(f"LOAD rows {rows} must be at least 1")
+    return _pack(LOAD_FIELDS, {"region": int(region), "pad": pad, "rows": rows}, "LOAD ")
 
 
 def decode_load(operand):

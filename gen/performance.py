@@ -145,8 +145,10 @@ def predict_cycles(mapping, program, *, breakdown=None, fetched=False):
             if opcode == Opcode.LOAD:
                 count, fields = args[2], decode_load(operand)
                 size = layout.ifmap_bytes if fields["region"] == Region.IFMAP else c.memory_width(c.psum_width) // 8
-                load_at = start + -(-words_spanned(args[1], count, size, word) // c.dram_burst)
-                write_at = max(write_at, start + COSTS["memory_latency"]) + count + 2 * fields["pad"]
+                rows = range(fields["rows"])
+                load_at = start + sum(-(-words_spanned(args[1] + row * args[3], count, size, word) // c.dram_burst)
+                                      for row in rows)
+                write_at = max(write_at, start + COSTS["memory_latency"]) + len(rows) * (count + 2 * fields["pad"])
             else:
                 load_at = start
                 write_at = max(write_at, start) + args[1]
@@ -272,8 +274,9 @@ def _stream_counts(program):
     loaded = filled = stored = 0
     for opcode, operand, args, _, _ in _instructions(program.streams["load"]):
         if opcode == Opcode.LOAD:
-            loaded += args[2]
-            filled += 2 * decode_load(operand)["pad"]
+            fields = decode_load(operand)
+            loaded += fields["rows"] * args[2]
+            filled += fields["rows"] * 2 * fields["pad"]
         elif opcode == Opcode.FILL:
             filled += args[1]
     for opcode, _, args, _, _ in _instructions(program.streams["store"]):

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .allocation import ZERO_ROW, Allocation, row_schedule
-from .isa import ARGUMENTS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, RegisterMap, Token, encode, \
-    load_operand, post_operand
+from .isa import ARGUMENTS, LOAD_FIELDS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, RegisterMap, Token, \
+    encode, load_operand, post_operand
 
 
 __all__ = ["PassPlan", "pass_plans", "filter_table", "kept_filters", "DramLayout", "filter_blocks", "filter_stride", "filter_block",
@@ -318,6 +318,23 @@ def _bank_accesses(config, reads, writes):
     return most
 
 
+def _strided(loads, pad):
+    """``loads`` [(glb, dram, count)] as LOADs of several rows: (glb, dram, count, rows,
+    stride) for each run of loads of the same count, each written right after the one before
+    (with its ``pad`` zeros on both sides) and read the same ``stride`` bytes further on."""
+    most = (1 << dict(LOAD_FIELDS)["rows"]) - 1
+    strided = []
+    for glb, addr, count in loads:
+        if strided:
+            glb0, addr0, count0, rows, stride = strided[-1]
+            if (count == count0 and rows < most and glb == glb0 + rows * (count + 2 * pad)
+                    and addr > addr0 and (rows == 1 or addr == addr0 + rows * stride)):
+                strided[-1] = (glb0, addr0, count0, rows + 1, addr - addr0 if rows == 1 else stride)
+                continue
+        strided.append((glb, addr, count, 1, 0))
+    return strided
+
+
 def _merged(transfers, size=1):
     """Consecutive (glb, dram, count, *rest) transfers joined where both addresses continue
     (``dram`` in bytes, elements of ``size`` bytes) and the rest (e.g. a bias) is the same."""
@@ -463,7 +480,8 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
             loads = _merged(loads, dram.ifmap_bytes)
         out.dram_reads += sum(words_spanned(addr, count, dram.ifmap_bytes, word) for _, addr, count in loads)
         return ([_fill(Region.IFMAP, glb, count, 0) for glb, count, _ in _fills(zeros)]
-                + [(Opcode.LOAD, load_operand(Region.IFMAP, L.P), args) for args in loads])
+                + [(Opcode.LOAD, load_operand(Region.IFMAP, L.P, rows), (glb, addr, count, stride))
+                   for glb, addr, count, rows, stride in _strided(loads, L.P)])
 
     def psum_rows(t, first_image):
         """(glb, dram, filter) of each F-psum row of tile ``t``'s outputs."""

@@ -227,15 +227,16 @@ def _size(config, width):
 
 
 class LoadController(wiring.Component):
-    """``LOAD region, pad; glb, dram, count``: ``count`` elements from the external memory byte
-    address ``dram`` into the global buffer, with ``pad`` zeros before and after them (from
-    ``glb``); ``FILL region; glb, count, lo, hi``: ``count`` copies of a constant.
+    """``LOAD region, pad, rows; glb, dram, count, stride``: ``rows`` runs of ``count`` elements
+    from the external memory byte addresses ``dram``, ``dram + stride``, ... into the global
+    buffer, each with ``pad`` zeros before and after it (from ``glb``, the runs one after the
+    other); ``FILL region; glb, count, lo, hi``: ``count`` copies of a constant.
 
-    Two stages, so the memory latency of one LOAD overlaps the next: the issue stage takes an
-    instruction (once its popped tokens are there), queues a write descriptor for it and hands
-    its run to the :class:`~rowstation.hw.memory.ElementReader`; the write stage takes the
-    descriptors in order, writes the run's elements (or the constant) into the buffer, and
-    pushes the instruction's tokens when its last write is done."""
+    Two stages, so the memory latency of one run overlaps the next: the issue stage takes an
+    instruction (once its popped tokens are there) and, a row a cycle, queues a write
+    descriptor for each run and hands the run to the :class:`~rowstation.hw.memory.ElementReader`;
+    the write stage takes the descriptors in order, writes each run's elements (or the
+    constant) into the buffer, and pushes the instruction's tokens when its last write is done."""
 
     #: Write descriptors queued between the stages.
     DEPTH = 4
@@ -255,7 +256,8 @@ class LoadController(wiring.Component):
         m = Module()
         c = self._config
         instr = self.instr.payload
-        pad_width = dict(LOAD_FIELDS)["pad"]
+        widths = dict(LOAD_FIELDS)
+        pad_width, rows_width = widths["pad"], widths["rows"]
         # Buffer addresses and counts as wide as the larger region's; FILL values as the widest element.
         glb = max(c.glb_addr_width(c.ifmap_width), c.glb_addr_width(c.glb_psum_bits))
         descriptor = data.StructLayout({"load": 1, "region": 1, "glb": glb, "count": glb + 1,
@@ -267,28 +269,38 @@ class LoadController(wiring.Component):
                                                      element_width=c.memory_width(c.psum_width))
         wiring.connect(m, reader.memory, wiring.flipped(self.mem_rd))
 
-        # Issue stage.
+        # Issue stage: a run (or a FILL) a cycle; the popped tokens are taken with the first
+        # row, the pushed ones go with the last row's descriptor.
         is_end, is_load = instr.opcode == Opcode.END, instr.opcode == Opcode.LOAD
         region = instr.operand[0]
         pad = Mux(is_load, instr.operand[1:1 + pad_width], 0)
+        rows = instr.operand[1 + pad_width:1 + pad_width + rows_width]
+        row = Signal(rows_width)
+        dram_offset, glb_offset = Signal(c.dram_addr_width), Signal(glb)
+        first, last = row == 0, ~is_load | (row + 1 >= rows)
         start = Signal()
         queued = Signal(descriptor)
-        issuable = self.instr.valid & ~is_end & writes.w_rdy & _tokens_ready(self)
+        issuable = self.instr.valid & ~is_end & writes.w_rdy & (~first | _tokens_ready(self))
         m.d.comb += [
             start.eq(issuable & (~is_load | reader.runs.ready)),
-            self.pop.eq(Mux(start, instr.pop, 0)),
-            self.instr.ready.eq(start),
-            queued.load.eq(is_load), queued.region.eq(region), queued.glb.eq(instr.args[0]),
+            self.pop.eq(Mux(start & first, instr.pop, 0)),
+            self.instr.ready.eq(start & last),
+            queued.load.eq(is_load), queued.region.eq(region), queued.glb.eq(instr.args[0] + glb_offset),
             queued.count.eq(Mux(is_load, instr.args[2] + 2 * pad, instr.args[1])), queued.pad.eq(pad),
-            queued.value.eq(Cat(instr.args[2], instr.args[3])), queued.push.eq(instr.push),
+            queued.value.eq(Cat(instr.args[2], instr.args[3])), queued.push.eq(Mux(last, instr.push, 0)),
             writes.w_data.eq(queued), writes.w_en.eq(start),
             reader.runs.valid.eq(issuable & is_load),
-            reader.runs.payload.addr.eq(instr.args[1] + Mux(region == Region.IFMAP, self.bases.ifmap,
-                                                            self.bases.output)),
+            reader.runs.payload.addr.eq(instr.args[1] + dram_offset
+                                        + Mux(region == Region.IFMAP, self.bases.ifmap, self.bases.output)),
             reader.runs.payload.count.eq(instr.args[2]),
             reader.runs.payload.size.eq(Mux(region == Region.IFMAP, _size(c, c.ifmap_width),
                                             _size(c, c.psum_width))),
         ]
+        with m.If(start & last):
+            m.d.sync += [row.eq(0), dram_offset.eq(0), glb_offset.eq(0)]
+        with m.Elif(start):
+            m.d.sync += [row.eq(row + 1), dram_offset.eq(dram_offset + instr.args[3]),
+                         glb_offset.eq(glb_offset + queued.count)]
 
         # Write stage.
         head = Signal(descriptor)

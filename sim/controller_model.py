@@ -199,16 +199,17 @@ def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, bases, g
     if opcode == Opcode.WRITE:
         regs.write(operand, args[0])
     elif opcode == Opcode.LOAD:
-        at, src, n = args
+        at, src, n, stride = args
         load = decode_load(operand)
         region, pad = Region(load["region"]), load["pad"]
         src += bases["ifmap" if region == Region.IFMAP else "output"]
         size = _bytes(c, c.ifmap_width if region == Region.IFMAP else c.psum_width)
-        values = [0] * pad + [int(v) for v in read_elements(dram, src, n, size)] + [0] * pad
-        for i, value in enumerate(values):
-            glb[region][at + i] = value
-        counts["dram_reads"] += words_spanned(src, n, size, c.dram_width // 8)
-        counts["glb_writes"] += len(values)
+        for row in range(load["rows"]):
+            values = [0] * pad + [int(v) for v in read_elements(dram, src + row * stride, n, size)] + [0] * pad
+            for i, value in enumerate(values):
+                glb[region][at + row * len(values) + i] = value
+            counts["dram_reads"] += words_spanned(src + row * stride, n, size, c.dram_width // 8)
+            counts["glb_writes"] += len(values)
     elif opcode == Opcode.STORE:
         at, dst, n, lo, hi = args
         dst += bases["output"]

@@ -297,12 +297,15 @@ def test_model_counts_scratchpad_accesses_of_an_ifmap_without_zeros(spec):
 
 
 def test_padded_rows_load_with_their_padding_zeros():
-    """A padded layer's ifmap LOADs carry the padding (written as zeros around the run) and
-    no FILL zeroes the row cache first; the operand round-trips and refuses a pad too wide."""
+    """A padded layer's ifmap LOADs carry the padding (written as zeros around each run) and
+    no FILL zeroes the row cache first; one LOAD brings a slot's channels of a row (runs a
+    channel apart in external memory); the operand round-trips and refuses a pad too wide
+    or no rows."""
     from rowstation.gen.isa import decode_load, load_operand
 
-    layer = ConvLayer.parse("N=1,C=4,H=9,W=9,M=8,R=5,S=5,P=2")
+    layer = ConvLayer.parse("N=1,C=8,H=9,W=9,M=8,R=3,S=3,P=2")
     program, counts = run(TINY, layer, seed=5)
+    mapping = map_layer(TINY, layer)
     loads = fills = 0
     words = program.streams["load"]
     pc = 0
@@ -310,17 +313,19 @@ def test_padded_rows_load_with_their_padding_zeros():
         fields = decode(words[pc])
         opcode = Opcode(fields["opcode"])
         if opcode == Opcode.LOAD:
-            assert decode_load(fields["operand"]) == {"region": Region.IFMAP, "pad": layer.P}
-            assert words[pc + 3] == layer.W
+            assert decode_load(fields["operand"]) == {"region": Region.IFMAP, "pad": layer.P, "rows": mapping.q}
+            assert words[pc + 3:pc + 5] == [layer.W, layer.H * layer.W]    # count, stride (8-bit elements)
             loads += 1
         elif opcode == Opcode.FILL:
             fills += words[pc + 2]
         pc += 1 + ARGUMENTS[opcode]
-    mapping = map_layer(TINY, layer)
-    assert loads and fills <= mapping.n * mapping.q * (layer.W + 2 * layer.P) * 2   # zero rows only
-    assert decode_load(load_operand(Region.PSUM, 7)) == {"region": Region.PSUM, "pad": 7}
-    with pytest.raises(ValueError, match="^LOAD pad 65536 does not fit 16 bits$"):
-        load_operand(Region.IFMAP, 1 << 16)
+    assert mapping.q > 1 and loads
+    assert fills <= mapping.n * mapping.q * (layer.W + 2 * layer.P) * 2   # zero rows only
+    assert decode_load(load_operand(Region.PSUM, 7, 3)) == {"region": Region.PSUM, "pad": 7, "rows": 3}
+    with pytest.raises(ValueError, match="^LOAD pad 4096 does not fit 12 bits$"):
+        load_operand(Region.IFMAP, 1 << 12)
+    with pytest.raises(ValueError, match="^LOAD rows 0 must be at least 1$"):
+        load_operand(Region.IFMAP, 1, 0)
 
 
 @pytest.mark.parametrize("spec", ["N=1,C=16,H=8,W=8,M=8,R=3,S=3,P=1", "N=2,C=4,H=9,W=9,M=12,R=3,S=3,U=2",
