@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..boards.toolchain import FAMILIES
 from .config import PRESETS, c_header, resolve_config
+from .isa import WORD_WIDTH
 from .layer import ConvLayer
 from .network import load_npy
 from .zoo import NETWORKS
@@ -122,7 +123,7 @@ def measured_report(config, layer, counts, predicted, *, runs=1):
         "dram_read_bytes": counts["dram_reads"] * word,
         "dram_write_bytes": counts["dram_writes"] * word,
         "dram_compulsory_bytes": predicted["dram_compulsory_bytes"] * runs,
-        "program_bytes": counts["program_words"] * 4,
+        "program_bytes": counts["program_words"] * WORD_WIDTH // 8,
         **{name: counts[name] for name in ("glb_reads", "glb_writes", "filt_transfers",
                                            "ifmap_transfers", "psum_transfers", "opsum_transfers")},
         "spad_reads": sum(counts[f"{spad}_read"] for spad in ("filter", "ifmap", "psum")),

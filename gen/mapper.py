@@ -224,11 +224,15 @@ class Mapping:
         """Global buffer words the largest pass needs on its own (ifmap rows and psums)."""
         return sum(pass_words(self))
 
+    @property
+    def _tile_groups(self):
+        return self.allocation.tile_groups if self.allocation else 1
+
     def pass_order(self):
         """(group, chunk) of each pass: tile by tile (psums stay on chip through every fold),
         chunk by chunk, group by group; every other tile takes its chunks in reverse, so the
         ifmap rows (and filters) of the chunk that ends a tile serve the start of the next."""
-        tile = self.allocation.tile_groups if self.allocation else 1
+        tile = self._tile_groups
         for first in range(0, len(self.groups), tile):
             for k in self._chunk_order(first // tile):
                 for g in range(first, min(first + tile, len(self.groups))):
@@ -239,8 +243,7 @@ class Mapping:
 
     def first_chunk(self, g):
         """The chunk group ``g``'s passes start with: its chain bottoms take zeros."""
-        tile = self.allocation.tile_groups if self.allocation else 1
-        return self._chunk_order(g // tile)[0]
+        return self._chunk_order(g // self._tile_groups)[0]
 
     @cached_property
     def plans(self):
@@ -362,7 +365,9 @@ class Mapping:
         timings = {}
         for ((shape, outputs, lane_chains), k, entries), count in runs.items():
             key = (self._distinct_rows(shape, k), lane_chains)
-            timing = timings.get(key) or timings.setdefault(key, self.pass_timing(*key))
+            if key not in timings:
+                timings[key] = self.pass_timing(*key)
+            timing = timings[key]
             words_o = outputs * self.n * L.F * self.p   # the output network returns every psum
             # The ifmap network carries one element per transfer, each lane of the psum and
             # output networks one, the filter network filter_noc_width; with two filter banks
@@ -373,6 +378,8 @@ class Mapping:
                                                               else busy + transfers_f))
             active += count * outputs * terms[k]
             ifmap_words += count * timing.words_i
+            # Fold 0 stands for each group's first fold (the chunk it starts with): the same
+            # groups' kinds run in every fold, so the totals are the same.
             psum_words += count * words_o if k else 0
             opsum_words += count * words_o
         passes = len(self.groups) * self.chunks * self.blocks
@@ -450,7 +457,7 @@ class Mapping:
         # A pass follows the one before in its fold within a tile; across tiles and blocks of
         # images in every fold when there is a single one, else in the fold that ends one tile
         # and starts the next (:meth:`pass_order`).
-        tile = self.allocation.tile_groups if self.allocation else 1
+        tile = self._tile_groups
         single, count, tiles, boundaries = self.chunks == 1, len(self.groups), [], []
         for first in range(0, count, tile):
             groups = range(first, min(first + tile, count))

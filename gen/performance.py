@@ -19,7 +19,7 @@ small buffer puts the ifmap rows and the psums, or two psum lanes, in one bank).
 counts are exact (:func:`rowstation.sim.controller_model.run_program` checks them).
 """
 
-from .isa import ARGUMENTS, NETWORKS, Opcode, Region, Token, decode, decode_load
+from .isa import ARGUMENTS, NETWORKS, WORD_WIDTH, Opcode, Region, Token, decode, decode_load
 from .program import words_spanned
 
 
@@ -94,9 +94,9 @@ class _Decoder:
 
 
 def program_bytes(program):
-    """Bytes of ``program``'s three instruction streams, each word 4 bytes (the accelerator
-    fetches them from external memory beside the tensors)."""
-    return 4 * sum(len(words) for words in program.streams.values())
+    """Bytes of ``program``'s three instruction streams (the accelerator fetches them from
+    external memory beside the tensors)."""
+    return WORD_WIDTH // 8 * sum(len(words) for words in program.streams.values())
 
 
 def predict_cycles(mapping, program, *, breakdown=None, fetched=False):
