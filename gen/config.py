@@ -64,6 +64,7 @@ class AcceleratorConfig:
     glb_psum_width: int = 0  # bits of a psum held in the global buffer; 0: psum_width (layers are checked)
     dram_addr_width: int = 32  # bits of an external memory byte address (the memory's size: 2 ** bits)
     psum_noc_lanes: int = 1  # psums the psum and output networks each carry per cycle (lane: PE columns col % lanes)
+    ifmap_noc_lanes: int = 1  # activations the ifmap network carries per cycle (lane: a share of the pass's rows)
     mac_lanes: int = 1      # MACs per PE per cycle: filters of one ifmap value computed side by side (SIMD)
     weight_register: int = 0  # 1: a register between the filter spad and the multipliers (one more PE stage)
 
@@ -124,6 +125,9 @@ class AcceleratorConfig:
                    "1 puts a register between the filter scratchpad and the multipliers")
         _check_int("psum_noc_lanes", self.psum_noc_lanes, 1, self.array_cols,
                    f"a lane serves the PE columns col % psum_noc_lanes of the {self.array_cols}")
+        _check_int("ifmap_noc_lanes", self.ifmap_noc_lanes, 1, min(4, self.pe_count),
+                   f"each lane a global buffer read port and a network to every PE, at most 4 and "
+                   f"one per PE of the {self.pe_count}")
         _check_int("dim_width", self.dim_width, 4, 16)
         _check_int("counter_width", self.counter_width, 16, 64)
         _check_int("dram_addr_width", self.dram_addr_width, 12, 32,
@@ -169,6 +173,11 @@ class AcceleratorConfig:
         """Most of the chains in PE columns ``columns`` that one psum network lane serves."""
         lanes = [self.psum_lane(col) for col in columns]
         return max((lanes.count(lane) for lane in set(lanes)), default=0)
+
+    def ifmap_lane_rows(self, rows):
+        """Most of a pass's ``rows`` distinct ifmap rows that one ifmap network lane carries
+        (the lanes take consecutive shares of ``ceil(rows / ifmap_noc_lanes)`` rows)."""
+        return -(-rows // self.ifmap_noc_lanes)
 
     @property
     def psum_lane_pes(self):

@@ -217,7 +217,9 @@ class RegisterMap:
     row_id_width``. The psum stream runs once per lane of the psum network
     (``psum_noc_lanes``): lane ``l``'s loop registers are ``psum_count[l * levels + k]`` and
     ``psum_step[...]``, its table entries ``psum_base[l * psum_lane_pes + i]`` and ``psum_tag``
-    (the chain bottoms in the PE columns of the lane).
+    (the chain bottoms in the PE columns of the lane). The ifmap stream likewise runs once per
+    lane of the ifmap network (``ifmap_noc_lanes``), each lane with ``ceil(pe_count / lanes)``
+    table entries: its share of the pass's rows.
     """
 
     def __init__(self, config):
@@ -250,13 +252,14 @@ class RegisterMap:
                              f"{1 << operand} a WRITE operand addresses")
 
     def lanes(self, stream):
-        """Copies of ``stream``'s loop registers: one per psum network lane for the psum stream."""
-        return self.config.psum_noc_lanes if stream == "psum" else 1
+        """Copies of ``stream``'s loop registers: one per lane of its network."""
+        return {"psum": self.config.psum_noc_lanes, "ifmap": self.config.ifmap_noc_lanes}.get(stream, 1)
 
     def lane_entries(self, stream):
-        """Table entries of one lane of ``stream``: the PEs of the largest psum network lane, or
-        every PE."""
-        return self.config.psum_lane_pes if stream == "psum" else self.config.pe_count
+        """Table entries of one lane of ``stream``: the PEs of the largest psum network lane,
+        an ifmap network lane's share of a row per PE."""
+        c = self.config
+        return c.psum_lane_pes if stream == "psum" else c.ifmap_lane_rows(c.pe_count)
 
     def lane_base(self, stream, lane):
         """(first ``<stream>_count``/``_step`` register, first table entry) of lane ``lane``."""

@@ -277,14 +277,14 @@ class Mapping:
         """:class:`PassTiming` of a pass over ``rows`` distinct ifmap rows whose busiest psum
         lane serves ``lane_chains`` chains: its last MAC slot and last psum returned, in cycles
         from its first MAC slot, fill and drain constants aside, and the words of its ifmap
-        network and busiest psum lane. Beyond its MAC slots or its busiest network: the
-        ifmap stream sends column by column across the rows, so the last row's PEs wait for
-        their first window (seg columns of every row) while their first output's earlier
-        taps take (seg - 1) * q slots of each lane row; and the tops finish each column's p
-        psums together (each top's leave one a cycle after its last lane row), so after the
-        last MAC the busiest lane returns the other tops' last column."""
+        and psum networks' busiest lanes. Beyond its MAC slots or its busiest network: each
+        ifmap lane sends column by column across its rows, so the last row's PEs wait for
+        their first window (seg columns of every row of the lane) while their first output's
+        earlier taps take (seg - 1) * q slots of each MAC lane row; and the tops finish each
+        column's p psums together (each top's leave one a cycle after its last lane row), so
+        after the last MAC the busiest lane returns the other tops' last column."""
         L, pe = self.layer, self.pe_config
-        column = rows * self.q
+        column = self.config.ifmap_lane_rows(rows) * self.q
         words_i = column * self.n * pe.row_length
         words_o = lane_chains * self.n * L.F * self.p
         startup = max(0, self.seg * column - (self.seg - 1) * self.q * pe.lane_rows)
@@ -369,15 +369,15 @@ class Mapping:
                 timings[key] = self.pass_timing(*key)
             timing = timings[key]
             words_o = outputs * self.n * L.F * self.p   # the output network returns every psum
-            # The ifmap network carries one element per transfer, each lane of the psum and
-            # output networks one, the filter network filter_noc_width; with two filter banks
+            # Each lane of the ifmap, psum and output networks carries one element per
+            # transfer, the filter network filter_noc_width; with two filter banks
             # the next pass's weights load meanwhile. A first fold's chain bottoms take zeros,
             # not psum network words.
             busy, transfers_f = timing.last_psum, entries * self.filter_transfers
             cycles += count * (c.pe_latency + 2 * self.chain + (max(busy, transfers_f) if c.filter_banks > 1
                                                               else busy + transfers_f))
             active += count * outputs * terms[k]
-            ifmap_words += count * timing.words_i
+            ifmap_words += count * key[0] * self.q * self.n * pe.row_length    # every lane's
             # Fold 0 stands for each group's first fold (the chunk it starts with): the same
             # groups' kinds run in every fold, so the totals are the same.
             psum_words += count * words_o if k else 0

@@ -37,7 +37,7 @@ from .isa import ARGUMENTS, LOAD_FIELDS, NETWORKS, PE_SETTINGS, UNITS, Opcode, R
 
 
 __all__ = ["PassPlan", "pass_plans", "filter_table", "kept_filters", "DramLayout", "filter_blocks", "filter_stride", "filter_block",
-           "weight_order", "words_spanned", "stored_psum_bits", "Program", "compile_layer"]
+           "weight_order", "words_spanned", "stored_psum_bits", "ifmap_lanes", "Program", "compile_layer"]
 
 
 @dataclass
@@ -457,7 +457,8 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
 
     pass_rows = [[row_key(i // count, *row) for row in _pass_rows(m, plans[i % count].jobs)]
                  for i in range(m.blocks * count)]
-    schedule = row_schedule(pass_rows, alloc.ifmap_buffers * alloc.ifmap_words * lanes_i // row_size)
+    cache = _slot_addresses(c, alloc.ifmap_buffers * alloc.ifmap_words * lanes_i // row_size, row_size)
+    schedule = row_schedule(pass_rows, len(cache))
     signals = {step.wait for step in schedule if step.loads and step.wait >= 0}   # passes the loads wait for
     syncs = sorted(signals)
     zeroed = set()    # slots that hold the zero row
@@ -468,14 +469,14 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
         for row, slot in step.loads:
             if row == ZERO_ROW:
                 if slot not in zeroed:
-                    zeros.append((slot * row_size, row_size, 0))
+                    zeros.append((cache[slot], row_size, 0))
                 zeroed.add(slot)
                 continue
             zeroed.discard(slot)
             block, g, cb, r = row
             for i, (n, qc) in enumerate(itertools.product(range(m.n), range(m.q))):
                 index = (((block * m.n + n) * L.C + g * Cg + cb * m.q + qc) * L.H + r - L.P) * L.W
-                loads.append((slot * row_size + i * Wp, dram.ifmap + index * dram.ifmap_bytes, L.W))
+                loads.append((cache[slot] + i * Wp, dram.ifmap + index * dram.ifmap_bytes, L.W))
         if not L.P:
             loads = _merged(loads, dram.ifmap_bytes)
         out.dram_reads += sum(words_spanned(addr, count, dram.ifmap_bytes, word) for _, addr, count in loads)
@@ -530,7 +531,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                 out.group("load", loads, pop=pop, push=[Token.LOAD_EXECUTE])
             run_pop = [Token.LOAD_EXECUTE]
         psum_base = alloc.psum_base(t % alloc.psum_buffers) * lanes_p
-        row_bases = [step.slots[row_key(block, g, cb, row)] * row_size + sb * m.seg
+        row_bases = [cache[step.slots[row_key(block, g, cb, row)]] + sb * m.seg
                      for g, cb, row, sb in plan.ifmap_rows]
         kept = kept_filters(keys[(i - 1) % count], keys[j]) if i else set()
         keep = kept_filters(keys[j], keys[(i + 1) % count]) if i + 1 < total else set()
@@ -564,6 +565,28 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
         out.streams[unit].append(encode(Opcode.END))
     return Program(out.streams, dram, alloc, sum(1 for step in schedule if step.loads), m.blocks * tiles,
                    out.dram_reads, out.dram_writes, filter_entries, filter_loads, bank_accesses)
+
+
+def _slot_addresses(config, count, row_size):
+    """The global buffer address of each of ``count`` row cache slots of ``row_size``
+    elements: in order, or with several ifmap network lanes a bank's worth of slots apart, so
+    the rows a pass takes from consecutive slots lie in different banks for the lanes to read
+    side by side."""
+    places = range(count)
+    if config.ifmap_noc_lanes > 1:
+        stride = max(1, config.glb_bank_depth * config.glb_lanes(config.ifmap_width) // row_size)
+        places = [place for first in range(stride) for place in range(first, count, stride)]
+    return [place * row_size for place in places]
+
+
+def ifmap_lanes(config, row_bases):
+    """The rows (indices into ``row_bases``, their global buffer addresses) each lane of the
+    ifmap network carries, in index order (the PEs' order): consecutive shares of
+    ``ceil(rows / ifmap_noc_lanes)`` in address order, so the lanes read apart in the buffer's
+    banks."""
+    share = config.ifmap_lane_rows(len(row_bases)) or 1
+    order = sorted(range(len(row_bases)), key=row_bases.__getitem__)
+    return [sorted(order[lane * share:(lane + 1) * share]) for lane in range(config.ifmap_noc_lanes)]
 
 
 def _pass_bank_accesses(m, plan, row_bases, slots, psum_base, *, first_fold):
@@ -620,13 +643,15 @@ def _write_pass(out, m, plan, filters, filt_col_ids, keep, row_bases, slots, psu
 
     # Ifmap rows, column by column across rows so the PEs of a chain advance together, each
     # from its cache slot [n][channel][column] (``row_bases``: per entry of ``plan.ifmap_rows``).
+    # Each lane of the ifmap network carries a share of the rows (:func:`ifmap_lanes`).
     if L.U <= m.seg:
         f_count, f_stride, s_count = 1, 0, m.pe_config.row_length
     else:
         f_count, f_stride, s_count = L.F, L.U, m.seg
     s_c, s_n = Wp, m.q * Wp
-    entries = [(base, 0, kid) for kid, base in enumerate(row_bases)]
-    loops("ifmap", [m.n, f_count, s_count, len(entries), m.q], [s_n, f_stride, 1, 0, s_c], entries)
+    for lane, kids in enumerate(ifmap_lanes(c, row_bases)):
+        entries = [(row_bases[kid], 0, kid) for kid in kids]
+        loops("ifmap", [m.n, f_count, s_count, len(entries), m.q], [s_n, f_stride, 1, 0, s_c], entries, lane)
 
     # Psums to chain bottoms and back from chain tops: [n][filter][column] per output slot;
     # the psum stream of each lane walks the chain bottoms in its PE columns (none: it idles).

@@ -15,7 +15,13 @@ from .noc import GINWord, GONWord, GlobalInputNetwork, GlobalOutputNetwork
 from .pe import PE, FilterWord, PEConfigSignature, event_lanes, pe_members
 
 
-__all__ = ["PEArray", "ArrayControlSignature", "network_shape"]
+__all__ = ["PEArray", "ArrayControlSignature", "network_lanes", "network_shape"]
+
+
+def network_lanes(config, net):
+    """Lanes of input network ``net``: one filter network, ``ifmap_noc_lanes`` and
+    ``psum_noc_lanes``."""
+    return {"filt": 1, "ifmap": config.ifmap_noc_lanes, "psum": config.psum_noc_lanes}[net]
 
 
 def network_shape(config, net):
@@ -54,6 +60,8 @@ class PEArray(wiring.Component):
     network and the output network have ``psum_noc_lanes`` lanes (``psum[lane]``,
     ``opsum[lane]``), lane ``l`` serving the PE columns ``col % psum_noc_lanes == l``: a chain
     lies in one column, so its bottom and top share a lane, and the lanes run independently.
+    The ifmap network has ``ifmap_noc_lanes`` lanes (``ifmap[lane]``), each reaching every PE
+    and carrying its own rows: the tags of one lane's words match no PE of another's.
     ``counts`` adds the events of all PEs (:data:`~rowstation.gen.isa.PE_EVENTS`) and counts
     :data:`~rowstation.gen.isa.ARRAY_EVENTS`.
     """
@@ -69,7 +77,7 @@ class PEArray(wiring.Component):
         for net in NETWORKS:
             word = In(stream.Signature(GINWord(network_shape(config, net), self.row_id_width,
                                                self.col_id_width)))
-            members[net] = word.array(config.psum_noc_lanes) if net == "psum" else word
+            members[net] = word.array(network_lanes(config, net)) if net != "filt" else word
         members.update({
             "opsum": Out(stream.Signature(GONWord(signed(config.psum_width), rows, cols))).array(
                 config.psum_noc_lanes),
@@ -89,24 +97,27 @@ class PEArray(wiring.Component):
         ctrl = self.ctrl
         # The psum network and the GON have a lane per psum_noc_lanes, each serving the PE
         # columns col % lanes: gins[net][col] and gons[col] are the lanes of column col (one
-        # network for the filter and ifmap networks), the PE at j of its lane's columns.
+        # network for the filter network), the PE at j of its lane's columns. Each lane of the
+        # ifmap network reaches every PE; a PE's rows come on one lane (the lanes carry
+        # different rows), so it takes whichever offers it a word.
         lane_columns = [[col for col in range(cols) if c.psum_lane(col) == lane]
                         for lane in range(c.psum_noc_lanes)]
         gins, unmatched = {}, []
         for net in NETWORKS:
-            groups = lane_columns if net == "psum" else [list(range(cols))]
-            gins[net] = {}
+            groups = lane_columns if net == "psum" else [list(range(cols))] * network_lanes(c, net)
+            gins[net] = {col: [] for col in range(cols)}
             for lane, columns in enumerate(groups):
                 gin = GlobalInputNetwork(rows=rows, cols=len(columns), payload_shape=network_shape(c, net),
                                          row_id_width=self.row_id_width, col_id_width=self.col_id_width)
-                m.submodules[f"{net}_gin_{lane}" if net == "psum" else f"{net}_gin"] = gin
+                m.submodules[f"{net}_gin_{lane}" if net != "filt" else f"{net}_gin"] = gin
                 stream_in = getattr(self, net)
-                wiring.connect(m, wiring.flipped(stream_in[lane] if net == "psum" else stream_in), gin.i)
+                wiring.connect(m, wiring.flipped(stream_in[lane] if net != "filt" else stream_in), gin.i)
                 for r in range(rows):
                     m.d.comb += gin.row_ids[r].eq(getattr(ctrl, f"{net}_row_ids")[r])
                     for j, col in enumerate(columns):
                         m.d.comb += gin.col_ids[r][j].eq(getattr(ctrl, f"{net}_col_ids")[r][col])
-                        gins[net][col] = gin, j
+                for j, col in enumerate(columns):
+                    gins[net][col].append((gin, j))
                 unmatched.append(gin.unmatched)
         m.d.comb += self.unmatched.eq(Cat(unmatched).any())
 
@@ -122,6 +133,7 @@ class PEArray(wiring.Component):
         events = {name: c.pe_count * lanes.get(name, 1) for name in PE_EVENTS + ("active_pe",)}
         events.update({name: 1 for name in ARRAY_EVENTS if name != "active_pe"})
         events["psum_transfers"] = events["opsum_transfers"] = c.psum_noc_lanes
+        events["ifmap_transfers"] = c.ifmap_noc_lanes
         m.submodules.counters = counters = EventCounters(events, width=c.counter_width)
         m.d.comb += counters.clear.eq(self.clear)
         for name in events:
@@ -134,7 +146,7 @@ class PEArray(wiring.Component):
         for net in NETWORKS:
             stream_in = getattr(self, net)
             m.d.comb += getattr(counters.events, f"{net}_transfers").eq(
-                Cat(fired(lane) for lane in stream_in) if net == "psum" else fired(stream_in))
+                Cat(fired(lane) for lane in stream_in) if net != "filt" else fired(stream_in))
 
         pes = [[self._pe(m, c, f"pe_{r}_{col}") for col in range(cols)] for r in range(rows)]
         idles = []
@@ -144,9 +156,9 @@ class PEArray(wiring.Component):
                 for name in PEConfigSignature(c).members:
                     m.d.comb += getattr(pe.cfg, name).eq(getattr(ctrl.cfg, name))
                 m.d.comb += pe.keep.eq(ctrl.keep_filters[r][col])
-                for net in ("filt", "ifmap"):
-                    gin, j = gins[net][col]
-                    wiring.connect(m, gin.o[r][j], getattr(pe, net))
+                [(gin, j)] = gins["filt"][col]
+                wiring.connect(m, gin.o[r][j], pe.filt)
+                _merge(m, [gin.o[r][j] for gin, j in gins["ifmap"][col]], pe.ifmap)
                 lane = r * cols + col
                 for name in PE_EVENTS:
                     n = lanes[name]
@@ -156,7 +168,7 @@ class PEArray(wiring.Component):
                 idles.append(pe.idle)
 
                 # Incoming psum: the psum GIN at a chain's bottom, else the PE below.
-                gin, j = gins["psum"][col]
+                [(gin, j)] = gins["psum"][col]
                 bottom, from_gin = ctrl.chain_bottom[r][col], gin.o[r][j]
                 below = pes[r + 1][col] if r + 1 < rows else None
                 below_valid = below.opsum.valid & ~ctrl.chain_top[r + 1][col] if below else 0
@@ -193,3 +205,18 @@ class PEArray(wiring.Component):
             connections[f"{direction}_{'__'.join(str(part) for part in path)}"] = value
         m.submodules[name] = Instance(self._pe_module, **connections)
         return ports
+
+
+def _merge(m, lanes, sink):
+    """Connect the streams ``lanes`` to ``sink``, which one lane at a time offers words
+    (the first lane with a word goes first)."""
+    if len(lanes) == 1:
+        wiring.connect(m, lanes[0], sink)
+        return
+    earlier, payload = C(0), lanes[-1].payload
+    for lane in lanes:
+        m.d.comb += lane.ready.eq(sink.ready & ~earlier)
+        earlier = earlier | lane.valid
+    for lane in reversed(lanes[:-1]):
+        payload = Mux(lane.valid, lane.payload, payload)
+    m.d.comb += [sink.valid.eq(earlier), sink.payload.eq(payload)]

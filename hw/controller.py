@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 from ..gen.isa import ARGUMENTS, FIELDS, LOAD_FIELDS, LOOPS, NETWORKS, PE_SETTINGS, POST_FIELDS, TOKEN_CONSUMER, \
     TOKEN_DEPTH, TOKEN_PRODUCER, UNITS, WORD_WIDTH, Opcode, Region, RegisterMap, Token
 from .arbiter import or_tree
-from .array import ArrayControlSignature, network_shape
+from .array import ArrayControlSignature, network_lanes, network_shape
 from .glb import ReadPortSignature, WriteRequest
 from .memory import RUNS_QUEUED, BurstArbiter, ElementReader, ElementWriter, MemoryReadSignature, \
     MemoryWriteSignature
@@ -513,20 +513,23 @@ class PsumWriteback(wiring.Component):
 
 
 def _network_ports(config):
-    """The execute unit's network ports: the filter and ifmap networks, and per psum network
+    """The execute unit's network ports: the filter network; per ifmap network lane the
+    global buffer reads (``ifmap_rd``) into the ifmap network (``ifmap``); per psum network
     lane the global buffer reads (``psum_rd``) into the psum network (``psum``), the psums
     from the output network (``opsum``) and their global buffer writes (``psum_wr``)."""
     c = config
     addr, stored = c.glb_addr_width(c.glb_psum_bits), signed(c.glb_psum_bits)
     lanes = c.psum_noc_lanes
     members = {
+        "ifmap_rd": Out(ReadPortSignature(c.glb_addr_width(c.ifmap_width), signed(c.ifmap_width))).array(
+            c.ifmap_noc_lanes),
         "psum_rd": Out(ReadPortSignature(addr, stored)).array(lanes),
         "psum_wr": Out(stream.Signature(WriteRequest(addr, stored))).array(lanes),
         "opsum": In(stream.Signature(GONWord(signed(c.psum_width), c.array_rows, c.array_cols))).array(lanes),
     }
     for net in NETWORKS:
         word = Out(stream.Signature(GINWord(network_shape(c, net), c.row_id_width, c.col_id_width)))
-        members[net] = word.array(lanes) if net == "psum" else word
+        members[net] = word.array(network_lanes(c, net)) if net != "filt" else word
     return members
 
 
@@ -549,7 +552,6 @@ class ExecuteController(wiring.Component):
             **_unit_members(c, "execute"),
             "array": Out(ArrayControlSignature(c)),
             "mem_rd": Out(MemoryReadSignature(c.dram_width, c.dram_addr_width)),
-            "ifmap_rd": Out(ReadPortSignature(self.addr_widths["ifmap"], signed(c.ifmap_width))),
             **_network_ports(c),
             "runs": Out(1),    # strobes as each pass starts
             "error": Out(1),
@@ -606,7 +608,8 @@ class ExecuteController(wiring.Component):
                              index.eq(address - block.address)]
             known.append(hit)
             if block.table:
-                readers = c.psum_noc_lanes if block.name in ("psum_base", "psum_tag", "store_base") else 1
+                readers = {"psum": c.psum_noc_lanes, "store": c.psum_noc_lanes,
+                           "ifmap": c.ifmap_noc_lanes}.get(block.name.split("_")[0], 1)
                 tables[block.name] = self._table(m, block, write & hit, index, value, commit[block.phase],
                                                  readers)
                 continue
@@ -680,12 +683,12 @@ class ExecuteController(wiring.Component):
         # The global buffer's streams: address generator -> source (tag queued) -> tagged
         # word into the network; the psum stream once per lane, each walking its loop
         # registers and its part of the table.
-        streams = [("ifmap", 0, self.ifmap_rd, self.ifmap)]
-        streams += [("psum", lane, self.psum_rd[lane], self.psum[lane]) for lane in range(c.psum_noc_lanes)]
+        streams = [(net, lane, getattr(self, f"{net}_rd")[lane], getattr(self, net)[lane])
+                   for net in ("ifmap", "psum") for lane in range(network_lanes(c, net))]
         busy = {"ifmap": [], "psum": []}
         for net, lane, port, out in streams:
             levels = LOOPS[net]
-            name = f"{net}_{lane}" if net == "psum" else net
+            name = f"{net}_{lane}"
             first, first_entry = regmap.lane_base(net, lane)
             ag = AddressGenerator(levels=len(levels), table_level=levels.index("table"),
                                   count_width=self.count_width, addr_width=self.addr_widths[net],
@@ -811,7 +814,6 @@ class Controller(wiring.Component):
             "runs": Out(1),
             "mem_rd": Out(MemoryReadSignature(c.dram_width, c.dram_addr_width)),
             "mem_wr": Out(MemoryWriteSignature(c.dram_width, c.dram_addr_width)),
-            "ifmap_rd": Out(ReadPortSignature(ifmap_addr, ifmap)),
             "psum_st": Out(ReadPortSignature(psum_addr, psum)),
             "ifmap_wr": Out(stream.Signature(WriteRequest(ifmap_addr, ifmap))),
             "psum_ld": Out(stream.Signature(WriteRequest(psum_addr, psum))),
@@ -856,7 +858,6 @@ class Controller(wiring.Component):
         wiring.connect(m, store.psum_st, wiring.flipped(self.psum_st))
         wiring.connect(m, load.ifmap_wr, wiring.flipped(self.ifmap_wr))
         wiring.connect(m, load.psum_ld, wiring.flipped(self.psum_ld))
-        wiring.connect(m, execute.ifmap_rd, wiring.flipped(self.ifmap_rd))
         wiring.connect(m, execute.array, wiring.flipped(self.array))
         for name in _network_ports(c):
             for theirs, ours in _lanes_of(getattr(execute, name), getattr(self, name)):

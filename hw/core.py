@@ -27,8 +27,8 @@ def _glb_ports(config):
     """The global buffer's read and write ports: {port name: (controller port, element shape)}."""
     ifmap, psum = signed(config.ifmap_width), signed(config.glb_psum_bits)
     lanes = range(config.psum_noc_lanes)
-    reads = {"ifmap_rd": ("ifmap_rd", None, ifmap), "psum_st": ("psum_st", None, psum),
-             **{f"psum_rd_{lane}": ("psum_rd", lane, psum) for lane in lanes}}
+    reads = {**{f"ifmap_rd_{lane}": ("ifmap_rd", lane, ifmap) for lane in range(config.ifmap_noc_lanes)},
+             "psum_st": ("psum_st", None, psum), **{f"psum_rd_{lane}": ("psum_rd", lane, psum) for lane in lanes}}
     writes = {"ifmap_wr": ("ifmap_wr", None, ifmap), "psum_ld": ("psum_ld", None, psum),
               **{f"psum_wr_{lane}": ("psum_wr", lane, psum) for lane in lanes}}
     return reads, writes
@@ -72,8 +72,9 @@ class RowStationCore(wiring.Component):
         for lane in range(c.psum_noc_lanes):
             wiring.connect(m, array.opsum[lane], ctrl.opsum[lane])
             wiring.connect(m, ctrl.psum[lane], array.psum[lane])
-        for net in ("filt", "ifmap"):
-            wiring.connect(m, getattr(ctrl, net), getattr(array, net))
+        for lane in range(c.ifmap_noc_lanes):
+            wiring.connect(m, ctrl.ifmap[lane], array.ifmap[lane])
+        wiring.connect(m, ctrl.filt, array.filt)
         m.d.comb += [ctrl.bases.eq(self.bases), self.done.eq(ctrl.done),
                      self.error.eq(ctrl.error), self.unmatched.eq(array.unmatched),
                      array.clear.eq(self.clear)]

@@ -267,11 +267,21 @@ def _run_pass(mapping, plan, reg, stream, dram, weights, glb, xp, w, counts, fil
     for r, col in list(filters_held):       # chain bit 2: the PE keeps its filters for the next pass
         if not reg("chain", r * cols + col) >> 2 & 1:
             del filters_held[r, col]
-    ifmap = [glb[Region.IFMAP][a] for a, _ in stream("ifmap")]
+    # Each lane of the ifmap network carries its rows column by column, each row to the PEs
+    # whose column ID is its entry's tag.
     rows = [ifmap_rows(mapping, xp, g, cb, row, sb) for g, cb, row, sb in plan.ifmap_rows]
-    want = [int(data[n, qc, col]) for n in range(mapping.n) for col in range(pe.row_length)
-            for data in rows for qc in range(mapping.q)]
-    assert ifmap == want, "ifmap stream differs from the schedule"
+    ifmap, carried = [], []
+    for lane in range(c.ifmap_noc_lanes):
+        words = [(glb[Region.IFMAP][a], e) for a, e in stream("ifmap", lane)]
+        registers, first = reg.map.lane_base("ifmap", lane)
+        entries = reg("ifmap_count", registers + LOOPS["ifmap"].index("table"))
+        tags = [reg("ifmap_tag", first + e) >> rw for e in range(entries)]
+        want = [(int(rows[tag][n, qc, col]), e) for n in range(mapping.n) for col in range(pe.row_length)
+                for e, tag in enumerate(tags) for qc in range(mapping.q)]
+        assert words == (want if entries else []), f"ifmap lane {lane}'s stream differs from the schedule"
+        ifmap += words
+        carried += tags
+    assert sorted(carried) == list(range(len(rows))), "the ifmap lanes do not carry each row once"
     # A first fold's chain bottoms take zeros: the psum stream does not run. Each lane's
     # stream serves the chain bottoms in its PE columns, its table entries in their order.
     zero = reg("psum_zero")

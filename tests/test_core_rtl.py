@@ -24,6 +24,9 @@ TINY = preset("tiny")
 LANES = TINY.replace(psum_noc_lanes=2, glb_banks=8, glb_bank_depth=128)
 #: Two MAC lanes per PE, behind a register after the filter spad.
 MAC_LANES = TINY.replace(mac_lanes=2, weight_register=1)
+#: Three lanes of the ifmap network, the global buffer in 16 smaller banks so that a pass's rows
+#: lie in several and the lanes read them side by side.
+IFMAP_LANES = TINY.replace(ifmap_noc_lanes=3, glb_banks=16, glb_bank_depth=64)
 # Another array shape and scratchpads, and a global buffer too small for most layers at once:
 # psums go out and return between epochs; two psum lanes of unequal width (columns 0, 2 and 1).
 SMALL = TINY.replace(array_rows=2, array_cols=3, filter_spad_depth=16, ifmap_spad_depth=6,
@@ -46,7 +49,8 @@ LAYERS = [
 # (simulator, configuration, layers, external memory stall and program idle probabilities)
 RUNS = [("verilator", TINY, LAYERS, 0.0, 0.0), ("verilator", TINY, LAYERS[::-1], 0.5, 0.3),
         ("icarus", LANES, LAYERS[1:4] + LAYERS[7:8], 0.3, 0.2),
-        ("icarus", MAC_LANES, LAYERS[:1] + LAYERS[2:5] + LAYERS[9:], 0.3, 0.2)]
+        ("icarus", MAC_LANES, LAYERS[:1] + LAYERS[2:5] + LAYERS[9:], 0.3, 0.2),
+        ("icarus", IFMAP_LANES, LAYERS[:2] + LAYERS[5:7], 0.3, 0.2)]
 
 
 def run(config, specs, sim, *, stall, idle):
@@ -95,7 +99,8 @@ def _check_model(specs, results):
 
 
 @pytest.mark.parametrize("sim,config,specs,stall,idle", RUNS,
-                         ids=["verilator", "verilator-stalls", "icarus-stalls", "icarus-mac-lanes-stalls"])
+                         ids=["verilator", "verilator-stalls", "icarus-stalls", "icarus-mac-lanes-stalls",
+                              "icarus-ifmap-lanes-stalls"])
 def test_core_layers_bit_exact(sim, config, specs, stall, idle):
     assert map_layer(TINY, ConvLayer.parse(ALIGNED)).aligned
     assert any(_keeps_filters(config, spec) for spec in specs)    # some PEs keep theirs across passes
@@ -119,6 +124,25 @@ def test_psum_lanes_speed_up_an_output_bound_layer():
         _check_model([OUTPUT_BOUND], results)
         cycles.append(results[0][1]["counters"]["cycles"])
     assert cycles[1] < 0.95 * cycles[0], cycles
+
+
+#: A layer whose passes one activation per cycle on the ifmap network binds on IFMAP_LANES.
+IFMAP_BOUND = "N=1,C=3,H=8,W=20,M=1,R=3,S=2"
+
+
+def test_ifmap_lanes_speed_up_an_ifmap_bound_layer():
+    """Two lanes of the ifmap network, each carrying its share of a pass's rows, carry two
+    activations a cycle: the layer the single lane binds runs faster, bit-exact, as the
+    performance model predicts."""
+    configs = [IFMAP_LANES.replace(ifmap_noc_lanes=1), IFMAP_LANES.replace(ifmap_noc_lanes=2)]
+    mapping = map_layer(configs[0], ConvLayer.parse(IFMAP_BOUND))
+    assert layer_report(mapping, compile_layer(mapping))["binding"] == "ifmap network"
+    cycles = []
+    for config in configs:
+        results = run(config, [IFMAP_BOUND], "verilator", stall=0.0, idle=0.0)
+        _check_model([IFMAP_BOUND], results)
+        cycles.append(results[0][1]["counters"]["cycles"])
+    assert cycles[1] < 0.85 * cycles[0], cycles
 
 
 #: Two psum lanes in TINY's four banks: both lanes' psums share a bank, whose one read and one
@@ -180,7 +204,8 @@ def test_core_on_a_small_array_with_a_small_global_buffer():
     assert max(stats["epochs"] for _, stats in results) > 1
 
 
-@pytest.mark.parametrize("config", [TINY, SMALL, MAC_LANES], ids=["tiny", "two-psum-lanes", "two-mac-lanes"])
+@pytest.mark.parametrize("config", [TINY, SMALL, MAC_LANES, IFMAP_LANES],
+                         ids=["tiny", "two-psum-lanes", "two-mac-lanes", "three-ifmap-lanes"])
 def test_core_verilog_is_lint_clean(tmp_path, config):
     verilog = tmp_path / "rowstation_core.v"
     verilog.write_text(core_verilog(config))

@@ -49,8 +49,10 @@ def run(config, layer, seed, *, mapping=None, shift=None, relu=False, **layout):
 
 
 @pytest.mark.parametrize("config", [TINY, SMALL, TINY.replace(psum_noc_lanes=3), TINY.replace(mac_lanes=2),
-                                    TINY.replace(mac_lanes=4, filter_noc_width=4)],
-                         ids=["tiny", "small", "three-psum-lanes", "two-mac-lanes", "four-mac-lanes"])
+                                    TINY.replace(mac_lanes=4, filter_noc_width=4), TINY.replace(ifmap_noc_lanes=2),
+                                    SMALL.replace(ifmap_noc_lanes=3, psum_noc_lanes=2)],
+                         ids=["tiny", "small", "three-psum-lanes", "two-mac-lanes", "four-mac-lanes",
+                              "two-ifmap-lanes", "three-ifmap-lanes"])
 @pytest.mark.parametrize("spec", LAYERS)
 def test_program_computes_the_layer(config, spec):
     run(config, ConvLayer.parse(spec), seed=len(spec), base=17)
