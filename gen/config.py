@@ -351,13 +351,16 @@ PRESETS = {
     # 25088 products of 2**30 need 46 bits). The chip's psum networks were 64 bits wide (four
     # 16-bit psums); two lanes of 48-bit psums keep AlexNet's passes off the output network,
     # and a 16-psum output FIFO per PE holds a chain top's whole column of up to 16 filters
-    # while the lane's round robin serves the other tops (4 words: CONV5 5.5 % slower).
+    # while the lane's round robin serves the other tops (4 words: CONV5 5.5 % slower). Two
+    # ifmap network lanes (the chip's was 16 bits wide) keep CONV3-5's passes over 20-48 rows
+    # from waiting for one activation a cycle.
     "eyeriss-v1": AcceleratorConfig(
         array_rows=12, array_cols=14,
         ifmap_width=16, weight_width=16, psum_width=48,
         filter_spad_depth=224, filter_banks=2, filter_noc_width=4, ifmap_spad_depth=12, psum_spad_depth=24, psum_fifo_depth=16,
         glb_banks=27, glb_bank_depth=512, glb_bank_width=64,
         dram_width=64, dram_burst=16, dim_width=12, counter_width=48, psum_noc_lanes=2,
+        ifmap_noc_lanes=2,
     ),
     # A small array with 8-bit operands for fast simulation.
     "tiny": AcceleratorConfig(

@@ -463,6 +463,11 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
     syncs = sorted(signals)
     zeroed = set()    # slots that hold the zero row
 
+    plane, size = L.H * L.W, dram.ifmap_bytes
+    # A slot's rows [n][channel]: each one's offset in the slot and in the ifmap (elements).
+    offsets = [(i * Wp, (n * L.C + qc) * plane)
+               for i, (n, qc) in enumerate(itertools.product(range(m.n), range(m.q)))]
+
     def row_loads(step):
         """The loads (and zero fills) that bring ``step``'s missing rows into their slots."""
         loads, zeros = [], []
@@ -474,12 +479,12 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                 continue
             zeroed.discard(slot)
             block, g, cb, r = row
-            for i, (n, qc) in enumerate(itertools.product(range(m.n), range(m.q))):
-                index = (((block * m.n + n) * L.C + g * Cg + cb * m.q + qc) * L.H + r - L.P) * L.W
-                loads.append((cache[slot] + i * Wp, dram.ifmap + index * dram.ifmap_bytes, L.W))
+            at = cache[slot]
+            first = dram.ifmap + (((block * m.n * L.C + g * Cg + cb * m.q) * L.H + r - L.P) * L.W) * size
+            loads += [(at + into, first + offset * size, L.W) for into, offset in offsets]
         if not L.P:
-            loads = _merged(loads, dram.ifmap_bytes)
-        out.dram_reads += sum(words_spanned(addr, count, dram.ifmap_bytes, word) for _, addr, count in loads)
+            loads = _merged(loads, size)
+        out.dram_reads += sum((addr + count * size - 1) // word - addr // word + 1 for _, addr, count in loads)
         return ([_fill(Region.IFMAP, glb, count, 0) for glb, count, _ in _fills(zeros)]
                 + [(Opcode.LOAD, load_operand(Region.IFMAP, L.P, rows), (glb, addr, count, stride))
                    for glb, addr, count, rows, stride in _strided(loads, L.P)])

@@ -199,16 +199,18 @@ def test_survey_findings_on_alexnet_with_256_pes():
 
 def test_rs_maps_for_energy_within_a_tolerance():
     """With a cycle tolerance RS takes each layer's least-energy mapping within it (AlexNet
-    CONV3: 7 output rows per filter block instead of 5, so less DRAM traffic); the report says
-    so, and a tolerance outside [0, 1) is refused before any layer is costed."""
+    CONV3: passes of whole runs of a filter block's rows, so less DRAM traffic), its modelled
+    cycles within the tolerance of the fastest's; the report says so, and a tolerance outside
+    [0, 1) is refused before any layer is costed."""
     config = preset("eyeriss-v1")
     layers = [(n, l) for n, l in network_layers("alexnet") if n == "CONV3"]
     fastest, leanest = (analyze(config, layers, network="alexnet", batch=1, tolerance=t, workers=1)
-                        for t in (0.0, 0.01))
+                        for t in (0.0, 0.05))
     (fast,), (lean,) = fastest["dataflows"]["rs"]["layers"], leanest["dataflows"]["rs"]["layers"]
-    assert (fast["mapping"]["e_block"], lean["mapping"]["e_block"]) == (5, 7)
+    assert (fast["mapping"]["aligned"], lean["mapping"]["aligned"]) == (False, True)
+    assert fast["cycles"] < lean["cycles"] <= 1.05 * fast["cycles"]
     assert lean["dram_bytes"] < fast["dram_bytes"] and lean["energy"]["total"] < fast["energy"]["total"]
-    assert leanest["tolerance"] == 0.01 and "within 1.0% of its fewest cycles" in markdown(leanest)
+    assert leanest["tolerance"] == 0.05 and "within 5.0% of its fewest cycles" in markdown(leanest)
     with pytest.raises(ValueError, match=r"^tolerance must be a fraction in \[0, 1\), not 1.5$"):
         analyze(config, layers, network="alexnet", batch=1, tolerance=1.5, workers=1)
 
