@@ -193,11 +193,11 @@ def test_map_layer_too_big_for_the_global_buffer_is_one_line(capsys):
 
 
 def test_map_tolerance_trades_cycles_for_dram(capsys):
-    """--tolerance 0.01 may give up to 1 % of the search's cycles for less DRAM traffic; a
+    """--tolerance 0.05 may give up to 5 % of the modelled cycles for less DRAM traffic; a
     tolerance outside [0, 1) is a one-line error."""
     layer = ["--preset", "eyeriss-v1", "--layer", "N=1,C=256,H=13,W=13,M=384,R=3,S=3,P=1", "--json"]   # CONV3
     reports = []
-    for tolerance in ("0", "0.01"):
+    for tolerance in ("0", "0.05"):
         code, out, _ = run(capsys, "map", *layer, "--tolerance", tolerance)
         assert code == 0
         reports.append(json.loads(out))
