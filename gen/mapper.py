@@ -623,10 +623,17 @@ def map_layer(config, layer, *, tolerance=0.0):
     # The search's estimate leaves out the loads, stores and instruction costs the model adds,
     # so it sits just below the model's cycles (1-4 % on AlexNet): block sizes are modelled in
     # the order of their estimates, until an estimate exceeds what the tolerance allows.
+    # A block size whose row cache loads alone take longer is not compiled.
+    from .program import loaded_elements
+
     modelled = []
     for mapping in sorted(found, key=lambda m: (m.stats["cycles"], -m.n)):
-        if modelled and mapping.stats["cycles"] > _within(min(c for c, _, _ in modelled), tolerance):
-            break
+        if modelled:
+            limit = _within(min(c for c, _, _ in modelled), tolerance)
+            if mapping.stats["cycles"] > limit:
+                break
+            if loaded_elements(_block(mapping)) * mapping.blocks > limit:
+                continue
         modelled.append((*_modelled(mapping), mapping))
     fewest = min(cycles for cycles, _, _ in modelled)
     return min((entry for entry in modelled if entry[0] <= _within(fewest, tolerance)),
@@ -648,13 +655,18 @@ def _within(cycles, tolerance):
     return cycles * (1 + tolerance)
 
 
+def _block(mapping):
+    """``mapping`` for one block of its images."""
+    return replace(mapping, layer=replace(mapping.layer, N=mapping.n), images=None)
+
+
 def _modelled(mapping):
     """The performance model's cycles and external memory words of one block of images, times
     the blocks."""
     from .performance import predict_cycles
     from .program import compile_layer
 
-    block = replace(mapping, layer=replace(mapping.layer, N=mapping.n), images=None)
+    block = _block(mapping)
     program = compile_layer(block, check_storage=False)
     return (predict_cycles(block, program) * mapping.blocks,
             (program.dram_reads + program.dram_writes) * mapping.blocks)

@@ -37,7 +37,8 @@ from .isa import ARGUMENTS, LOAD_FIELDS, NETWORKS, PE_SETTINGS, UNITS, Opcode, R
 
 
 __all__ = ["PassPlan", "pass_plans", "filter_table", "kept_filters", "DramLayout", "filter_blocks", "filter_stride", "filter_block",
-           "weight_order", "words_spanned", "stored_psum_bits", "ifmap_lanes", "Program", "compile_layer"]
+           "weight_order", "words_spanned", "stored_psum_bits", "ifmap_lanes", "loaded_elements", "Program",
+           "compile_layer"]
 
 
 @dataclass
@@ -60,6 +61,7 @@ def pass_plans(mapping):
     c, L = mapping.config, mapping.layer
     unused = c.unused_col_id
     rows, cols = range(c.array_rows), range(c.array_cols)
+    grid = [[(r, col) for col in cols] for r in rows]
     plans = []
     for jobs in mapping.passes:
         assign, bottoms, tops = {}, [], {}
@@ -79,13 +81,10 @@ def pass_plans(mapping):
         plan.filter_keys = {pe: (g, mb, cb, rr, sb) for pe, ((g, mb, _), (cb, rr, sb)) in assign.items()}
         plan.ids = {
             "ifmap": ([0 for _ in rows], ifmap_ids),
-            "psum": (list(rows), [[col if (r, col) in bottom_pes else unused for col in cols]
-                                  for r in rows]),
+            "psum": (list(rows), [[pe[1] if pe in bottom_pes else unused for pe in row] for row in grid]),
         }
-        plan.chain_bottom = [[int((r, col) in bottom_pes or (r, col) not in assign) for col in cols]
-                             for r in rows]
-        plan.chain_top = [[int((r, col) in tops or (r, col) not in assign) for col in cols]
-                          for r in rows]
+        plan.chain_bottom = [[int(pe in bottom_pes or pe not in assign) for pe in row] for row in grid]
+        plan.chain_top = [[int(pe in tops or pe not in assign) for pe in row] for row in grid]
         plan.ifmap_rows = list(ifmap_keys)
         plans.append(plan)
     return plans
@@ -282,9 +281,12 @@ class _Writer:
                 self.write(name, value, index)
 
     def write(self, name, value, index=0):
-        address = self.regmap.address(name, index)
+        block = self.regmap.blocks[name]
+        if not 0 <= index < block.count:
+            raise IndexError(f"register {name}[{index}] out of range (count {block.count})")
+        address = block.address + index
         value &= 0xFFFF_FFFF
-        known = self.halves[self.runs % 2] if self.regmap.blocks[name].table else self.values
+        known = self.halves[self.runs % 2] if block.table else self.values
         if known.get(address) != value:
             known[address] = value
             head = self.heads.get(address)
@@ -416,7 +418,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
     post = post_operand(shift=shift or 0, relu=relu and shift is not None, requantize=shift is not None)
     out = _Writer(RegisterMap(c))
     Cg, Wp = L.C // L.G, L.W + 2 * L.P
-    lanes_i, lanes_p = c.glb_lanes(c.ifmap_width), c.glb_lanes(c.glb_psum_bits)
+    lanes_p = c.glb_lanes(c.glb_psum_bits)
     block_f = m.n * m.p * L.F         # psums of one output: [n][filter][column]
     for name in PE_SETTINGS:
         out.write(f"cfg_{name}", int(getattr(m.pe_config, name)))
@@ -446,19 +448,8 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                 offsets[o], at = at, at + block_f
         slots.append(offsets)
 
-    # The ifmap buffers together are a cache of row slots ([n][channel][column] each) over
-    # every pass of every block of images (:func:`row_schedule`); all padding rows share one
-    # slot of zeros, and a LOAD writes a row's padding columns as zeros around its data.
+    cache, schedule, row_size, row_key = _row_cache(m)
     count = len(plans)
-    row_size = m.n * m.q * Wp
-
-    def row_key(block, g, cb, row):
-        return ZERO_ROW if not L.P <= row < L.H + L.P else (block, g, cb, row)
-
-    pass_rows = [[row_key(i // count, *row) for row in _pass_rows(m, plans[i % count].jobs)]
-                 for i in range(m.blocks * count)]
-    cache = _slot_addresses(c, alloc.ifmap_buffers * alloc.ifmap_words * lanes_i // row_size, row_size)
-    schedule = row_schedule(pass_rows, len(cache))
     signals = {step.wait for step in schedule if step.loads and step.wait >= 0}   # passes the loads wait for
     syncs = sorted(signals)
     zeroed = set()    # slots that hold the zero row
@@ -570,6 +561,34 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
         out.streams[unit].append(encode(Opcode.END))
     return Program(out.streams, dram, alloc, sum(1 for step in schedule if step.loads), m.blocks * tiles,
                    out.dram_reads, out.dram_writes, filter_entries, filter_loads, bank_accesses)
+
+
+def _row_cache(m):
+    """The ifmap buffers together are a cache of row slots ([n][channel][column] each) over
+    every pass of every block of images of mapping ``m`` (:func:`row_schedule`); all padding
+    rows share one slot of zeros, and a LOAD writes a row's padding columns as zeros around
+    its data. Returns the slots' addresses, the schedule, a slot's elements and the function
+    that keys a row (block, g, cb, padded row)."""
+    c, L, alloc = m.config, m.layer, m.allocation
+    row_size = m.n * m.q * (L.W + 2 * L.P)
+
+    def row_key(block, g, cb, row):
+        return ZERO_ROW if not L.P <= row < L.H + L.P else (block, g, cb, row)
+
+    passes = m.passes
+    pass_rows = [[row_key(i // len(passes), *row) for row in _pass_rows(m, passes[i % len(passes)])]
+                 for i in range(m.blocks * len(passes))]
+    cache = _slot_addresses(c, alloc.ifmap_buffers * alloc.ifmap_words * c.glb_lanes(c.ifmap_width) // row_size,
+                            row_size)
+    return cache, row_schedule(pass_rows, len(cache)), row_size, row_key
+
+
+def loaded_elements(mapping):
+    """Elements the load unit writes into the row cache to run ``mapping`` (each row it loads
+    with its images' channels and padding columns; the zero row's fills left out). It writes
+    one a cycle, so no run of the mapping takes fewer cycles."""
+    _, schedule, row_size, _ = _row_cache(mapping)
+    return row_size * sum(row != ZERO_ROW for step in schedule for row, _ in step.loads)
 
 
 def _slot_addresses(config, count, row_size):
