@@ -621,19 +621,17 @@ def map_layer(config, layer, *, tolerance=0.0):
     if len(found) == 1:
         return found[0]
     # The search's estimate leaves out the loads, stores and instruction costs the model adds,
-    # so it sits just below the model's cycles (1-4 % on AlexNet): block sizes are modelled in
-    # the order of their estimates, until an estimate exceeds what the tolerance allows.
-    # A block size whose row cache loads alone take longer is not compiled.
-    from .program import loaded_elements
+    # so it sits just below the model's cycles (1-4 % on AlexNet), as does the row cache's
+    # bound (:func:`~rowstation.gen.program.load_bound`, which the estimate misses where the
+    # cache holds few rows): block sizes are modelled in the order of the larger, until it
+    # exceeds what the tolerance allows.
+    from .program import load_bound
 
+    bounds = [(max(m.stats["cycles"], load_bound(_block(m)) * m.blocks), -m.n, m) for m in found]
     modelled = []
-    for mapping in sorted(found, key=lambda m: (m.stats["cycles"], -m.n)):
-        if modelled:
-            limit = _within(min(c for c, _, _ in modelled), tolerance)
-            if mapping.stats["cycles"] > limit:
-                break
-            if loaded_elements(_block(mapping)) * mapping.blocks > limit:
-                continue
+    for bound, _, mapping in sorted(bounds, key=lambda entry: entry[:2]):
+        if modelled and bound > _within(min(c for c, _, _ in modelled), tolerance):
+            break
         modelled.append((*_modelled(mapping), mapping))
     fewest = min(cycles for cycles, _, _ in modelled)
     return min((entry for entry in modelled if entry[0] <= _within(fewest, tolerance)),

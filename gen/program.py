@@ -37,7 +37,7 @@ from .isa import ARGUMENTS, LOAD_FIELDS, NETWORKS, PE_SETTINGS, UNITS, Opcode, R
 
 
 __all__ = ["PassPlan", "pass_plans", "filter_table", "kept_filters", "DramLayout", "filter_blocks", "filter_stride", "filter_block",
-           "weight_order", "words_spanned", "stored_psum_bits", "ifmap_lanes", "loaded_elements", "Program",
+           "weight_order", "words_spanned", "stored_psum_bits", "ifmap_lanes", "load_bound", "Program",
            "compile_layer"]
 
 
@@ -583,12 +583,21 @@ def _row_cache(m):
     return cache, row_schedule(pass_rows, len(cache)), row_size, row_key
 
 
-def loaded_elements(mapping):
-    """Elements the load unit writes into the row cache to run ``mapping`` (each row it loads
-    with its images' channels and padding columns; the zero row's fills left out). It writes
-    one a cycle, so no run of the mapping takes fewer cycles."""
+def load_bound(mapping):
+    """Cycles that no run of ``mapping`` beats, from its row cache alone: the load unit writes
+    one element a cycle (each row it loads with its images' channels and padding columns; the
+    zero row's fills left out), a pass's loads start once the pass they wait for has
+    finished, the pass once they are in, and every pass takes its MAC slots."""
     _, schedule, row_size, _ = _row_cache(mapping)
-    return row_size * sum(row != ZERO_ROW for step in schedule for row, _ in step.loads)
+    slots, written, end = mapping.pe_config.mac_cycles, 0, []
+    for step in schedule:
+        start = end[-1] if end else 0
+        rows = sum(row != ZERO_ROW for row, _ in step.loads)
+        if rows:
+            written = max(written, end[step.wait] if step.wait >= 0 else 0) + rows * row_size
+            start = max(start, written)
+        end.append(start + slots)
+    return end[-1] if end else 0
 
 
 def _slot_addresses(config, count, row_size):

@@ -8,7 +8,7 @@ import pytest
 from rowstation.gen import ConvLayer, preset
 from rowstation.gen.mapper import map_layer
 from rowstation.gen.performance import layer_report
-from rowstation.gen.program import compile_layer, loaded_elements
+from rowstation.gen.program import compile_layer, load_bound
 from rowstation.hw.export import array_verilog, core_verilog
 from rowstation.sim.golden import conv2d, requantize
 from rowstation.sim.rtl import run_layers_rtl
@@ -74,8 +74,8 @@ def run(config, specs, sim, *, stall, idle):
         counts = stats["counters"]
         assert counts["mac"] + counts["gated_mac"] == layer.macs
         assert counts["cycles"] * config.peak_macs >= layer.macs
-        # The load unit writes one element a cycle: the bound the mapper prunes block sizes by.
-        assert counts["cycles"] >= loaded_elements(map_layer(config, layer))
+        # The row cache's bound, by which the mapper orders and prunes block sizes of images.
+        assert counts["cycles"] >= load_bound(map_layer(config, layer))
         width = config.ifmap_width if "shift" in case else config.psum_width
         assert counts["dram_writes"] * config.dram_width >= want.size * config.memory_width(width)
     return results
