@@ -608,8 +608,9 @@ class ExecuteController(wiring.Component):
                              index.eq(address - block.address)]
             known.append(hit)
             if block.table:
-                readers = {"psum": c.psum_noc_lanes, "store": c.psum_noc_lanes,
-                           "ifmap": c.ifmap_noc_lanes}.get(block.name.split("_")[0], 1)
+                readers = {"ifmap_base": c.ifmap_noc_lanes, "ifmap_tag": c.ifmap_noc_lanes,
+                           "psum_base": c.psum_noc_lanes, "psum_tag": c.psum_noc_lanes,
+                           "store_base": c.psum_noc_lanes}.get(block.name, 1)
                 tables[block.name] = self._table(m, block, write & hit, index, value, commit[block.phase],
                                                  readers)
                 continue
@@ -681,8 +682,8 @@ class ExecuteController(wiring.Component):
         idle = {"filt": ~walking & ~filt_tags.r_rdy}
 
         # The global buffer's streams: address generator -> source (tag queued) -> tagged
-        # word into the network; the psum stream once per lane, each walking its loop
-        # registers and its part of the table.
+        # word into the network; the ifmap and psum streams once per lane of their network,
+        # each walking its loop registers and its part of the table.
         streams = [(net, lane, getattr(self, f"{net}_rd")[lane], getattr(self, net)[lane])
                    for net in ("ifmap", "psum") for lane in range(network_lanes(c, net))]
         busy = {"ifmap": [], "psum": []}
