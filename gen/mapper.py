@@ -625,9 +625,7 @@ def map_layer(config, layer, *, tolerance=0.0):
     # bound (:func:`~rowstation.gen.program.load_bound`, which the estimate misses where the
     # cache holds few rows): block sizes are modelled in the order of the larger, until it
     # exceeds what the tolerance allows.
-    from .program import load_bound
-
-    bounds = [(max(m.stats["cycles"], load_bound(_block(m)) * m.blocks), -m.n, m) for m in found]
+    bounds = [(_bound(m), -m.n, m) for m in found]
     modelled = []
     for bound, _, mapping in sorted(bounds, key=lambda entry: entry[:2]):
         if modelled and bound > _within(min(c for c, _, _ in modelled), tolerance):
@@ -644,10 +642,6 @@ def check_tolerance(tolerance):
         raise ValueError(f"tolerance must be a fraction in [0, 1), not {tolerance!r}")
 
 
-#: Candidates a search with a tolerance models at most, leanest first.
-_MODELLED = 8
-
-
 def _within(cycles, tolerance):
     """The most cycles that count as equally fast as ``cycles``."""
     return cycles * (1 + tolerance)
@@ -656,6 +650,14 @@ def _within(cycles, tolerance):
 def _block(mapping):
     """``mapping`` for one block of its images."""
     return replace(mapping, layer=replace(mapping.layer, N=mapping.n), images=None)
+
+
+def _bound(mapping):
+    """Cycles below the model's for ``mapping``: the larger of the search's estimate and the
+    row cache's :func:`~rowstation.gen.program.load_bound`."""
+    from .program import load_bound
+
+    return max(mapping.stats["cycles"], load_bound(_block(mapping)) * mapping.blocks)
 
 
 def _modelled(mapping):
@@ -691,12 +693,9 @@ def _best(config, layer, images, tolerance=0.0):
                      key=lambda m: (m.stats["energy"], m.stats["cycles"]))
     if not tolerance:
         return leanest[0], smallest
-    # Trading cycles for energy: the estimate leaves out what the model adds (more for some
-    # mappings than others), so the leanest candidates are modelled in turn, and the first
-    # within the tolerance of the fastest candidate's modelled cycles wins.
+    # Trading cycles for energy: the estimate leaves out the row cache's loads (more for some
+    # mappings than others), so the leanest candidate whose bound is within the tolerance of
+    # the fastest's wins.
     fastest = min(fitting, key=lambda m: (m.stats["cycles"], m.stats["energy"]))
-    limit = _within(_modelled(fastest)[0], tolerance)
-    for mapping in leanest[:_MODELLED]:
-        if mapping is fastest or _modelled(mapping)[0] <= limit:
-            return mapping, smallest
-    return fastest, smallest
+    limit = _within(_bound(fastest), tolerance)
+    return next((m for m in leanest if _bound(m) <= limit), fastest), smallest
