@@ -174,6 +174,11 @@ class AcceleratorConfig:
         lanes = [self.psum_lane(col) for col in columns]
         return max((lanes.count(lane) for lane in set(lanes)), default=0)
 
+    def network_lanes(self, net):
+        """Lanes of network (or stream) ``net``: ``ifmap_noc_lanes`` of the ifmap network,
+        ``psum_noc_lanes`` of the psum network, one of the others."""
+        return {"ifmap": self.ifmap_noc_lanes, "psum": self.psum_noc_lanes}.get(net, 1)
+
     def ifmap_lane_rows(self, rows):
         """Most of a pass's ``rows`` distinct ifmap rows that one ifmap network lane carries
         (the lanes take consecutive shares of ``ceil(rows / ifmap_noc_lanes)`` rows)."""

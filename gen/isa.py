@@ -253,7 +253,7 @@ class RegisterMap:
 
     def lanes(self, stream):
         """Copies of ``stream``'s loop registers: one per lane of its network."""
-        return {"psum": self.config.psum_noc_lanes, "ifmap": self.config.ifmap_noc_lanes}.get(stream, 1)
+        return self.config.network_lanes(stream)
 
     def lane_entries(self, stream):
         """Table entries of one lane of ``stream``: the PEs of the largest psum network lane,

@@ -281,12 +281,9 @@ class _Writer:
                 self.write(name, value, index)
 
     def write(self, name, value, index=0):
-        block = self.regmap.blocks[name]
-        if not 0 <= index < block.count:
-            raise IndexError(f"register {name}[{index}] out of range (count {block.count})")
-        address = block.address + index
+        address = self.regmap.address(name, index)
         value &= 0xFFFF_FFFF
-        known = self.halves[self.runs % 2] if block.table else self.values
+        known = self.halves[self.runs % 2] if self.regmap.blocks[name].table else self.values
         if known.get(address) != value:
             known[address] = value
             head = self.heads.get(address)
@@ -475,7 +472,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
             loads += [(at + into, first + offset * size, L.W) for into, offset in offsets]
         if not L.P:
             loads = _merged(loads, size)
-        out.dram_reads += sum((addr + count * size - 1) // word - addr // word + 1 for _, addr, count in loads)
+        out.dram_reads += sum(words_spanned(addr, count, size, word) for _, addr, count in loads)
         return ([_fill(Region.IFMAP, glb, count, 0) for glb, count, _ in _fills(zeros)]
                 + [(Opcode.LOAD, load_operand(Region.IFMAP, L.P, rows), (glb, addr, count, stride))
                    for glb, addr, count, rows, stride in _strided(loads, L.P)])

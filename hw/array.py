@@ -15,13 +15,7 @@ from .noc import GINWord, GONWord, GlobalInputNetwork, GlobalOutputNetwork
 from .pe import PE, FilterWord, PEConfigSignature, event_lanes, pe_members
 
 
-__all__ = ["PEArray", "ArrayControlSignature", "network_lanes", "network_shape"]
-
-
-def network_lanes(config, net):
-    """Lanes of input network ``net``: one filter network, ``ifmap_noc_lanes`` and
-    ``psum_noc_lanes``."""
-    return {"filt": 1, "ifmap": config.ifmap_noc_lanes, "psum": config.psum_noc_lanes}[net]
+__all__ = ["PEArray", "ArrayControlSignature", "network_shape"]
 
 
 def network_shape(config, net):
@@ -77,7 +71,7 @@ class PEArray(wiring.Component):
         for net in NETWORKS:
             word = In(stream.Signature(GINWord(network_shape(config, net), self.row_id_width,
                                                self.col_id_width)))
-            members[net] = word.array(network_lanes(config, net)) if net != "filt" else word
+            members[net] = word.array(config.network_lanes(net)) if net != "filt" else word
         members.update({
             "opsum": Out(stream.Signature(GONWord(signed(config.psum_width), rows, cols))).array(
                 config.psum_noc_lanes),
@@ -104,7 +98,7 @@ class PEArray(wiring.Component):
                         for lane in range(c.psum_noc_lanes)]
         gins, unmatched = {}, []
         for net in NETWORKS:
-            groups = lane_columns if net == "psum" else [list(range(cols))] * network_lanes(c, net)
+            groups = lane_columns if net == "psum" else [list(range(cols))] * c.network_lanes(net)
             gins[net] = {col: [] for col in range(cols)}
             for lane, columns in enumerate(groups):
                 gin = GlobalInputNetwork(rows=rows, cols=len(columns), payload_shape=network_shape(c, net),

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 from ..gen.isa import ARGUMENTS, FIELDS, LOAD_FIELDS, LOOPS, NETWORKS, PE_SETTINGS, POST_FIELDS, TOKEN_CONSUMER, \
     TOKEN_DEPTH, TOKEN_PRODUCER, UNITS, WORD_WIDTH, Opcode, Region, RegisterMap, Token
 from .arbiter import or_tree
-from .array import ArrayControlSignature, network_lanes, network_shape
+from .array import ArrayControlSignature, network_shape
 from .glb import ReadPortSignature, WriteRequest
 from .memory import RUNS_QUEUED, BurstArbiter, ElementReader, ElementWriter, MemoryReadSignature, \
     MemoryWriteSignature
@@ -529,7 +529,7 @@ def _network_ports(config):
     }
     for net in NETWORKS:
         word = Out(stream.Signature(GINWord(network_shape(c, net), c.row_id_width, c.col_id_width)))
-        members[net] = word.array(network_lanes(c, net)) if net != "filt" else word
+        members[net] = word.array(c.network_lanes(net)) if net != "filt" else word
     return members
 
 
@@ -685,7 +685,7 @@ class ExecuteController(wiring.Component):
         # word into the network; the ifmap and psum streams once per lane of their network,
         # each walking its loop registers and its part of the table.
         streams = [(net, lane, getattr(self, f"{net}_rd")[lane], getattr(self, net)[lane])
-                   for net in ("ifmap", "psum") for lane in range(network_lanes(c, net))]
+                   for net in ("ifmap", "psum") for lane in range(c.network_lanes(net))]
         busy = {"ifmap": [], "psum": []}
         for net, lane, port, out in streams:
             levels = LOOPS[net]
