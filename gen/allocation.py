@@ -65,8 +65,9 @@ def pass_words(mapping):
 def allocate(mapping):
     """The allocation of ``mapping``, or None when not even one pass fits the global buffer.
 
-    Preference: two buffers of each kind (overlap), then two ifmap buffers, then one of each;
-    bank-aligned before packed. Within the first arrangement that fits, a tile takes as many
+    Preference: two buffers of each kind (overlap), then two ifmap buffers, then one of each
+    (only arrangements of ``mapping.psum_buffers`` psum buffers when it is set); bank-aligned
+    before packed. Within the first arrangement that fits, a tile takes as many
     groups as the psum buffers can hold beside one pass's ifmap rows; the psum buffers keep
     what a tile needs and the ifmap row cache the rest.
     """
@@ -76,6 +77,8 @@ def allocate(mapping):
     if ifmap_words + smallest > c.glb_words:
         return None
     for ifmap_buffers, psum_buffers in ((2, 2), (2, 1), (1, 1)):
+        if mapping.psum_buffers not in (None, psum_buffers):
+            continue
         for aligned in (True, False):
             size = ifmap_words
             if aligned:
@@ -101,7 +104,9 @@ def allocate(mapping):
             if aligned:
                 spare -= spare % c.glb_bank_depth
             return Allocation(ifmap_buffers, psum_buffers, size + spare, need, groups)
-    raise AssertionError("one buffer of each kind fits when the largest pass fits")  # pragma: no cover
+    if mapping.psum_buffers is None:  # pragma: no cover
+        raise AssertionError("one buffer of each kind fits when the largest pass fits")
+    return None
 
 
 #: The key of a padding row in :func:`row_schedule`: every padding row is the same zeros.

@@ -56,6 +56,10 @@ class Mapping:
     # Passes of the same filter blocks at the same chain slots, over e_block rows each, the
     # row blocks of one set of filter blocks in turn: the PEs keep their filters across them.
     stationary: bool = False
+    # Psum buffers (:func:`~rowstation.gen.allocation.allocate`): 2, the next tile computing
+    # while the last one's psums are stored; 1, tiles twice as large (fewer ifmap and filter
+    # reloads), each waiting for the store before it; None, 2 where they fit.
+    psum_buffers: int = None
 
     @property
     def n(self):
@@ -387,7 +391,7 @@ class Mapping:
                         + terms[0] * (wrapped - tiles[0][1][0]) * (self.blocks - 1)
                         + sum(terms[k] * (after - streamed) for _, k, streamed, after in boundaries) * self.blocks
                         ) * pe.filter_words
-        if self.allocation is not None and self.allocation.psum_buffers == 1:
+        if self.psum_buffers == 1 or self.allocation is not None and self.allocation.psum_buffers == 1:
             cycles += L.N * L.M * L.E * L.F   # each tile waits for the previous one's store
         active_pe_cycles = active * mac_slots
         spad = L.macs + L.macs // self.p + 2 * L.macs   # filter read, ifmap read, psum read+write
@@ -521,18 +525,20 @@ class Mapping:
                 bounds[chains] = max(slots + (share - 1) * self.p, share * self.n * L.F * self.p)
             return bounds[chains]
 
+        def sizes(total, size):    # (size, count) of the blocks of ``size`` that cover ``total``
+            return [(size, total // size)] + ([(total % size, 1)] if total % size else [])
+
         if self.stationary:     # a pass per set of filter blocks and block of rows
-            b, t, blocks = self.set_blocks, self.e_block or L.E, (L.M // L.G) // self.p
-            passes = [bound(min(b, blocks - s) * min(t, L.E - e0))
-                      for s in range(0, blocks, b) for e0 in range(0, L.E, t)] * L.G
+            blocks = (L.M // L.G) // self.p
+            passes = [(bound(b * t), L.G * nb * nt) for b, nb in sizes(blocks, self.set_blocks)
+                      for t, nt in sizes(L.E, self.e_block or L.E)]
         elif self.aligned:
-            passes = [bound(len(group)) for group in self.groups]
+            passes = [(bound(len(group)), 1) for group in self.groups]
         else:
-            full, rest = divmod(self.output_count, self.chains_per_pass)
-            passes = [bound(self.chains_per_pass)] * full
-            if rest:
-                passes.append(bound(rest))
-        return self.blocks * self.chunks * sum(cycles + self.config.pe_latency + 2 * self.chain for cycles in passes)
+            passes = [(bound(chains), count) for chains, count in sizes(self.output_count, self.chains_per_pass)]
+        store = L.N * L.M * L.E * L.F if self.psum_buffers == 1 else 0   # no tile overlaps a store
+        per_pass = self.config.pe_latency + 2 * self.chain
+        return self.blocks * self.chunks * sum(count * (cycles + per_pass) for cycles, count in passes) + store
 
     def describe(self):
         L, st = self.layer, self.stats
@@ -584,7 +590,8 @@ def candidates(config, layer, images=None):
                         for b in range(1, min(per_pass, Mg // p) + 1)}
                 found += [Mapping(config, layer, p, q, seg, chain, images, t if t < layer.E else None,
                                   stationary=True) for t in sorted(rows, reverse=True)]
-    return found
+    # Each also with one psum buffer: tiles twice as large for a store that no pass overlaps.
+    return found + [replace(m, psum_buffers=1) for m in found]
 
 
 def map_layer(config, layer, *, tolerance=0.0):

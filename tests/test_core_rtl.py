@@ -53,16 +53,16 @@ RUNS = [("verilator", TINY, LAYERS, 0.0, 0.0), ("verilator", TINY, LAYERS[::-1],
         ("icarus", IFMAP_LANES, LAYERS[:2] + LAYERS[5:7], 0.3, 0.2)]
 
 
-def run(config, specs, sim, *, stall, idle):
+def run(config, specs, sim, *, stall, idle, tolerance=0.0):
     """Every other layer is requantised on chip (shift, ReLU on every fourth), the others
-    write the exact accumulation."""
+    write the exact accumulation; each mapped with the mapper's ``tolerance``."""
     cases, wants = [], []
     for n, spec in enumerate(specs):
         layer = ConvLayer.parse(spec)
         arrays = random_layer_arrays(config, layer, seed=n, zeros=0.25)
         post = {"shift": 2 + n, "relu": n % 4 == 1} if n % 2 else {}
         cases.append(dict(x=arrays["ifmap"], w=arrays["weights"], b=arrays["bias"], stride=layer.U,
-                          padding=layer.P, groups=layer.G, **post))
+                          padding=layer.P, groups=layer.G, tolerance=tolerance, **post))
         acc = conv2d(arrays["ifmap"], arrays["weights"], arrays["bias"], stride=layer.U,
                      padding=layer.P, groups=layer.G)
         if post:
@@ -75,7 +75,7 @@ def run(config, specs, sim, *, stall, idle):
         assert counts["mac"] + counts["gated_mac"] == layer.macs
         assert counts["cycles"] * config.peak_macs >= layer.macs
         # The row cache's bound, by which the mapper orders and prunes block sizes of images.
-        assert counts["cycles"] >= load_bound(map_layer(config, layer))
+        assert counts["cycles"] >= load_bound(map_layer(config, layer, tolerance=tolerance))
         width = config.ifmap_width if "shift" in case else config.psum_width
         assert counts["dram_writes"] * config.dram_width >= want.size * config.memory_width(width)
     return results
@@ -145,6 +145,16 @@ def test_ifmap_lanes_speed_up_an_ifmap_bound_layer():
         _check_model([IFMAP_BOUND], results)
         cycles.append(results[0][1]["counters"]["cycles"])
     assert cycles[1] < 0.85 * cycles[0], cycles
+
+
+def test_one_psum_buffer_waits_for_each_store():
+    """The mapping with one psum buffer (ONE_BUFFER within 10 %: each tile waits for the store
+    before it) runs bit-exact, with and without stalls, as the performance model predicts."""
+    from test_mapper import ONE_BUFFER
+
+    assert map_layer(TINY, ConvLayer.parse(ONE_BUFFER), tolerance=0.1).allocation.psum_buffers == 1
+    _check_model([ONE_BUFFER], run(TINY, [ONE_BUFFER], "verilator", stall=0.0, idle=0.0, tolerance=0.1))
+    run(TINY, [ONE_BUFFER], "verilator", stall=0.5, idle=0.3, tolerance=0.1)
 
 
 #: Two psum lanes in TINY's four banks: both lanes' psums share a bank, whose one read and one

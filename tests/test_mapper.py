@@ -151,6 +151,23 @@ def test_search_takes_the_least_energy_within_the_tolerance():
         map_layer(config, layer, tolerance=1.5)
 
 
+#: A layer whose tiles on TINY hold twice the pass groups with one psum buffer.
+ONE_BUFFER = "N=1,C=16,H=8,W=8,M=8,R=3,S=3,P=1"
+
+
+def test_a_tolerance_trades_the_store_overlap_for_fewer_reloads():
+    """Without a tolerance the tiles of ONE_BUFFER overlap their stores (two psum buffers);
+    within 10 % the search takes one psum buffer, whose tiles twice as large load the ifmap
+    rows fewer times: fewer external memory words, the modelled cycles within the tolerance."""
+    from rowstation.gen.mapper import _modelled
+
+    layer = ConvLayer.parse(ONE_BUFFER)
+    fastest, lean = map_layer(TINY, layer), map_layer(TINY, layer, tolerance=0.1)
+    assert fastest.allocation.psum_buffers == 2 and lean.psum_buffers == lean.allocation.psum_buffers == 1
+    (cycles, words), (lean_cycles, lean_words) = _modelled(fastest), _modelled(lean)
+    assert lean_words < words and cycles < lean_cycles <= 1.1 * cycles
+
+
 @pytest.mark.parametrize("spec", ["N=1,C=2,H=7,W=7,M=12,R=3,S=3,P=1", "N=1,C=4,H=13,W=13,M=16,R=1,S=1",
                                   "N=2,C=3,H=9,W=9,M=8,R=3,S=3,G=1"])
 def test_aligned_passes_take_whole_runs(spec):

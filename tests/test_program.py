@@ -18,7 +18,7 @@ from rowstation.sim.controller_model import dram_image, dram_output, run_program
 from rowstation.sim.stimulus import random_layer_arrays
 
 from reference import conv2d_loops, requantize_loops
-from test_mapper import LAYERS, SMALL, TINY
+from test_mapper import LAYERS, ONE_BUFFER, SMALL, TINY
 
 
 #: Bit position of each opcode-word field.
@@ -126,6 +126,21 @@ def test_psums_stay_on_chip_through_every_fold():
     assert (big.tiles, big.epochs) < (small.tiles, small.epochs)
     assert small.dram_reads > big.dram_reads
     assert (big.allocation.ifmap_buffers, big.allocation.psum_buffers) == (2, 2)
+
+
+def test_one_psum_buffer_holds_tiles_twice_as_large():
+    """With one psum buffer (a mapping's ``psum_buffers``) a tile takes twice the pass groups,
+    so the ifmap rows load fewer times; each tile then waits for the store before it, which the
+    search's estimate and the model count."""
+    layer = ConvLayer.parse(ONE_BUFFER)
+    mapping = map_layer(TINY, layer)
+    single = replace(mapping, psum_buffers=1)
+    assert (mapping.allocation.psum_buffers, single.allocation.psum_buffers) == (2, 1)
+    assert single.allocation.tile_groups >= 2 * mapping.allocation.tile_groups
+    both, _ = run(TINY, layer, seed=3, mapping=mapping)
+    one, _ = run(TINY, layer, seed=3, mapping=single)
+    assert one.tiles < both.tiles and one.dram_reads < both.dram_reads
+    assert predict_cycles(single, one) > predict_cycles(mapping, both)
 
 
 def check_row_schedule(pass_rows, slots, ahead):
