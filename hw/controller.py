@@ -302,28 +302,29 @@ class LoadController(wiring.Component):
             m.d.sync += [row.eq(row + 1), dram_offset.eq(dram_offset + instr.args[3]),
                          glb_offset.eq(glb_offset + queued.count)]
 
-        # Write stage.
+        # Write stage: a descriptor leaves with its last write (the next one's first write
+        # follows in the next cycle), its tokens pushed then.
         head = Signal(descriptor)
         moved = Signal.like(head.count)
+        written = Signal()
         m.d.comb += head.eq(writes.r_data)
-        done = writes.r_rdy & (moved == head.count)
         run = head.load & (moved >= head.pad) & (moved < head.count - head.pad)   # else zeros or a FILL
-        with m.If(done):
-            m.d.sync += moved.eq(0)
-            m.d.comb += [writes.r_en.eq(1), self.push.eq(head.push)]
         for region, port in ((Region.IFMAP, self.ifmap_wr), (Region.PSUM, self.psum_ld)):
-            active = writes.r_rdy & ~done & (head.region == region)
-            with m.If(active):
+            with m.If(writes.r_rdy & (moved != head.count) & (head.region == region)):
                 m.d.comb += [
                     port.valid.eq(Mux(run, reader.elements.valid, 1)),
                     port.payload.addr.eq(head.glb + moved),
                     port.payload.data.eq(Mux(run, reader.elements.payload.data[0],
                                              Mux(head.load, 0, head.value))[:len(port.payload.data)]),
+                    written.eq(port.valid & port.ready),
                 ]
                 with m.If(run):
                     m.d.comb += reader.elements.ready.eq(port.ready)
-                with m.If(port.valid & port.ready):
-                    m.d.sync += moved.eq(moved + 1)
+        with m.If(writes.r_rdy & ((moved == head.count) | written & (moved + 1 == head.count))):
+            m.d.sync += moved.eq(0)
+            m.d.comb += [writes.r_en.eq(1), self.push.eq(head.push)]
+        with m.Elif(written):
+            m.d.sync += moved.eq(moved + 1)
 
         m.d.comb += self.at_end.eq(self.instr.valid & is_end & (writes.w_level == 0))
         with m.If(self.at_end & self.release):
