@@ -23,7 +23,7 @@ from .isa import ARGUMENTS, NETWORKS, WORD_WIDTH, Opcode, Region, Token, decode,
 from .program import words_spanned
 
 
-__all__ = ["COSTS", "predict_cycles", "program_bytes", "layer_report", "REPORT_KEYS"]
+__all__ = ["COSTS", "predict_cycles", "program_bytes", "layer_report", "REPORT_KEYS", "dram_floor"]
 
 
 #: Cycle costs of the hardware, beyond one per element moved: per instruction started (the
@@ -344,3 +344,40 @@ def layer_report(mapping, program, *, fetched=False):
         "binding": _binding(breakdown),
     }
     return report
+
+
+def dram_floor(config, layer):
+    """External memory elements below which no schedule of ``layer`` on ``config`` that tiles
+    its outputs goes, counted generously for the schedule.
+
+    Where every mapping folds the reduction through the global buffer, the psums of the
+    outputs under way (a filters x b output positions, positions being images x rows x
+    columns) fit the buffer, which holds nothing else; each weight is read once per tile of
+    positions, less what the filter scratchpads (all banks of all PEs) keep from the tile before,
+    and each ifmap value once per tile of filters, less what the rest of the buffer keeps (the
+    rows' overlap between tiles left out). The least over the tile sizes and both loop orders
+    (filters or positions outermost), per group, plus the outputs once. Where a mapping
+    reduces within the array (a single fold), the compulsory count."""
+    from .mapper import candidates
+
+    c, L = config, layer
+    if any(m.chunks == 1 for m in candidates(c, L)):
+        return L.compulsory()
+    Mg, Cg = L.M // L.G, L.C // L.G
+    weights, ifmap, positions = Mg * Cg * L.R * L.S, L.N * Cg * L.H * L.W, L.N * L.E * L.F
+    lanes_p, lanes_i = c.glb_lanes(c.glb_psum_bits), c.glb_lanes(c.ifmap_width)
+    psums, kept_weights = c.glb_words * lanes_p, c.pe_count * c.filter_spad_depth * c.filter_banks
+    least = None
+    for a in range(1, Mg + 1):
+        for b in {min(positions, psums // a)} | {-(-positions // k) for k in range(1, positions + 1)
+                                                 if -(-positions // k) * a <= psums}:
+            sets, tiles = -(-Mg // a), -(-positions // b)
+            set_weights = a * Cg * L.R * L.S
+            kept_ifmap = (c.glb_words - -(-a * b // lanes_p)) * lanes_i
+            tile_ifmap = ifmap * b // positions
+            filters_outer = (sets * (set_weights + (tiles - 1) * max(0, set_weights - kept_weights))
+                             + ifmap + (sets - 1) * max(0, ifmap - kept_ifmap))
+            positions_outer = (tiles * weights - (tiles - 1) * min(kept_weights, weights)
+                               + ifmap + tiles * (sets - 1) * max(0, tile_ifmap - kept_ifmap))
+            least = min(x for x in (least, filters_outer, positions_outer) if x is not None)
+    return L.G * least + L.N * L.M * L.E * L.F

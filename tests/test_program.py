@@ -12,7 +12,7 @@ from rowstation.gen import ConvLayer, preset
 from rowstation.gen.allocation import ZERO_ROW, pass_words, row_schedule
 from rowstation.gen.mapper import Mapping, candidates, map_layer
 from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, Region, RegisterMap, Token, decode, encode
-from rowstation.gen.performance import layer_report, predict_cycles
+from rowstation.gen.performance import dram_floor, layer_report, predict_cycles
 from rowstation.gen.program import DramLayout, compile_layer, load_bound
 from rowstation.sim.controller_model import dram_image, dram_output, run_program, walk
 from rowstation.sim.stimulus import random_layer_arrays
@@ -141,6 +141,25 @@ def test_one_psum_buffer_holds_tiles_twice_as_large():
     one, _ = run(TINY, layer, seed=3, mapping=single)
     assert one.tiles < both.tiles and one.dram_reads < both.dram_reads
     assert predict_cycles(single, one) > predict_cycles(mapping, both)
+
+
+def test_no_mapping_moves_less_than_the_dram_floor():
+    """``dram_floor`` is a floor: on a buffer too small for the layer it lies above the
+    compulsory traffic and no candidate mapping (every one compiled and counted) moves less; where every psum fits beside the ifmap, or where a mapping reduces
+    within the array, it is the compulsory traffic."""
+    config, layer = TINY.replace(glb_banks=2, glb_bank_depth=64), ConvLayer.parse("N=1,C=8,H=12,W=12,M=24,R=3,S=3,P=1")
+    floor = dram_floor(config, layer)
+    assert floor > 1.05 * layer.compulsory()
+    fitting = [m for m in candidates(config, layer) if m.allocation is not None]
+    assert len(fitting) > 100
+    for mapping in fitting:
+        block = replace(mapping, layer=replace(layer, N=mapping.n), images=None)
+        program = compile_layer(block, shift=2, check_storage=False)   # every tensor at 8 bits
+        words = (program.dram_reads + program.dram_writes) * mapping.blocks
+        assert words * config.dram_width // 8 >= floor, mapping
+    assert dram_floor(TINY.replace(glb_banks=64), layer) == layer.compulsory()
+    single = ConvLayer.parse("N=1,C=1,H=30,W=30,M=2,R=3,S=3")     # three filter rows on three PE rows
+    assert dram_floor(config.replace(glb_bank_depth=4), single) == single.compulsory()
 
 
 def check_row_schedule(pass_rows, slots, ahead):
