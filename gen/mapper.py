@@ -515,7 +515,8 @@ class Mapping:
     def lower_bound(self):
         """Cycles the estimate cannot beat: per pass its MAC slots and the busiest lane's last
         column, or the psums that lane returns, whichever is more (the busiest lane serving at
-        least an even share of the pass's chains), filter load and the first windows excluded."""
+        least an even share of the pass's chains), filter load and the first windows excluded;
+        with one psum buffer, a cycle per output for the stores that no pass overlaps."""
         L, lanes, pe = self.layer, self.config.psum_noc_lanes, self.pe_config
         slots, bounds = pe.mac_cycles + pe.drain_cycles, {}
 

@@ -19,6 +19,8 @@ small buffer puts the ifmap rows and the psums, or two psum lanes, in one bank).
 counts are exact (:func:`rowstation.sim.controller_model.run_program` checks them).
 """
 
+from math import isqrt
+
 from .isa import ARGUMENTS, NETWORKS, WORD_WIDTH, Opcode, Region, Token, decode, decode_load
 from .program import words_spanned
 
@@ -367,10 +369,12 @@ def dram_floor(config, layer):
     weights, ifmap, positions = Mg * Cg * L.R * L.S, L.N * Cg * L.H * L.W, L.N * L.E * L.F
     lanes_p, lanes_i = c.glb_lanes(c.glb_psum_bits), c.glb_lanes(c.ifmap_width)
     psums, kept_weights = c.glb_words * lanes_p, c.pe_count * c.filter_spad_depth * c.filter_banks
+    # Tile sizes: every ceil(positions / tiles) (each tile count's least size) and the largest.
+    root = isqrt(positions)
+    sizes = {-(-positions // tiles) for tiles in range(1, root + 2)} | set(range(1, min(root + 2, positions + 1)))
     least = None
-    for a in range(1, Mg + 1):
-        for b in {min(positions, psums // a)} | {-(-positions // k) for k in range(1, positions + 1)
-                                                 if -(-positions // k) * a <= psums}:
+    for a in range(1, min(Mg, psums) + 1):
+        for b in {min(positions, psums // a)} | {b for b in sizes if b * a <= psums}:
             sets, tiles = -(-Mg // a), -(-positions // b)
             set_weights = a * Cg * L.R * L.S
             kept_ifmap = (c.glb_words - -(-a * b // lanes_p)) * lanes_i
