@@ -541,6 +541,18 @@ class Mapping:
         per_pass = self.config.pe_latency + 2 * self.chain
         return self.blocks * self.chunks * sum(count * (cycles + per_pass) for cycles, count in passes) + store
 
+    @cached_property
+    def modelled(self):
+        """The performance model's cycles and external memory words: one block of images
+        compiled and replayed, times the blocks."""
+        from .performance import predict_cycles
+        from .program import compile_layer
+
+        block = _block(self)
+        program = compile_layer(block, check_storage=False)
+        return (predict_cycles(block, program) * self.blocks,
+                (program.dram_reads + program.dram_writes) * self.blocks)
+
     def describe(self):
         L, st = self.layer, self.stats
         used = max(len(jobs) for jobs in self.passes) * self.chain
@@ -638,7 +650,7 @@ def map_layer(config, layer, *, tolerance=0.0):
     for bound, _, mapping in sorted(bounds, key=lambda entry: entry[:2]):
         if modelled and bound > _within(min(c for c, _, _ in modelled), tolerance):
             break
-        modelled.append((*_modelled(mapping), mapping))
+        modelled.append((*mapping.modelled, mapping))
     fewest = min(cycles for cycles, _, _ in modelled)
     return min((entry for entry in modelled if entry[0] <= _within(fewest, tolerance)),
                key=lambda entry: (entry[1], entry[0], -entry[2].n))[2]
@@ -668,25 +680,26 @@ def _bound(mapping):
     return max(mapping.stats["cycles"], load_bound(_block(mapping)) * mapping.blocks)
 
 
-def _modelled(mapping):
-    """The performance model's cycles and external memory words of one block of images, times
-    the blocks."""
-    from .performance import predict_cycles
-    from .program import compile_layer
-
-    block = _block(mapping)
-    program = compile_layer(block, check_storage=False)
-    return (predict_cycles(block, program) * mapping.blocks,
-            (program.dram_reads + program.dram_writes) * mapping.blocks)
+#: Estimated cycles of the candidates the search may compile and replay in the model to choose
+#: among (the replay takes time in proportion): short layers, where the estimate's fixed costs
+#: weigh most, get the model's fastest; long ones (AlexNet's) the estimate's.
+MODEL_BUDGET = 200_000
+#: How far over the fewest estimated cycles a candidate is still modelled.
+MODEL_MARGIN = 0.15
 
 
 def _best(config, layer, images, tolerance=0.0):
     """The best mapping with ``images`` per pass, or (None, the fewest words a pass needs):
-    the least energy among the mappings within the tolerance of the fewest estimated cycles."""
+    the least energy among the mappings within the tolerance of the fewest estimated cycles;
+    without a tolerance, the fewest modelled cycles among the candidates within MODEL_MARGIN
+    of the fewest estimated, as many as MODEL_BUDGET allows in the order of their estimates."""
+    def reach():        # how far over the fewest estimated cycles candidates stay in the running
+        return max(tolerance, MODEL_MARGIN if not tolerance and fewest <= MODEL_BUDGET else 0)
+
     # Branch and bound: a pass takes at least its MAC slots, so most candidates are never costed.
     fitting, fewest, smallest = [], None, None
     for mapping in sorted(candidates(config, layer, images), key=lambda m: m.lower_bound):
-        if fewest is not None and mapping.lower_bound > _within(fewest, tolerance):
+        if fewest is not None and mapping.lower_bound > _within(fewest, reach()):
             break
         if mapping.allocation is None:
             smallest = mapping.glb_words if smallest is None else min(smallest, mapping.glb_words)
@@ -700,7 +713,18 @@ def _best(config, layer, images, tolerance=0.0):
     leanest = sorted((m for m in fitting if m.stats["cycles"] <= _within(fewest, tolerance)),
                      key=lambda m: (m.stats["energy"], m.stats["cycles"]))
     if not tolerance:
-        return leanest[0], smallest
+        # The estimate leaves out costs the model counts (register writes, loads, stores),
+        # which can reorder close candidates of a short layer.
+        close, budget = [leanest[0]], MODEL_BUDGET - fewest
+        for m in sorted(fitting, key=lambda m: (m.stats["cycles"], m.stats["energy"])):
+            if m.stats["cycles"] > _within(fewest, reach()) or m.stats["cycles"] > budget:
+                break
+            if m is not leanest[0]:
+                close.append(m)
+                budget -= m.stats["cycles"]
+        if len(close) == 1:
+            return close[0], smallest
+        return min(close, key=lambda m: (m.modelled[0], m.stats["energy"])), smallest
     # Trading cycles for energy: the estimate leaves out the row cache's loads (more for some
     # mappings than others), so the leanest candidate whose bound is within the tolerance of
     # the fastest's wins.
