@@ -574,7 +574,9 @@ class Mapping:
             f"traffic    filter {st['filter_noc_words']}, ifmap {st['ifmap_noc_words']}, "
             f"psum {st['psum_noc_words']} NoC words; DRAM compulsory {st['dram_words_compulsory']} words",
             f"GLB        largest pass {self.glb_words} of {self.config.glb_words} "
-            f"words (ifmap rows and psums)",
+            f"words (ifmap rows and psums)" + (
+                f"; {a.ifmap_buffers} ifmap and {a.psum_buffers} psum buffer{'s' if a.psum_buffers > 1 else ''}, "
+                f"tiles of {a.tile_groups} pass group{'s' if a.tile_groups > 1 else ''}" if (a := self.allocation) else ""),
         ]
         return "\n".join(lines)
 
