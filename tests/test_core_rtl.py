@@ -44,7 +44,7 @@ LAYERS = [
     "N=1,C=2,H=9,W=11,M=2,R=3,S=3,U=3",
     "N=1,C=1,H=9,W=12,M=2,R=2,S=4,U=4",
     "N=1,C=1,H=4,W=16,M=2,R=2,S=14",
-    ALIGNED := "N=1,C=1,H=7,W=7,M=12,R=3,S=3,P=1",   # passes of whole runs of a filter block's rows
+    ALIGNED := "N=1,C=1,H=7,W=7,M=8,R=3,S=3,P=1",   # passes of whole runs of a filter block's rows
 ]
 # (simulator, configuration, layers, external memory stall and program idle probabilities)
 RUNS = [("verilator", TINY, LAYERS, 0.0, 0.0), ("verilator", TINY, LAYERS[::-1], 0.5, 0.3),
