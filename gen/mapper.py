@@ -690,6 +690,15 @@ MODEL_BUDGET = 200_000
 MODEL_MARGIN = 0.15
 
 
+def _modelled_cycles(mapping):
+    """The model's cycles for ``mapping``, or None when its program cannot be built (its
+    arrangement of the weights takes the tensors beyond the external memory's addresses)."""
+    try:
+        return mapping.modelled[0]
+    except ValueError:
+        return None
+
+
 def _best(config, layer, images, tolerance=0.0):
     """The best mapping with ``images`` per pass, or (None, the fewest words a pass needs):
     the least energy among the mappings within the tolerance of the fewest estimated cycles;
@@ -726,7 +735,10 @@ def _best(config, layer, images, tolerance=0.0):
                 budget -= m.stats["cycles"]
         if len(close) == 1:
             return close[0], smallest
-        return min(close, key=lambda m: (m.modelled[0], m.stats["energy"])), smallest
+        timed = [(cycles, m) for m in close if (cycles := _modelled_cycles(m)) is not None]
+        if not timed:
+            return close[0], smallest
+        return min(timed, key=lambda entry: (entry[0], entry[1].stats["energy"]))[1], smallest
     # Trading cycles for energy: the estimate leaves out the row cache's loads (more for some
     # mappings than others), so the leanest candidate whose bound is within the tolerance of
     # the fastest's wins.

@@ -3,6 +3,7 @@ import pytest
 
 from rowstation.gen import ConvLayer, preset
 from rowstation.gen.mapper import candidates, map_layer
+from rowstation.gen.program import DramLayout, compile_layer
 from rowstation.sim.dataflow import run_mapping
 from rowstation.sim.golden import conv2d
 from rowstation.sim.stimulus import random_layer_arrays
@@ -171,6 +172,16 @@ def test_a_short_layer_takes_the_models_fastest_close_candidate():
     eyeriss = preset("eyeriss-v1")
     mapping, _ = _best(eyeriss, conv5, 1)
     assert mapping.stats["cycles"] > MODEL_BUDGET and "modelled" not in vars(mapping)   # not compiled
+
+
+def test_a_close_candidate_beyond_the_memory_is_passed_over():
+    """A close candidate whose arrangement of the weights takes the tensors past a 4 KiB memory
+    cannot be modelled; the search passes over it and maps the layer with one that fits."""
+    config, layer = TINY.replace(dram_addr_width=12), ConvLayer.parse("N=2,C=6,H=8,W=10,M=6,R=1,S=3,G=2")
+    beyond = [m for m in candidates(config, layer) if m.allocation is not None
+              and DramLayout.packed(m).end > 4096]
+    assert beyond and any(m.stats["cycles"] <= 1.15 * map_layer(config, layer).stats["cycles"] for m in beyond)
+    compile_layer(map_layer(config, layer))
 
 
 #: A layer whose tiles on TINY hold twice the pass groups with one psum buffer.
