@@ -392,7 +392,7 @@ class Mapping:
                         + sum(terms[k] * (after - streamed) for _, k, streamed, after in boundaries) * self.blocks
                         ) * pe.filter_words
         if self.psum_buffers == 1 or self.allocation is not None and self.allocation.psum_buffers == 1:
-            cycles += L.N * L.M * L.E * L.F   # each tile waits for the previous one's store
+            cycles += self.store_wait
         active_pe_cycles = active * mac_slots
         spad = L.macs + L.macs // self.p + 2 * L.macs   # filter read, ifmap read, psum read+write
         glb = filter_words + ifmap_words + psum_words + opsum_words
@@ -537,9 +537,16 @@ class Mapping:
             passes = [(bound(len(group)), 1) for group in self.groups]
         else:
             passes = [(bound(chains), count) for chains, count in sizes(self.output_count, self.chains_per_pass)]
-        store = L.N * L.M * L.E * L.F if self.psum_buffers == 1 else 0   # no tile overlaps a store
         per_pass = self.config.pe_latency + 2 * self.chain
-        return self.blocks * self.chunks * sum(count * (cycles + per_pass) for cycles, count in passes) + store
+        return (self.blocks * self.chunks * sum(count * (cycles + per_pass) for cycles, count in passes)
+                + (self.store_wait if self.psum_buffers == 1 else 0))
+
+    @property
+    def store_wait(self):
+        """Cycles the tiles wait for the stores before them with one psum buffer (no pass
+        overlaps a store): one per output."""
+        L = self.layer
+        return L.N * L.M * L.E * L.F
 
     @cached_property
     def modelled(self):

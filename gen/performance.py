@@ -372,16 +372,16 @@ def dram_floor(config, layer):
     # Tile sizes: every ceil(positions / tiles) (each tile count's least size) and the largest.
     root = isqrt(positions)
     sizes = {-(-positions // tiles) for tiles in range(1, root + 2)} | set(range(1, min(root + 2, positions + 1)))
-    least = None
-    for a in range(1, min(Mg, psums) + 1):
-        for b in {min(positions, psums // a)} | {b for b in sizes if b * a <= psums}:
-            sets, tiles = -(-Mg // a), -(-positions // b)
-            set_weights = a * Cg * L.R * L.S
-            kept_ifmap = (c.glb_words - -(-a * b // lanes_p)) * lanes_i
-            tile_ifmap = ifmap * b // positions
-            filters_outer = (sets * (set_weights + (tiles - 1) * max(0, set_weights - kept_weights))
-                             + ifmap + (sets - 1) * max(0, ifmap - kept_ifmap))
-            positions_outer = (tiles * weights - (tiles - 1) * min(kept_weights, weights)
-                               + ifmap + tiles * (sets - 1) * max(0, tile_ifmap - kept_ifmap))
-            least = min(x for x in (least, filters_outer, positions_outer) if x is not None)
+    def traffic(a, b):      # tiles of a filters x b positions, the cheaper loop order
+        sets, tiles = -(-Mg // a), -(-positions // b)
+        set_weights = a * Cg * L.R * L.S
+        kept_ifmap = (c.glb_words - -(-a * b // lanes_p)) * lanes_i
+        filters_outer = (sets * (set_weights + (tiles - 1) * max(0, set_weights - kept_weights))
+                         + ifmap + (sets - 1) * max(0, ifmap - kept_ifmap))
+        positions_outer = (tiles * weights - (tiles - 1) * min(kept_weights, weights)
+                           + ifmap + tiles * (sets - 1) * max(0, ifmap * b // positions - kept_ifmap))
+        return min(filters_outer, positions_outer)
+
+    least = min(traffic(a, b) for a in range(1, min(Mg, psums) + 1)
+                for b in {min(positions, psums // a)} | {b for b in sizes if b * a <= psums})
     return L.G * least + L.N * L.M * L.E * L.F
