@@ -26,6 +26,10 @@ __all__ = ["Burst", "Run", "WriteBeat", "MemoryReadSignature", "MemoryWriteSigna
 
 
 RUNS_QUEUED = 4     # runs a reader or writer accepts ahead of the one it moves
+#: Words a reader keeps room for, and bursts a read arbiter tracks, at least: more than a
+#: burst's round trip (arbiter, command queue, memory latency, word queue), so that bursts of
+#: a word or two still stream a word a cycle.
+IN_FLIGHT = 16
 
 
 class Burst(data.StructLayout):
@@ -171,7 +175,7 @@ class ElementReader(wiring.Component):
     def __init__(self, *, width, burst, addr_width, element_width=64, lanes=1, depth=None):
         self._width, self._burst, self._addr_width, self._lanes = width, burst, addr_width, lanes
         self._element_width = element_width
-        self._depth = depth or 2 * burst
+        self._depth = depth or max(2 * burst, IN_FLIGHT)
         super().__init__({"runs": In(stream.Signature(Run(addr_width))),
                           "memory": Out(MemoryReadSignature(width, addr_width)),
                           "elements": Out(stream.Signature(ElementGroup(element_width, lanes)))})
@@ -293,7 +297,7 @@ class BurstArbiter(wiring.Component):
     through the arbitration into the readers), each burst's words back to the reader that
     asked, through a queue of ``depth`` bursts in flight."""
 
-    def __init__(self, count, *, width, addr_width, depth=8):
+    def __init__(self, count, *, width, addr_width, depth=IN_FLIGHT):
         self._count, self._depth = count, depth
         super().__init__({"readers": In(MemoryReadSignature(width, addr_width)).array(count),
                           "memory": Out(MemoryReadSignature(width, addr_width))})

@@ -157,6 +157,18 @@ def test_one_psum_buffer_waits_for_each_store():
     run(TINY, [ONE_BUFFER], "verilator", stall=0.5, idle=0.3, tolerance=0.1)
 
 
+#: A layer whose loads bind: short rows, little compute per row.
+LOAD_BOUND = "N=2,C=2,H=12,W=11,M=1,R=2,S=1,U=3"
+
+
+def test_single_word_bursts_stream_a_word_a_cycle():
+    """A memory without bursts (``dram_burst`` 1: a command per word) still streams a word a
+    cycle (the readers keep enough words in flight for the round trip): the load-bound layer
+    takes the cycles the model predicts, as with bursts of 16."""
+    for config in (TINY.replace(dram_burst=1), TINY):
+        _check_model([LOAD_BOUND], run(config, [LOAD_BOUND], "verilator", stall=0.0, idle=0.0))
+
+
 #: Two psum lanes in TINY's four banks: both lanes' psums share a bank, whose one read and one
 #: write a cycle the lanes (and the ifmap stream) take in turns.
 SHARED_BANKS = TINY.replace(psum_noc_lanes=2)
