@@ -91,7 +91,8 @@ class AcceleratorConfig:
                              f"filter_noc_width = {k} (the filter spad is written {k} weights at a time)")
         _check_int("ifmap_spad_depth", self.ifmap_spad_depth, 1, 4096)
         _check_int("psum_spad_depth", self.psum_spad_depth, 1, 4096)
-        _check_int("psum_fifo_depth", self.psum_fifo_depth, 1, 64)
+        _check_int("psum_fifo_depth", self.psum_fifo_depth, 2, 64,
+                   "a one-entry FIFO takes a row only after the last has left: a psum every other cycle")
         _check_int("glb_banks", self.glb_banks, 1, 256)
         if self.glb_bank_depth & (self.glb_bank_depth - 1) or self.glb_bank_depth < 2:
             raise ValueError(f"glb_bank_depth must be a power of 2 of at least 2 (to simplify "

@@ -35,6 +35,7 @@ def test_config_is_frozen_and_comparable():
     (dict(psum_width=15), ValueError, r"^psum_width must be between 16 and 64 \(one 8x8-bit product needs 16 bits; outputs are 64-bit integers\), not 15$"),
     (dict(psum_width=65), ValueError, r"^psum_width must be between 16 and 64 .*not 65$"),
     (dict(filter_spad_depth=0), ValueError, r"^filter_spad_depth must be between 1 and 4096, not 0$"),
+    (dict(psum_fifo_depth=1), ValueError, r"^psum_fifo_depth must be between 2 and 64 \(a one-entry FIFO takes a row only after the last has left: a psum every other cycle\), not 1$"),
     (dict(glb_bank_depth=300), ValueError, r"^glb_bank_depth must be a power of 2 of at least 2 \(to simplify address calculation\), not 300$"),
     (dict(glb_bank_width=16), ValueError, r"^glb_bank_width must be between 24 and 1024 \(a global buffer word must hold one 24-bit psum\), not 16$"),
     (dict(dram_width=24), ValueError, r"^dram_width must be a power of 2 between 8 and 1024, not 24$"),
