@@ -283,15 +283,16 @@ class Mapping:
         from its first MAC slot, fill and drain constants aside, and the words of its ifmap
         and psum networks' busiest lanes. Beyond its MAC slots or its busiest network: each
         ifmap lane sends column by column across its rows, so the last row's PEs wait for
-        their first window (seg columns of every row of the lane) while their first output's
-        earlier taps take (seg - 1) * q slots of each MAC lane row; and the tops finish each
+        their first window's last tap (its first channel comes after the seg - 1 columns before
+        it of every row of the lane and q - 1 more words) while their first output's earlier
+        taps take (seg - 1) * q slots of each MAC lane row; and the tops finish each
         column's p psums together (each top's leave one a cycle after its last lane row), so
         after the last MAC the busiest lane returns the other tops' last column."""
         L, pe = self.layer, self.pe_config
         column = self.config.ifmap_lane_rows(rows) * self.q
         words_i = column * self.n * pe.row_length
         words_o = lane_chains * self.n * L.F * self.p
-        startup = max(0, self.seg * column - (self.seg - 1) * self.q * pe.lane_rows)
+        startup = max(0, self.seg * column - (self.seg - 1) * self.q * pe.lane_rows - self.q)
         last_mac = max(pe.mac_cycles + startup, words_i, words_o)
         return PassTiming(last_mac, last_mac + pe.drain_cycles + (lane_chains - 1) * self.p, words_i, words_o)
 
