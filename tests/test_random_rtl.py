@@ -21,17 +21,33 @@ from test_pe_rtl import BUILD
 
 
 def random_config(rng):
-    """A configuration of 2-5 x 1-5 PEs, 8 or 16 bits, 4-16 global buffer banks of 32-128 words,
-    one or two psum lanes, MAC lanes and filter banks, one to four ifmap lanes."""
-    rows, cols, width = rng.randint(2, 5), rng.randint(1, 5), rng.choice([8, 16])
-    mac_lanes = rng.choice([1, 1, 2])
-    return preset("tiny").replace(
-        array_rows=rows, array_cols=cols, ifmap_width=width, weight_width=width, psum_width=3 * width,
-        glb_banks=rng.choice([4, 8, 16]), glb_bank_depth=rng.choice([32, 64, 128]),
-        glb_bank_width=64 if width == 16 else rng.choice([32, 64]), dram_width=64 if width == 16 else 32,
-        psum_noc_lanes=rng.randint(1, min(2, cols)), mac_lanes=mac_lanes,
-        filter_noc_width=max(2, mac_lanes), ifmap_noc_lanes=rng.randint(1, min(4, rows * cols)),
-        filter_banks=rng.choice([1, 2]))
+    """A configuration of 1-5 x 1-5 PEs with operands of 4-16 bits each (psums 8-20 bits wider
+    than a product, room for the random layers' fan-in of up to 64; sometimes narrower in the
+    global buffer, down to that room), one to four MAC lanes, one to
+    three ifmap lanes, one or two psum lanes and filter banks, random scratchpad and FIFO
+    depths, 3-16 banks of 32-256 words of 32-128 bits, bursts of 1-16 words of 32 or 64 bits,
+    16-32-bit memory addresses, with or without the weight register (drawn again until valid)."""
+    while True:
+        rows, cols = rng.randint(1, 5), rng.randint(1, 5)
+        ifmap_width, weight_width = rng.choice([4, 6, 8, 12, 16]), rng.choice([4, 6, 8, 12, 16])
+        psum_width = ifmap_width + weight_width + rng.randint(8, 20)
+        mac_lanes = rng.choice([1, 1, 2, 4])
+        filter_noc_width = rng.choice([k for k in (1, 2, 4, 8) if k % mac_lanes == 0])
+        glb_psum_width = rng.choice([0, 0, rng.randint(ifmap_width + weight_width + 8, psum_width)])
+        try:
+            return preset("tiny").replace(
+                array_rows=rows, array_cols=cols, ifmap_width=ifmap_width, weight_width=weight_width,
+                psum_width=psum_width, glb_psum_width=glb_psum_width,
+                glb_banks=rng.choice([3, 4, 6, 8, 16]), glb_bank_depth=rng.choice([32, 64, 128, 256]),
+                glb_bank_width=rng.choice([32, 64, 128]), dram_width=rng.choice([32, 64]),
+                dram_burst=rng.choice([1, 2, 4, 16]), psum_noc_lanes=rng.randint(1, min(2, cols)),
+                mac_lanes=mac_lanes, filter_noc_width=filter_noc_width,
+                ifmap_noc_lanes=rng.randint(1, min(3, rows * cols)), filter_banks=rng.choice([1, 2]),
+                filter_spad_depth=filter_noc_width * rng.randint(6, 32), ifmap_spad_depth=rng.randint(4, 16),
+                psum_spad_depth=mac_lanes * rng.randint(1, 8), psum_fifo_depth=rng.randint(2, 6),
+                weight_register=rng.randint(0, 1), dram_addr_width=rng.choice([16, 20, 32]))
+        except ValueError:      # e.g. a psum wider than the memory word, or weights than a transfer
+            continue
 
 
 def random_layer(rng):
@@ -49,7 +65,8 @@ def run(seed, *, stall, idle):
     config, layers = random_config(rng), [random_layer(rng) for _ in range(5)]
     cases, wants = [], []
     for n, layer in enumerate(layers):
-        arrays = random_layer_arrays(config, layer, seed=n, zeros=0.25)
+        # Weights whose worst case fits the buffer's psums, where those are narrower.
+        arrays = random_layer_arrays(config.replace(psum_width=config.glb_psum_bits), layer, seed=n, zeros=0.25)
         post = {"shift": 1 + n, "relu": n % 4 == 1} if n % 2 else {}
         cases.append(dict(x=arrays["ifmap"], w=arrays["weights"], b=arrays["bias"], stride=layer.U,
                           padding=layer.P, groups=layer.G, **post))
