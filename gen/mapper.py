@@ -637,9 +637,9 @@ def map_layer(config, layer, *, tolerance=0.0):
             raise ValueError(f"layer {name} = {value} exceeds {config.max_dim}, the largest value of "
                              f"dim_width = {config.dim_width} bits")
     found, smallest = [], None
-    for images in sorted((n for n in range(1, layer.N + 1) if layer.N % n == 0 and n <= config.max_dim),
-                         reverse=True):
-        mapping, words = _best(config, layer, images, tolerance)
+    blocks = sorted((n for n in range(1, layer.N + 1) if layer.N % n == 0 and n <= config.max_dim), reverse=True)
+    for images in blocks:
+        mapping, words = _best(config, layer, images, tolerance, long_margin=LONG_MARGIN if len(blocks) == 1 else 0.0)
         if mapping is None:
             smallest = words
         else:
@@ -696,6 +696,11 @@ def _bound(mapping):
 MODEL_BUDGET = 200_000
 #: How far over the fewest estimated cycles a candidate is still modelled.
 MODEL_MARGIN = 0.15
+#: Beyond MODEL_BUDGET, when a layer has one block size of images to map (its replays are all
+#: the search makes), the candidates within LONG_MARGIN of the fewest estimated cycles, at most
+#: LONG_CANDIDATES of them, are modelled: the estimate's own error on AlexNet is about this.
+LONG_MARGIN = 0.01
+LONG_CANDIDATES = 3
 
 
 def _modelled_cycles(mapping):
@@ -707,13 +712,16 @@ def _modelled_cycles(mapping):
         return None
 
 
-def _best(config, layer, images, tolerance=0.0):
+def _best(config, layer, images, tolerance=0.0, *, long_margin=0.0):
     """The best mapping with ``images`` per pass, or (None, the fewest words a pass needs):
     the least energy among the mappings within the tolerance of the fewest estimated cycles;
     without a tolerance, the fewest modelled cycles among the candidates within MODEL_MARGIN
-    of the fewest estimated, as many as MODEL_BUDGET allows in the order of their estimates."""
+    of the fewest estimated, as many as MODEL_BUDGET allows in the order of their estimates,
+    or, beyond it, within ``long_margin``, at most LONG_CANDIDATES."""
     def reach():        # how far over the fewest estimated cycles candidates stay in the running
-        return max(tolerance, MODEL_MARGIN if not tolerance and fewest <= MODEL_BUDGET else 0)
+        if tolerance:
+            return tolerance
+        return MODEL_MARGIN if fewest <= MODEL_BUDGET else long_margin
 
     # Branch and bound: a pass takes at least its MAC slots, so most candidates are never costed.
     fitting, fewest, smallest = [], None, None
@@ -734,9 +742,13 @@ def _best(config, layer, images, tolerance=0.0):
     if not tolerance:
         # The estimate leaves out costs the model counts (register writes, loads, stores),
         # which can reorder close candidates of a short layer.
+        short = fewest <= MODEL_BUDGET
+        if not (short or long_margin):
+            return leanest[0], smallest
         close, budget = [leanest[0]], MODEL_BUDGET - fewest
         for m in sorted(fitting, key=lambda m: (m.stats["cycles"], m.stats["energy"])):
-            if m.stats["cycles"] > _within(fewest, reach()) or m.stats["cycles"] > budget:
+            if m.stats["cycles"] > _within(fewest, reach()) or (
+                    m.stats["cycles"] > budget if short else len(close) == LONG_CANDIDATES):
                 break
             if m is not leanest[0]:
                 close.append(m)

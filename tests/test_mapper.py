@@ -174,6 +174,22 @@ def test_a_short_layer_takes_the_models_fastest_close_candidate():
     assert mapping.stats["cycles"] > MODEL_BUDGET and "modelled" not in vars(mapping)   # not compiled
 
 
+def test_a_long_layer_of_one_block_takes_the_models_fastest_closest_candidate():
+    """Beyond MODEL_BUDGET a layer with one block size of images (batch 1) has its candidates
+    within LONG_MARGIN of the fewest estimated cycles modelled, at most LONG_CANDIDATES: AlexNet
+    CONV5 at batch 1 takes one the model puts faster than the estimate's choice."""
+    from rowstation.gen.mapper import LONG_MARGIN, MODEL_BUDGET, _best
+    from rowstation.gen.zoo import network_layers
+
+    eyeriss = preset("eyeriss-v1")
+    conv5 = dict(network_layers("alexnet"))["CONV5"]
+    estimated, _ = _best(eyeriss, conv5, 1)         # without the margin: the estimate's choice
+    chosen = map_layer(eyeriss, conv5)
+    assert estimated.stats["cycles"] > MODEL_BUDGET
+    assert chosen.stats["cycles"] <= (1 + LONG_MARGIN) * estimated.stats["cycles"]
+    assert chosen.modelled[0] < estimated.modelled[0]
+
+
 def test_a_close_candidate_beyond_the_memory_is_passed_over():
     """A close candidate whose arrangement of the weights takes the tensors past a 4 KiB memory
     cannot be modelled; the search passes over it and maps the layer with one that fits."""
