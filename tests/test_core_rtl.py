@@ -88,7 +88,7 @@ def _keeps_filters(config, spec):
 
 
 #: How far the performance model's cycles may be from the RTL's without stalls: the core issue's
-#: bound (measured: at most 2.6 % on these runs; docs/performance.md).
+#: bound (measured: at most 2.5 % on these runs; docs/performance.md).
 MODEL_TOLERANCE = 0.03
 
 
