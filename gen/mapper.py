@@ -627,7 +627,8 @@ def map_layer(config, layer, *, tolerance=0.0):
     repeating per block: the best mapping of each block size that fits the global buffer is
     modelled, in the order of the search's estimates, until an estimate exceeds the fewest
     modelled cycles (within the tolerance); then the fewest modelled cycles win (within the
-    tolerance, the fewest external memory words), then the larger block."""
+    tolerance, the fewest external memory words), then the larger block. With one block size
+    (batch 1) the replays go to its candidates within LONG_MARGIN instead."""
     check_tolerance(tolerance)
     if not isinstance(layer, ConvLayer):
         raise TypeError(f"layer must be a ConvLayer, not {layer!r}")
@@ -741,7 +742,8 @@ def _best(config, layer, images, tolerance=0.0, *, long_margin=0.0):
                      key=lambda m: (m.stats["energy"], m.stats["cycles"]))
     if not tolerance:
         # The estimate leaves out costs the model counts (register writes, loads, stores),
-        # which can reorder close candidates of a short layer.
+        # which can reorder close candidates: most of a short layer's, a long layer's within
+        # the estimate's own error.
         short = fewest <= MODEL_BUDGET
         if not (short or long_margin):
             return leanest[0], smallest
