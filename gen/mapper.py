@@ -693,7 +693,8 @@ def _bound(mapping):
 
 #: Estimated cycles of the candidates the search may compile and replay in the model to choose
 #: among (the replay takes time in proportion): short layers, where the estimate's fixed costs
-#: weigh most, get the model's fastest; long ones (AlexNet's) the estimate's.
+#: weigh most, get the model's fastest among those within MODEL_MARGIN; long ones (AlexNet's)
+#: among those within LONG_MARGIN at batch 1, the estimate's otherwise.
 MODEL_BUDGET = 200_000
 #: How far over the fewest estimated cycles a candidate is still modelled.
 MODEL_MARGIN = 0.15

@@ -156,8 +156,8 @@ def test_a_short_layer_takes_the_models_fastest_close_candidate():
     """On a short layer the estimate's fastest candidate is not the hardware's: its fixed costs
     (register writes, loads, stores) weigh most. Without a tolerance the search models the
     candidates within MODEL_MARGIN of the fewest estimated cycles and takes the fewest modelled:
-    here 22 % fewer than the estimate's choice. AlexNet's layers, beyond MODEL_BUDGET, keep the
-    estimate's."""
+    here 22 % fewer than the estimate's choice. A layer beyond MODEL_BUDGET keeps the estimate's
+    when it has several block sizes of images (``_best`` without ``long_margin``)."""
     from rowstation.gen.mapper import MODEL_BUDGET, MODEL_MARGIN, _best
 
     layer = ConvLayer.parse("N=1,C=2,H=6,W=11,M=6,R=1,S=4,G=2")
