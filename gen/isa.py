@@ -29,8 +29,8 @@ import functools
 
 
 __all__ = ["Opcode", "Region", "Token", "UNITS", "ARGUMENTS", "FIELDS", "WORD_WIDTH",
-           "TOKEN_PRODUCER", "TOKEN_CONSUMER", "TOKEN_DEPTH", "POST_FIELDS", "encode", "decode", "post_operand",
-           "decode_post", "LOAD_FIELDS", "load_operand", "decode_load", "LOOPS", "PE_SETTINGS",
+           "TOKEN_PRODUCER", "TOKEN_CONSUMER", "TOKEN_DEPTH", "POST_FIELDS", "STORE_FIELDS", "encode", "decode",
+           "store_operand", "decode_store", "LOAD_FIELDS", "load_operand", "decode_load", "LOOPS", "PE_SETTINGS",
            "NETWORKS", "PHASES", "RegisterBlock", "RegisterMap", "PE_EVENTS", "ARRAY_EVENTS",
            "CORE_EVENTS", "COUNTERS", "c_definitions"]
 
@@ -42,7 +42,7 @@ class Opcode(enum.IntEnum):
     END = 0
     WRITE = 1   # WRITE reg; value
     LOAD = 2    # LOAD region, pad, rows; glb, dram, count, stride
-    STORE = 3   # STORE post; glb, dram, count, bias_lo, bias_hi
+    STORE = 3   # STORE post, row; glb, dram, count, glb_step, stride, bias_lo, bias_hi
     FILL = 4    # FILL region; glb, count, value_lo, value_hi
     RUN = 5     # RUN: one pass with the committed registers
 
@@ -74,14 +74,22 @@ TOKEN_CONSUMER = {Token.LOAD_EXECUTE: "execute", Token.EXECUTE_LOAD: "load",
                   Token.EXECUTE_STORE: "store", Token.STORE_LOAD: "load"}
 
 #: Argument words following each opcode word.
-ARGUMENTS = {Opcode.END: 0, Opcode.WRITE: 1, Opcode.LOAD: 4, Opcode.STORE: 5, Opcode.FILL: 4,
+ARGUMENTS = {Opcode.END: 0, Opcode.WRITE: 1, Opcode.LOAD: 4, Opcode.STORE: 7, Opcode.FILL: 4,
              Opcode.RUN: 0}
 
-#: Fields of a STORE's operand, low bit first: the post-processing of the psums it writes out.
-#: Each psum plus the bias is written exactly (``requantize`` clear), or requantised to the
-#: activation width: rounding right shift by ``shift`` (round half up), ReLU if ``relu``, then
-#: saturation (:func:`rowstation.sim.golden.requantize`).
+#: The post-processing of the psums a STORE writes out: each psum plus the bias is written
+#: exactly (``requantize`` clear), or requantised to the activation width: rounding right shift
+#: by ``shift`` (round half up), ReLU if ``relu``, then saturation
+#: (:func:`rowstation.sim.golden.requantize`).
 POST_FIELDS = (("shift", 6), ("relu", 1), ("requantize", 1))
+
+#: Fields of a STORE's operand, low bit first: the post-processing, and ``row``. A STORE moves
+#: ``count`` psums: with ``row`` 0 one run from ``glb`` in the global buffer to one run from
+#: the byte address ``dram`` in external memory; else rows of ``row`` psums, each ``glb_step``
+#: elements after the one before in the buffer and ``stride`` bytes after it in external
+#: memory (``stride`` 0: the rows continue one another there), so one STORE writes a filter's
+#: output rows, or one output row of each image, whose psums lie apart in the buffer.
+STORE_FIELDS = POST_FIELDS + (("row", 12),)
 
 #: Fields of a LOAD's operand, low bit first: the region, ``pad`` zeros written before and
 #: after each run (an ifmap row's padding columns), and ``rows`` runs of ``count`` elements,
@@ -148,15 +156,15 @@ def _decode(word):
     return tuple(_unpack(FIELDS, word).items())
 
 
-def post_operand(*, shift=0, relu=False, requantize=False):
-    """The STORE operand of a post-processing setting."""
-    return _pack(POST_FIELDS, {"shift": shift, "relu": int(relu), "requantize": int(requantize)},
-                 "post-processing ")
+def store_operand(*, row=0, shift=0, relu=False, requantize=False):
+    """The STORE operand of a post-processing setting and buffer rows of ``row`` psums."""
+    return _pack(STORE_FIELDS, {"shift": shift, "relu": int(relu), "requantize": int(requantize), "row": row},
+                 "STORE ")
 
 
-def decode_post(operand):
+def decode_store(operand):
     """``{field: value}`` of a STORE operand."""
-    return _unpack(POST_FIELDS, operand)
+    return _unpack(STORE_FIELDS, operand)
 
 
 def load_operand(region, pad=0, rows=1):
@@ -298,11 +306,11 @@ COUNTERS = PE_EVENTS + ARRAY_EVENTS + CORE_EVENTS
 
 def c_definitions(config, prefix):
     """C ``#define`` lines of the instruction set for ``config``: opcodes, field positions,
-    tokens, post-processing fields, and the register map's blocks (first address, entries)."""
+    tokens, STORE and LOAD operand fields, and the register map's blocks (first address, entries)."""
     lines = [f"/* Instruction set ({__name__}) */"]
     lines += [f"#define {prefix}_OP_{op.name} {int(op)}u" for op in Opcode]
     lines += [f"#define {prefix}_ARGS_{op.name} {count}u" for op, count in ARGUMENTS.items()]
-    for group, fields in (("FIELD", FIELDS), ("POST", POST_FIELDS), ("LOAD", LOAD_FIELDS)):
+    for group, fields in (("FIELD", FIELDS), ("STORE", STORE_FIELDS), ("LOAD", LOAD_FIELDS)):
         shift = 0
         for name, width in fields:
             lines += [f"#define {prefix}_{group}_{name.upper()}_SHIFT {shift}u",

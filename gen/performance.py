@@ -9,7 +9,7 @@ one psum per cycle on each lane of the psum and output networks, ``filter_noc_wi
 on the filter network; :meth:`~rowstation.gen.mapper.Mapping.pass_timing`, with the wait for
 the first ifmap windows and the busiest lane's last column) plus the
 pipeline fill and drain of its chains, or, when its filters arrive late, the last PE's MAC
-slots after its weights. The units meet where the program's dependency tokens
+slots (or the psum writes of its busiest global buffer bank, if more) after its weights. The units meet where the program's dependency tokens
 make them wait; the filter stream of a pass (none for the PEs that keep their filters)
 overlaps the previous pass when the PEs have a free filter bank; a STORE waits for its
 instruction's words (one a cycle, decoded ahead while earlier ones run); external memory
@@ -223,7 +223,10 @@ def predict_cycles(mapping, program, *, breakdown=None, fetched=False):
         if banks > 0:
             last_mac, last_psum = last_mac + banks, last_psum + banks
         first_mac = start + COSTS["pass_start"]
-        done = max(first_mac + last_psum, filters_in + slots + last_psum - last_mac)
+        # Filters that arrive late hold back the last PE's MAC slots and the psums written
+        # into the busiest bank (none before the MACs; the ifmap rows are read meanwhile).
+        after_filters = max(slots, program.bank_writes[k])
+        done = max(first_mac + last_psum, filters_in + after_filters + last_psum - last_mac)
         end = done + c.pe_latency + COSTS["pass_drain"] + COSTS["chain"] * m.chain
         if breakdown is not None:
             waited_tokens = start - 1 - ready

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .allocation import ZERO_ROW, Allocation, row_schedule
-from .isa import ARGUMENTS, LOAD_FIELDS, NETWORKS, PE_SETTINGS, UNITS, Opcode, Region, RegisterMap, Token, \
-    encode, load_operand, post_operand
+from .isa import ARGUMENTS, LOAD_FIELDS, NETWORKS, PE_SETTINGS, STORE_FIELDS, UNITS, WORD_WIDTH, Opcode, Region, \
+    RegisterMap, Token, encode, load_operand, store_operand
 
 
 __all__ = ["PassPlan", "pass_plans", "filter_table", "kept_filters", "DramLayout", "filter_blocks", "filter_stride", "filter_block",
@@ -241,6 +241,7 @@ class Program:
     filter_entries: list  # per pass run, the filter blocks its stream carries
     filter_loads: int    # filter blocks the PEs load in all (a PE that keeps its filters loads none)
     bank_accesses: list  # per pass run, the most reads or writes its streams make in one buffer bank
+    bank_writes: list    # per pass run, the most psum writes its chain tops make in one buffer bank
 
 
 class _Writer:
@@ -267,7 +268,7 @@ class _Writer:
         pushes ``push`` (an empty group that carries tokens is one instruction of no words)."""
         if not instructions and (pop or push):
             empty = {"load": (Opcode.FILL, Region.IFMAP, (0, 0, 0, 0)),
-                     "store": (Opcode.STORE, 0, (0, 0, 0, 0, 0))}
+                     "store": (Opcode.STORE, 0, (0, 0, 0, 0, 0, 0))}
             instructions = [empty[unit]]
         last = len(instructions) - 1
         for i, (opcode, operand, args) in enumerate(instructions):
@@ -293,11 +294,11 @@ class _Writer:
 
 
 def _bank_accesses(config, reads, writes):
-    """The most element reads, or writes, that one global buffer bank serves for ``reads`` and
-    ``writes``: runs of elements [(first, count, element bits, repeats, stride)], each
-    repeated ``repeats`` times ``stride`` elements apart. A bank reads one element a cycle and
-    writes one, whichever port asks (:class:`rowstation.hw.glb.GlobalBuffer`)."""
-    most = 0
+    """The most element reads and the most writes that one global buffer bank serves for
+    ``reads`` and ``writes``: runs of elements [(first, count, element bits, repeats, stride)],
+    each repeated ``repeats`` times ``stride`` elements apart. A bank reads one element a cycle
+    and writes one, whichever port asks (:class:`rowstation.hw.glb.GlobalBuffer`)."""
+    most = []
     for runs in (reads, writes):
         banks = {}
         for first, count, bits, repeats, stride in runs:
@@ -313,8 +314,8 @@ def _bank_accesses(config, reads, writes):
                     take = min(left, (bank + 1) * span - at)
                     banks[bank] = banks.get(bank, 0) + take
                     at, left = at + take, left - take
-        most = max(most, *banks.values(), 0)
-    return most
+        most.append(max(banks.values(), default=0))
+    return tuple(most)
 
 
 def _strided(loads, pad):
@@ -345,6 +346,53 @@ def _merged(transfers, size=1):
         elif count:
             out.append((glb, dram, count, *rest))
     return out
+
+
+def _stores(rows, count, bias, size, word):
+    """A tile's STOREs (glb, dram, count, row, glb_step, stride, bias) of its ``rows`` of
+    ``count`` psums each (glb, dram, filter, image, e): a filter's rows taken in turn, in
+    external memory order (an image's rows, which continue one another there) or image by image
+    (one row of each), whichever moves fewer bytes (the STOREs' own and the words they write,
+    ``word`` bytes each)."""
+    rows = [(glb, dram, f, n, e, 0 if bias is None else int(bias[f]) & (1 << 64) - 1)
+            for glb, dram, f, n, e in rows]
+    orders = [sorted(rows, key=lambda r: r[1]), sorted(rows, key=lambda r: (r[2], r[4], r[3]))]
+    store_bytes = (1 + ARGUMENTS[Opcode.STORE]) * WORD_WIDTH // 8
+    return min((_store_runs(order, count, size) for order in orders),
+               key=lambda stores: sum(store_bytes + _written(store, size, word) * word for store in stores))
+
+
+def _written(store, size, word):
+    """External memory words a STORE (glb, dram, count, row, glb_step, stride, bias) writes."""
+    _, addr, count, row, _, stride, _ = store
+    runs = [(addr + r * stride, row) for r in range(count // row)] if stride else [(addr, count)]
+    return sum(words_spanned(at, n, size, word) for at, n in runs)
+
+
+def _store_runs(rows, count, size):
+    """Consecutive (glb, dram, ..., bias) rows of ``count`` psums (elements of ``size`` bytes in
+    external memory) as STOREs (:data:`~rowstation.gen.isa.STORE_FIELDS`): rows with the same
+    bias join where both addresses continue (one run, ``row`` 0), or where each lies as far past
+    the one before in the buffer (``glb_step``) and in external memory (``stride``; 0 where
+    that continues the row before) as the second past the first."""
+    most = (1 << dict(STORE_FIELDS)["row"]) - 1
+    runs = []   # [glb, dram, row, rows, glb_step, stride, bias]: rows of row psums
+    for glb, dram, *_, bias in rows:
+        if runs and runs[-1][6] == bias:
+            run = runs[-1]
+            glb0, dram0, row, taken, step, stride, _ = run
+            if taken == 1 and glb == glb0 + row and dram == dram0 + row * size:
+                run[2] += count          # one run, longer
+                continue
+            if row == count and (taken == 1 and count <= most and glb > glb0 and dram > dram0
+                                 or taken > 1 and (glb, dram) == (glb0 + taken * step, dram0 + taken * stride)):
+                if taken == 1:
+                    run[4], run[5] = glb - glb0, dram - dram0
+                run[3] += 1
+                continue
+        runs.append([glb, dram, count, 1, 0, 0, bias])
+    return [(glb, dram, row * taken, row if taken > 1 else 0, step, 0 if stride == row * size else stride, bias)
+            for glb, dram, row, taken, step, stride, bias in runs]
 
 
 def _fills(runs):
@@ -412,7 +460,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
         if len(bias) != L.M or bad:
             raise ValueError(f"bias must hold M = {L.M} values in the signed {c.psum_width}-bit "
                              f"range (psum_width), not {len(bias)} values" + (f" with {bad[0]}" if bad else ""))
-    post = post_operand(shift=shift or 0, relu=relu and shift is not None, requantize=shift is not None)
+    post = dict(shift=shift or 0, relu=relu and shift is not None, requantize=shift is not None)
     out = _Writer(RegisterMap(c))
     Cg, Wp = L.C // L.G, L.W + 2 * L.P
     lanes_p = c.glb_lanes(c.glb_psum_bits)
@@ -478,23 +526,22 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                    for glb, addr, count, rows, stride in _strided(loads, L.P)])
 
     def psum_rows(t, first_image):
-        """(glb, dram, filter) of each F-psum row of tile ``t``'s outputs."""
+        """(glb, dram, filter, image, row e) of each F-psum row of tile ``t``'s outputs."""
         base = alloc.psum_base(t % alloc.psum_buffers) * lanes_p
         for o, slot in slots[t % tiles].items():
             e, m0 = m.outputs[o][2], m.first_filter(m.outputs[o])
             for n in range(m.n):
                 for pf in range(m.p):
-                    image = first_image + n
-                    index = ((image * L.M + m0 + pf) * L.E + e) * L.F
-                    yield (base + slot + (n * m.p + pf) * L.F,
-                           dram.output + index * dram.output_bytes, m0 + pf)
+                    index = (((first_image + n) * L.M + m0 + pf) * L.E + e) * L.F
+                    yield (base + slot + (n * m.p + pf) * L.F, dram.output + index * dram.output_bytes, m0 + pf,
+                           n, e)
 
     # A PE that holds the same filter block in consecutive passes keeps it: the first pass
     # tells it so (chain bit 2) and the second streams it nothing.
     addresses = {}     # filter block -> its byte address in external memory
     total = m.blocks * count
     keys = [plan.filter_keys for plan in plans]
-    filter_entries, filter_loads, bank_accesses = [], 0, []
+    filter_entries, filter_loads, bank_accesses, bank_writes = [], 0, [], []
 
     # The passes run once per block of images; tiles are numbered across blocks, so the
     # ping-pong psum buffers and their tokens carry on from one block to the next.
@@ -539,25 +586,24 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
                     keep, row_bases, slots[tile_of[j]], psum_base)
         first_fold = order[j][1] == m.first_chunk(order[j][0])
         out.write("psum_zero", int(first_fold))
-        bank_accesses.append(_pass_bank_accesses(m, plan, row_bases, slots[tile_of[j]], psum_base,
-                                                 first_fold=first_fold))
+        reads, writes = _pass_bank_accesses(m, plan, row_bases, slots[tile_of[j]], psum_base, first_fold=first_fold)
+        bank_accesses.append(max(reads, writes))
+        bank_writes.append(writes)
         push = [Token.EXECUTE_LOAD] if i in signals else []
         if last_of_tile:
             push.append(Token.EXECUTE_STORE)
         out.op(Opcode.RUN, pop=run_pop, push=push)
         if last_of_tile:
-            rows = ((glb, addr, L.F, 0 if bias is None else int(bias[f]) & (1 << 64) - 1)
-                    for glb, addr, f in psum_rows(t, block * m.n))
-            stores = [(glb, addr, count, b & 0xFFFF_FFFF, b >> 32)
-                      for glb, addr, count, b in _merged(rows, dram.output_bytes)]
-            out.dram_writes += sum(words_spanned(addr, count, dram.output_bytes, word)
-                                   for _, addr, count, _, _ in stores)
-            out.group("store", [(Opcode.STORE, post, args) for args in stores], pop=[Token.EXECUTE_STORE],
+            stores = _stores(psum_rows(t, block * m.n), L.F, bias, dram.output_bytes, word)
+            out.dram_writes += sum(_written(store, dram.output_bytes, word) for store in stores)
+            out.group("store", [(Opcode.STORE, store_operand(row=row, **post),
+                                 (glb, addr, psums, step, stride, b & 0xFFFF_FFFF, b >> 32))
+                                for glb, addr, psums, row, step, stride, b in stores], pop=[Token.EXECUTE_STORE],
                       push=[Token.STORE_LOAD] if t + alloc.psum_buffers < m.blocks * tiles else [])
     for unit in out.streams:
         out.streams[unit].append(encode(Opcode.END))
     return Program(out.streams, dram, alloc, sum(1 for step in schedule if step.loads), m.blocks * tiles,
-                   out.dram_reads, out.dram_writes, filter_entries, filter_loads, bank_accesses)
+                   out.dram_reads, out.dram_writes, filter_entries, filter_loads, bank_accesses, bank_writes)
 
 
 def _row_cache(m):

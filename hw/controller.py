@@ -23,8 +23,8 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..gen.isa import ARGUMENTS, FIELDS, LOAD_FIELDS, LOOPS, NETWORKS, PE_SETTINGS, POST_FIELDS, TOKEN_CONSUMER, \
-    TOKEN_DEPTH, TOKEN_PRODUCER, UNITS, WORD_WIDTH, Opcode, Region, RegisterMap, Token
+from ..gen.isa import ARGUMENTS, FIELDS, LOAD_FIELDS, LOOPS, NETWORKS, PE_SETTINGS, POST_FIELDS, STORE_FIELDS, \
+    TOKEN_CONSUMER, TOKEN_DEPTH, TOKEN_PRODUCER, UNITS, WORD_WIDTH, Opcode, Region, RegisterMap, Token
 from .arbiter import or_tree
 from .array import ArrayControlSignature, network_shape
 from .glb import ReadPortSignature, WriteRequest
@@ -333,11 +333,12 @@ class LoadController(wiring.Component):
 
 
 class StoreController(wiring.Component):
-    """``STORE post; glb, dram, count, bias_lo, bias_hi``: ``count`` psums from the global
-    buffer through the :class:`PostProcessor` to the external memory byte address ``dram``,
-    packed at the activation's memory width when requantised, else the psum's. A STORE ends
-    (its tokens are pushed) when its last psum has left the buffer; the unit is at ``END`` once
-    every write's response is back."""
+    """``STORE post, row; glb, dram, count, glb_step, stride, bias_lo, bias_hi``: ``count``
+    psums from the global buffer through the :class:`PostProcessor` to external memory (one run,
+    or rows of ``row``: :data:`~rowstation.gen.isa.STORE_FIELDS`), packed at the activation's
+    memory width when requantised, else the psum's. A STORE ends (its tokens are pushed) when
+    its last psum has left the buffer; the unit is at ``END`` once every write's response is
+    back."""
 
     def __init__(self, config):
         c = config
@@ -358,10 +359,15 @@ class StoreController(wiring.Component):
                                                      element_width=c.memory_width(c.psum_width))
         m.submodules.post = post = PostProcessor(c)
         wiring.connect(m, writer.memory, wiring.flipped(self.mem_wr))
-        executing, queued = Signal(), Signal()   # a STORE runs; its run is with the writer
+        executing, queued = Signal(), Signal()   # a STORE runs; its runs are with the writer
         glb_width = c.glb_addr_width(c.glb_psum_bits)
         issued, moved = Signal(glb_width + 1), Signal(glb_width + 1)   # count: at most the buffer's psums
-        glb, mem, count = instr.args[0][:glb_width], instr.args[1], instr.args[2]
+        glb, mem, count, step = instr.args[0][:glb_width], instr.args[1], instr.args[2], instr.args[3][:glb_width]
+        stride = instr.args[4][:c.dram_addr_width]
+        row = instr.operand[sum(width for _, width in POST_FIELDS):][:dict(STORE_FIELDS)["row"]]
+        row_base, in_row = Signal(glb_width), Signal(glb_width + 1)     # the read's row and place in it
+        rows_apart = (row != 0) & (stride != 0)     # a writer run per row
+        run_addr, unqueued = Signal(c.dram_addr_width), Signal(glb_width + 1)   # the next run, psums not in one
         is_end = instr.opcode == Opcode.END
         start = self.instr.valid & ~is_end & ~executing & _tokens_ready(self)
         finished = executing & queued & (moved == count)
@@ -373,26 +379,35 @@ class StoreController(wiring.Component):
             self.pop.eq(Mux(start, instr.pop, 0)),
             post.i.valid.eq(executing & data.valid), data.ready.eq(executing & post.i.ready),
             post.i.payload.psum.eq(data.payload),
-            post.i.payload.bias.eq(Cat(instr.args[3], instr.args[4])),
+            post.i.payload.bias.eq(Cat(instr.args[5], instr.args[6])),
             writer.elements.valid.eq(post.o.valid), writer.elements.payload.eq(post.o.payload),
             post.o.ready.eq(writer.elements.ready),
             writer.runs.valid.eq(executing & ~queued),
-            writer.runs.payload.addr.eq(mem + self.bases.output), writer.runs.payload.count.eq(count),
+            writer.runs.payload.addr.eq(run_addr + self.bases.output),
+            writer.runs.payload.count.eq(Mux(rows_apart, row, count)),
             writer.runs.payload.size.eq(Mux(post.i.payload.requantize, _size(c, c.ifmap_width),
                                             _size(c, c.psum_width))),
             self.psum_st.addr.valid.eq(executing & (issued != count)),
-            self.psum_st.addr.payload.eq(glb + issued),
+            self.psum_st.addr.payload.eq(row_base + in_row),
             self.at_end.eq(self.instr.valid & is_end & writer.idle),
             self.error.eq(writer.error),
         ]
         # The writer takes runs ahead, so a value still in the post-processing belongs to the
         # run before the next STORE's, and END waits for the writer to be idle.
         with m.If(start):
-            m.d.sync += [executing.eq(1), queued.eq(0), issued.eq(0), moved.eq(0)]
+            m.d.sync += [executing.eq(1), queued.eq(0), issued.eq(0), moved.eq(0), row_base.eq(glb),
+                         in_row.eq(0), run_addr.eq(mem), unqueued.eq(count)]
         with m.If(writer.runs.valid & writer.runs.ready):
-            m.d.sync += queued.eq(1)
+            with m.If(rows_apart & (unqueued != row)):
+                m.d.sync += [run_addr.eq(run_addr + stride), unqueued.eq(unqueued - row)]
+            with m.Else():
+                m.d.sync += queued.eq(1)
         with m.If(self.psum_st.addr.valid & self.psum_st.addr.ready):
             m.d.sync += issued.eq(issued + 1)
+            with m.If((row != 0) & (in_row == row - 1)):
+                m.d.sync += [row_base.eq(row_base + step), in_row.eq(0)]
+            with m.Else():
+                m.d.sync += in_row.eq(in_row + 1)
         with m.If(data.valid & data.ready):
             m.d.sync += moved.eq(moved + 1)     # out of the buffer: the next STORE may start
         with m.If(finished):

@@ -13,7 +13,7 @@ and the result catch.
 import numpy as np
 
 from ..gen.isa import ARGUMENTS, COUNTERS, LOOPS, PE_SETTINGS, PHASES, TOKEN_CONSUMER, TOKEN_DEPTH, \
-    TOKEN_PRODUCER, UNITS, Opcode, Region, RegisterMap, Token, decode, decode_load, decode_post
+    TOKEN_PRODUCER, UNITS, Opcode, Region, RegisterMap, Token, decode, decode_load, decode_store
 from ..gen.program import arranged_weights, read_elements, write_elements, words_spanned
 from .dataflow import ifmap_rows, pe_streams
 from .golden import requantize
@@ -211,17 +211,21 @@ def _execute(mapping, opcode, operand, args, regs, stream, plans, dram, bases, g
             counts["dram_reads"] += words_spanned(src + row * stride, n, size, c.dram_width // 8)
             counts["glb_writes"] += len(values)
     elif opcode == Opcode.STORE:
-        at, dst, n, lo, hi = args
+        at, dst, n, step, stride, lo, hi = args
         dst += bases["output"]
-        post = decode_post(operand)
-        values = np.array([glb[Region.PSUM][at + i] for i in range(n)], dtype=np.int64)
+        post = decode_store(operand)
+        row = post["row"] or max(n, 1)
+        values = np.array([glb[Region.PSUM][at + i // row * step + i % row] for i in range(n)], dtype=np.int64)
         values += _signed(lo | hi << 32, 64)
         if post["requantize"]:
             values = requantize(values, shift=post["shift"], relu=bool(post["relu"]),
                                 width=c.ifmap_width)
         size = _bytes(c, c.ifmap_width if post["requantize"] else c.psum_width)
-        write_elements(dram, dst, values, size)
-        counts["dram_writes"] += words_spanned(dst, n, size, c.dram_width // 8)
+        runs = [(dst + r * stride, values[r * row:(r + 1) * row]) for r in range(-(-n // row))] \
+            if post["row"] and stride else [(dst, values)]
+        for addr, run in runs:
+            write_elements(dram, addr, run, size)
+            counts["dram_writes"] += words_spanned(addr, len(run), size, c.dram_width // 8)
         counts["glb_reads"] += n
     elif opcode == Opcode.FILL:
         at, n, lo, hi = args

@@ -11,7 +11,7 @@ import pytest
 from rowstation.gen import ConvLayer, preset
 from rowstation.gen.allocation import ZERO_ROW, pass_words, row_schedule
 from rowstation.gen.mapper import Mapping, candidates, map_layer
-from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, Region, RegisterMap, Token, decode, encode
+from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, Region, RegisterMap, Token, decode, decode_store, encode
 from rowstation.gen.performance import dram_floor, layer_report, predict_cycles
 from rowstation.gen.program import DramLayout, compile_layer, load_bound
 from rowstation.sim.controller_model import dram_image, dram_output, run_program, walk
@@ -452,6 +452,47 @@ def test_tiles_alternate_their_fold_order():
     report, L = layer_report(m, compile_layer(m)), m.layer
     loaded = report["glb_writes"] - report["opsum_transfers"]    # no padding: every write a load
     assert loaded < 1.8 * L.N * L.C * L.H * L.W
+
+
+def _stores(program):
+    """(operand fields, arguments) of each STORE of ``program``."""
+    words, pc, stores = program.streams["store"], 0, []
+    while pc < len(words):
+        opcode = Opcode(decode(words[pc])["opcode"])
+        if opcode == Opcode.STORE:
+            stores.append((decode_store(decode(words[pc])["operand"]), words[pc + 1:pc + 1 + ARGUMENTS[opcode]]))
+        pc += 1 + ARGUMENTS[opcode]
+    return stores
+
+
+@pytest.mark.parametrize("spec,order", [("N=1,C=2,H=8,W=8,M=4,R=3,S=3,P=1", "rows"),
+                                        ("N=4,C=8,H=1,W=1,M=6,R=1,S=1", "images"),
+                                        ("N=2,C=2,H=4,W=4,M=4,R=3,S=3,P=1", "either")])
+def test_one_store_writes_a_filters_rows_of_a_tile(spec, order):
+    """A filter's psums in a tile leave in one STORE (each with its own bias): an image's rows
+    of the filter, which follow one another in external memory, or the same row of every image
+    (rows a plane of M filters apart), whichever the tile's rows allow; the program stays exact
+    (the controller model reads the rows where they lie in the buffer)."""
+    layer = ConvLayer.parse(spec)
+    mapping = map_layer(TINY, layer)
+    program, _ = run(TINY, layer, seed=4, mapping=mapping)
+    # Per tile, the filters of its outputs (and, by image, the images of each).
+    tiles, per_tile = {}, mapping.allocation.tile_groups
+    for g, group in enumerate(mapping.groups):
+        for o in group:
+            first = mapping.first_filter(mapping.outputs[o])
+            tiles.setdefault(g // per_tile, set()).update(range(first, first + mapping.p))
+    filters = sum(len(f) for f in tiles.values()) * mapping.blocks
+    stores = _stores(program)
+    plane = layer.E * layer.F * program.layout.output_bytes
+    along_rows = len(stores) == filters * mapping.n
+    along_images = len(stores) == filters
+    assert {"rows": along_rows, "images": along_images, "either": along_rows or along_images}[order]
+    for fields, (_, _, count, _, stride, _, _) in stores:
+        if along_images and mapping.n > 1:
+            assert fields["row"] == layer.F and stride == layer.M * plane and count == mapping.n * layer.F
+        else:
+            assert stride == 0      # an image's rows of a filter continue one another in memory
 
 
 def test_table_entries_are_written_only_where_the_half_differs():
