@@ -356,9 +356,14 @@ def _stores(rows, count, bias, size, word):
     ``word`` bytes each)."""
     rows = [(glb, dram, f, n, e, 0 if bias is None else int(bias[f]) & (1 << 64) - 1)
             for glb, dram, f, n, e in rows]
-    orders = [sorted(rows, key=lambda r: r[1]), sorted(rows, key=lambda r: (r[2], r[4], r[3]))]
+    in_memory = _store_runs(sorted(rows, key=lambda r: r[1]), count, size)
+    # By image, a STORE per filter and row at least, and no fewer words written than one run
+    # per row: better only where the memory order needs more STOREs.
+    if len(in_memory) <= len({(f, e) for _, _, f, _, e, _ in rows}):
+        return in_memory
+    by_image = _store_runs(sorted(rows, key=lambda r: (r[2], r[4], r[3])), count, size)
     store_bytes = (1 + ARGUMENTS[Opcode.STORE]) * WORD_WIDTH // 8
-    return min((_store_runs(order, count, size) for order in orders),
+    return min((in_memory, by_image),
                key=lambda stores: sum(store_bytes + _written(store, size, word) * word for store in stores))
 
 

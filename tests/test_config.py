@@ -4,7 +4,7 @@ import pytest
 
 from rowstation.gen import AcceleratorConfig, PEConfig, PRESETS, preset, resolve_config
 from rowstation.gen.config import c_header
-from rowstation.gen.isa import Opcode, RegisterMap
+from rowstation.gen.isa import ARGUMENTS, Opcode, RegisterMap
 
 
 def test_presets_hold_their_published_parameters():
@@ -109,6 +109,8 @@ def test_artefacts_carry_the_configuration():
     assert f"#define ROWSTATION_REG_STORE_TOTAL {regmap.address('store_total')}u" in header
     assert f"#define ROWSTATION_OP_STORE {int(Opcode.STORE)}u" in header
     assert "#define ROWSTATION_FIELD_OPCODE_SHIFT 28u" in header
+    assert f"#define ROWSTATION_ARGS_STORE {ARGUMENTS[Opcode.STORE]}u" in header
+    assert "#define ROWSTATION_STORE_ROW_SHIFT 8u" in header and "#define ROWSTATION_STORE_ROW_WIDTH 12u" in header
 
 
 @pytest.mark.parametrize("kwargs,error,message", [

@@ -11,7 +11,8 @@ import pytest
 from rowstation.gen import ConvLayer, preset
 from rowstation.gen.allocation import ZERO_ROW, pass_words, row_schedule
 from rowstation.gen.mapper import Mapping, candidates, map_layer
-from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, Region, RegisterMap, Token, decode, decode_store, encode
+from rowstation.gen.isa import ARGUMENTS, FIELDS, Opcode, Region, RegisterMap, Token, decode, decode_store, encode, \
+    store_operand
 from rowstation.gen.performance import dram_floor, layer_report, predict_cycles
 from rowstation.gen.program import DramLayout, compile_layer, load_bound
 from rowstation.sim.controller_model import dram_image, dram_output, run_program, walk
@@ -312,6 +313,7 @@ def test_instruction_words_round_trip():
     (lambda: encode(Opcode.LOAD, push=[Token.EXECUTE_STORE]),
      r"^LOAD runs on the load unit, which cannot push EXECUTE_STORE$"),
     (lambda: encode(Opcode.WRITE, 1 << 20), r"^operand 1048576 does not fit 20 bits$"),
+    (lambda: store_operand(row=1 << 12), r"^STORE row 4096 does not fit 12 bits$"),
 ])
 def test_instruction_encoding_wrong(call, message):
     with pytest.raises(ValueError, match=message):
