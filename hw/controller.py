@@ -384,7 +384,7 @@ class StoreController(wiring.Component):
             post.o.ready.eq(writer.elements.ready),
             writer.runs.valid.eq(executing & ~queued),
             writer.runs.payload.addr.eq(run_addr + self.bases.output),
-            writer.runs.payload.count.eq(Mux(rows_apart, row, count)),
+            writer.runs.payload.count.eq(Mux(rows_apart & (unqueued > row), row, unqueued)),
             writer.runs.payload.size.eq(Mux(post.i.payload.requantize, _size(c, c.ifmap_width),
                                             _size(c, c.psum_width))),
             self.psum_st.addr.valid.eq(executing & (issued != count)),
@@ -398,7 +398,7 @@ class StoreController(wiring.Component):
             m.d.sync += [executing.eq(1), queued.eq(0), issued.eq(0), moved.eq(0), row_base.eq(glb),
                          in_row.eq(0), run_addr.eq(mem), unqueued.eq(count)]
         with m.If(writer.runs.valid & writer.runs.ready):
-            with m.If(rows_apart & (unqueued != row)):
+            with m.If(rows_apart & (unqueued > row)):     # a short last row ends the STORE too
                 m.d.sync += [run_addr.eq(run_addr + stride), unqueued.eq(unqueued - row)]
             with m.Else():
                 m.d.sync += queued.eq(1)
