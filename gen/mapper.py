@@ -755,7 +755,8 @@ def _best(config, layer, images, tolerance=0.0, *, long_margin=0.0):
                 break
             if m is not leanest[0]:
                 close.append(m)
-                budget -= m.stats["cycles"]
+                if short:
+                    budget -= m.stats["cycles"]
         if len(close) == 1:
             return close[0], smallest
         timed = [(cycles, m) for m in close if (cycles := _modelled_cycles(m)) is not None]

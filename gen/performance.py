@@ -4,19 +4,20 @@ The three units are followed instruction by instruction with the costs the hardw
 (:mod:`rowstation.hw.controller`): the load unit cuts a ``LOAD``'s run into bursts at one a
 cycle and writes its ``n`` elements as they return after the memory latency, a ``FILL`` ``n``
 elements, a ``STORE`` takes ``n`` cycles, each instruction plus a fixed start cost; a pass
-takes its MAC slots (or its busiest network: one activation per cycle on the ifmap network,
-one psum per cycle on each lane of the psum and output networks, ``filter_noc_width`` weights
-on the filter network; :meth:`~rowstation.gen.mapper.Mapping.pass_timing`, with the wait for
-the first ifmap windows and the busiest lane's last column) plus the
-pipeline fill and drain of its chains, or, when its filters arrive late, the last PE's MAC
-slots (or the psum writes of its busiest global buffer bank, if more) after its weights. The units meet where the program's dependency tokens
-make them wait; the filter stream of a pass (none for the PEs that keep their filters)
-overlaps the previous pass when the PEs have a free filter bank; a STORE waits for its
-instruction's words (one a cycle, decoded ahead while earlier ones run); external memory
-serves one word per cycle to the loads and the filter stream together. A pass also takes at
-least the reads, or the writes, its streams make in its busiest global buffer bank (where a
-small buffer puts the ifmap rows and the psums, or two psum lanes, in one bank). The access counts are not modelled here: the program's own
-counts are exact (:func:`rowstation.sim.controller_model.run_program` checks them).
+takes its MAC slots (or its busiest network: one activation per cycle on the ifmap network, one
+psum per cycle on each lane of the psum and output networks, ``filter_noc_width`` weights on
+the filter network; :meth:`~rowstation.gen.mapper.Mapping.pass_timing`, with the wait for the
+first ifmap windows and the busiest lane's last column) plus the pipeline fill and drain of its
+chains, or, when its filters arrive late, the last PE's MAC slots (or the psum writes of its
+busiest global buffer bank, if more) after its weights. The units meet where the program's
+dependency tokens make them wait; the filter stream of a pass (none for the PEs that keep their
+filters) overlaps the previous pass when the PEs have a free filter bank; a STORE waits for its
+instruction's words (one a cycle, decoded ahead while earlier ones run); external memory serves
+one word per cycle to the loads and the filter stream together. A pass also takes at least the
+reads, or the writes, its streams make in its busiest global buffer bank (where a small buffer
+puts the ifmap rows and the psums, or two psum lanes, in one bank). The access counts are not
+modelled here: the program's own counts are exact
+(:func:`rowstation.sim.controller_model.run_program` checks them).
 """
 
 from math import isqrt
@@ -219,7 +220,7 @@ def predict_cycles(mapping, program, *, breakdown=None, fetched=False):
         last_mac, last_psum = timing.last_mac, timing.last_psum
         # A global buffer bank that serves more of the pass's reads or writes than that (the
         # streams' regions share it) holds every stream back: the pass takes those accesses.
-        banks = program.bank_accesses[k] - last_mac
+        banks = max(program.bank_reads[k], program.bank_writes[k]) - last_mac
         if banks > 0:
             last_mac, last_psum = last_mac + banks, last_psum + banks
         first_mac = start + COSTS["pass_start"]

@@ -240,7 +240,7 @@ class Program:
     dram_writes: int     # external memory words the STOREs write
     filter_entries: list  # per pass run, the filter blocks its stream carries
     filter_loads: int    # filter blocks the PEs load in all (a PE that keeps its filters loads none)
-    bank_accesses: list  # per pass run, the most reads or writes its streams make in one buffer bank
+    bank_reads: list     # per pass run, the most reads its streams make in one buffer bank
     bank_writes: list    # per pass run, the most psum writes its chain tops make in one buffer bank
 
 
@@ -546,7 +546,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
     addresses = {}     # filter block -> its byte address in external memory
     total = m.blocks * count
     keys = [plan.filter_keys for plan in plans]
-    filter_entries, filter_loads, bank_accesses, bank_writes = [], 0, [], []
+    filter_entries, filter_loads, bank_reads, bank_writes = [], 0, [], []
 
     # The passes run once per block of images; tiles are numbered across blocks, so the
     # ping-pong psum buffers and their tokens carry on from one block to the next.
@@ -592,7 +592,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
         first_fold = order[j][1] == m.first_chunk(order[j][0])
         out.write("psum_zero", int(first_fold))
         reads, writes = _pass_bank_accesses(m, plan, row_bases, slots[tile_of[j]], psum_base, first_fold=first_fold)
-        bank_accesses.append(max(reads, writes))
+        bank_reads.append(reads)
         bank_writes.append(writes)
         push = [Token.EXECUTE_LOAD] if i in signals else []
         if last_of_tile:
@@ -608,7 +608,7 @@ def compile_layer(mapping, bias=None, dram=None, *, shift=None, relu=False, weig
     for unit in out.streams:
         out.streams[unit].append(encode(Opcode.END))
     return Program(out.streams, dram, alloc, sum(1 for step in schedule if step.loads), m.blocks * tiles,
-                   out.dram_reads, out.dram_writes, filter_entries, filter_loads, bank_accesses, bank_writes)
+                   out.dram_reads, out.dram_writes, filter_entries, filter_loads, bank_reads, bank_writes)
 
 
 def _row_cache(m):

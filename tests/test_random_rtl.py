@@ -24,8 +24,9 @@ def random_config(rng):
     """A configuration of 1-5 x 1-5 PEs with operands of 4-16 bits each (psums 8-20 bits wider
     than a product, room for the random layers' fan-in of up to 64; sometimes narrower in the
     global buffer, down to that room), one to four MAC lanes, one to three ifmap lanes, one or
-    two psum lanes and filter banks, random scratchpad and FIFO depths, 3-16 banks of 32-256 words of 32-128 bits, bursts of 1-16 words of 32 or 64 bits,
-    16-32-bit memory addresses, with or without the weight register (drawn again until valid)."""
+    two psum lanes and filter banks, random scratchpad and FIFO depths, 3-16 banks of 32-256
+    words of 32-128 bits, bursts of 1-16 words of 32 or 64 bits, 16-32-bit memory addresses,
+    with or without the weight register (drawn again until valid)."""
     while True:
         rows, cols = rng.randint(1, 5), rng.randint(1, 5)
         ifmap_width, weight_width = rng.choice([4, 6, 8, 12, 16]), rng.choice([4, 6, 8, 12, 16])
